@@ -1,0 +1,505 @@
+//! `LogtoConfig`: the `logto` table of Rocket's configuration, merged with the `LOGTO_*`
+//! environment variables, given defaults and validated once at launch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use figment::providers::Serialized;
+use figment::Figment;
+use serde::Deserialize;
+use url::Url;
+
+use crate::claims::{UserScope, ORGANIZATIONS_RESOURCE};
+use crate::redirect::ReturnPath;
+
+/// The environment variables that override the file, and the keys they set.
+pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("LOGTO_ENDPOINT", "endpoint"),
+    ("LOGTO_APP_ID", "app_id"),
+    ("LOGTO_APP_SECRET", "app_secret"),
+    ("LOGTO_BASE_URL", "base_url"),
+];
+
+/// Scopes every sign-in requests, before the configured ones.
+pub const DEFAULT_SCOPES: [UserScope; 3] =
+    [UserScope::OpenId, UserScope::OfflineAccess, UserScope::Profile];
+
+/// The validated configuration. Built by the fairing from the `logto` table of Rocket's
+/// figment (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`) and the
+/// variables of [`ENV_OVERRIDES`], which win over the file. The [crate docs](crate#configuration)
+/// list every key with its type and default.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct LogtoConfig {
+    /// Logto's endpoint, e.g. `https://your-tenant.logto.app` (key `endpoint`).
+    pub endpoint: Url,
+    /// The application id (key `app_id`).
+    pub app_id: String,
+    /// The application secret (key `app_secret`); never printed.
+    pub app_secret: AppSecret,
+    /// Where this app is served, e.g. `http://localhost:8000` (key `base_url`).
+    pub base_url: Url,
+    /// Scopes requested beyond `openid offline_access profile` (key `scopes`).
+    pub scopes: Vec<String>,
+    /// API resource indicators requested at sign-in (key `resources`).
+    pub resources: Vec<String>,
+    /// The `prompt` sent at sign-in (key `prompt`, default `consent`).
+    pub prompt: String,
+    /// Fetch the userinfo endpoint right after sign-in and keep its answer (key `fetch_user_info`).
+    pub fetch_user_info: bool,
+    /// Where the auth routes are mounted, without slashes (key `routes_prefix`, default `logto`).
+    pub routes_prefix: String,
+    /// Where to land after sign-in when no `return_to` was given (key `post_sign_in_redirect`).
+    pub post_sign_in_redirect: ReturnPath,
+    /// Where Logto sends the browser after sign-out (key `post_sign_out_redirect`).
+    pub post_sign_out_redirect: Url,
+    /// The first screen of the sign-in experience (key `first_screen`).
+    pub first_screen: Option<String>,
+    /// Identifiers shown on the first screen (key `identifiers`).
+    pub identifiers: Vec<String>,
+    /// `social:<target>` or `sso:<connector-id>` (key `direct_sign_in`).
+    pub direct_sign_in: Option<String>,
+    /// Pre-filled identifier (key `login_hint`).
+    pub login_hint: Option<String>,
+    /// Extra authorize parameters, sent last (key `extra_params`).
+    pub extra_params: BTreeMap<String, String>,
+    /// Allowed clock difference with Logto (key `clock_skew_secs`, default 60).
+    pub clock_skew: Duration,
+    /// Timeout of every request to Logto (key `http_timeout_secs`, default 10).
+    pub http_timeout: Duration,
+    /// An access token with less life left than this is refreshed (key
+    /// `token_refresh_margin_secs`, default 60).
+    pub token_refresh_margin: Duration,
+    /// A session unused for this long is signed out (key `session_inactivity_secs`,
+    /// default 14 days, Logto's refresh-token lifetime).
+    pub session_inactivity: Duration,
+    /// A session older than this is signed out whatever its use (key
+    /// `session_lifetime_secs`, default 30 days).
+    pub session_lifetime: Duration,
+}
+
+/// The app secret. Its `Debug` and `Display` print `***`, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppSecret(String);
+
+impl AppSecret {
+    /// The secret itself, for the token endpoint's Basic authentication.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppSecret(***)")
+    }
+}
+
+impl fmt::Debug for LogtoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogtoConfig")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("app_id", &self.app_id)
+            .field("app_secret", &self.app_secret)
+            .field("base_url", &self.base_url.as_str())
+            .field("scopes", &self.scopes)
+            .field("resources", &self.resources)
+            .field("routes_prefix", &self.routes_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration that cannot be used; its message names the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub(crate) String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The `logto` table as written: every key optional so that a missing one gets a message
+/// of ours rather than serde's.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    endpoint: Option<String>,
+    app_id: Option<String>,
+    app_secret: Option<String>,
+    base_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    prompt: Option<String>,
+    #[serde(default)]
+    fetch_user_info: bool,
+    routes_prefix: Option<String>,
+    post_sign_in_redirect: Option<String>,
+    post_sign_out_redirect: Option<String>,
+    first_screen: Option<String>,
+    #[serde(default)]
+    identifiers: Vec<String>,
+    direct_sign_in: Option<String>,
+    login_hint: Option<String>,
+    #[serde(default)]
+    extra_params: BTreeMap<String, String>,
+    clock_skew_secs: Option<u64>,
+    http_timeout_secs: Option<u64>,
+    token_refresh_margin_secs: Option<u64>,
+    session_inactivity_secs: Option<u64>,
+    session_lifetime_secs: Option<u64>,
+}
+
+const FIRST_SCREENS: [&str; 6] = [
+    "sign_in",
+    "register",
+    "reset_password",
+    "identifier:sign_in",
+    "identifier:register",
+    "single_sign_on",
+];
+const IDENTIFIERS: [&str; 3] = ["email", "phone", "username"];
+const PROMPTS: [&str; 4] = ["none", "login", "consent", "select_account"];
+/// Parameters the library sets itself; `extra_params` may not override them.
+const RESERVED_PARAMS: [&str; 14] = [
+    "client_id",
+    "redirect_uri",
+    "code_challenge",
+    "code_challenge_method",
+    "state",
+    "nonce",
+    "response_type",
+    "prompt",
+    "scope",
+    "login_hint",
+    "direct_sign_in",
+    "resource",
+    "first_screen",
+    "identifier",
+];
+
+fn err(key: &str, problem: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("logto config: `{key}` {problem}"))
+}
+
+fn secs(key: &str, value: Option<u64>, default: u64, max: u64) -> Result<Duration, ConfigError> {
+    let value = value.unwrap_or(default);
+    if value > max {
+        return Err(err(key, format!("is {value}, more than the maximum {max}")));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+fn http_url(key: &str, env: Option<&str>, value: Option<String>) -> Result<Url, ConfigError> {
+    let hint = match env {
+        Some(var) => format!("set it under [default.logto] in Rocket.toml or in {var}"),
+        None => "set it under [default.logto] in Rocket.toml".to_string(),
+    };
+    let value = value.filter(|v| !v.trim().is_empty());
+    let value = value.ok_or_else(|| err(key, format!("is missing: {hint}")))?;
+    let url = Url::parse(value.trim())
+        .map_err(|e| err(key, format!("is not a URL ({e}): expected e.g. http://localhost:3001")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(err(key, "must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err(key, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+impl LogtoConfig {
+    /// Reads the `logto` table of `figment` (already profile-selected, as Rocket's is), with
+    /// the `LOGTO_*` environment variables on top.
+    pub fn from_figment(figment: &Figment) -> Result<LogtoConfig, ConfigError> {
+        Self::from_figment_with_env(figment, |name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_figment_with_env(
+        figment: &Figment,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<LogtoConfig, ConfigError> {
+        let mut figment = figment.clone();
+        for (var, key) in ENV_OVERRIDES {
+            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+                figment = figment.merge(Serialized::global(&format!("logto.{key}"), value));
+            }
+        }
+        if !figment.contains("logto") {
+            return Err(ConfigError(
+                "logto config: the `logto` table is missing: add [default.logto] with endpoint, \
+                 app_id, app_secret and base_url to Rocket.toml (or set LOGTO_ENDPOINT, \
+                 LOGTO_APP_ID, LOGTO_APP_SECRET, LOGTO_BASE_URL)"
+                    .into(),
+            ));
+        }
+        let raw: RawConfig = figment.extract_inner("logto").map_err(|e| {
+            let e = e.into_iter().next().map(|e| e.to_string()).unwrap_or_default();
+            ConfigError(format!("logto config: {e}"))
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
+        let endpoint = http_url("endpoint", Some("LOGTO_ENDPOINT"), raw.endpoint)?;
+        let base_url = http_url("base_url", Some("LOGTO_BASE_URL"), raw.base_url)?;
+        let app_id = raw
+            .app_id
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| err("app_id", "is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID"))?;
+        let app_secret = raw.app_secret.filter(|v| !v.is_empty()).ok_or_else(|| {
+            err(
+                "app_secret",
+                "is missing: a traditional web app needs its secret; set LOGTO_APP_SECRET \
+                 (preferred) or app_secret under [default.logto]",
+            )
+        })?;
+
+        let mut scopes = Vec::new();
+        for scope in raw.scopes {
+            if scope.is_empty() || scope.contains(char::is_whitespace) {
+                return Err(err("scopes", format!("has {scope:?}: a scope is one word without spaces")));
+            }
+            if !scopes.contains(&scope) && !DEFAULT_SCOPES.iter().any(|d| d.as_str() == scope) {
+                scopes.push(scope);
+            }
+        }
+        let mut resources: Vec<String> = Vec::new();
+        for resource in raw.resources {
+            if Url::parse(&resource).is_err() {
+                return Err(err(
+                    "resources",
+                    format!("has {resource:?}, which is not an absolute URI (e.g. https://api.example.com)"),
+                ));
+            }
+            if !resources.contains(&resource) {
+                resources.push(resource);
+            }
+        }
+        if scopes.iter().any(|s| s == UserScope::Organizations.as_str())
+            && !resources.iter().any(|r| r == ORGANIZATIONS_RESOURCE)
+        {
+            resources.push(ORGANIZATIONS_RESOURCE.to_string());
+        }
+
+        let prompt = raw.prompt.unwrap_or_else(|| "consent".into());
+        if prompt.split(' ').any(|p| !PROMPTS.contains(&p)) {
+            return Err(err("prompt", format!("is {prompt:?}; expected space-separated values of {PROMPTS:?}")));
+        }
+
+        let routes_prefix = raw.routes_prefix.unwrap_or_else(|| "logto".into());
+        let routes_prefix = routes_prefix.trim_matches('/').to_string();
+        if routes_prefix.is_empty()
+            || !routes_prefix
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(err("routes_prefix", format!("is {routes_prefix:?}; expected path segments of letters, digits, `-`, `_`, `.` (e.g. \"logto\")")));
+        }
+
+        let post_sign_in_redirect = match raw.post_sign_in_redirect {
+            None => ReturnPath::root_of(&base_url),
+            Some(target) => ReturnPath::from_config(&target, &base_url)
+                .map_err(|why| err("post_sign_in_redirect", why))?,
+        };
+        let post_sign_out_redirect = match raw.post_sign_out_redirect {
+            None => base_url.clone(),
+            Some(v) => http_url("post_sign_out_redirect", None, Some(v))?,
+        };
+
+        if let Some(screen) = &raw.first_screen {
+            if !FIRST_SCREENS.contains(&screen.as_str()) {
+                return Err(err("first_screen", format!("is {screen:?}; expected one of {FIRST_SCREENS:?}")));
+            }
+        }
+        for identifier in &raw.identifiers {
+            if !IDENTIFIERS.contains(&identifier.as_str()) {
+                return Err(err("identifiers", format!("has {identifier:?}; expected values of {IDENTIFIERS:?}")));
+            }
+        }
+        if let Some(direct) = &raw.direct_sign_in {
+            let ok = match direct.split_once(':') {
+                Some(("social" | "sso", target)) => !target.is_empty(),
+                _ => false,
+            };
+            if !ok {
+                return Err(err("direct_sign_in", format!("is {direct:?}; expected `social:<target>` or `sso:<connector-id>`")));
+            }
+        }
+        for key in raw.extra_params.keys() {
+            if RESERVED_PARAMS.contains(&key.as_str()) {
+                return Err(err("extra_params", format!("sets {key:?}, which has its own key or is set by the library")));
+            }
+        }
+
+        let session_inactivity = secs("session_inactivity_secs", raw.session_inactivity_secs, 14 * 86_400, 400 * 86_400)?;
+        let session_lifetime = secs("session_lifetime_secs", raw.session_lifetime_secs, 30 * 86_400, 400 * 86_400)?;
+        if session_inactivity.is_zero() || session_lifetime.is_zero() {
+            return Err(err("session_inactivity_secs", "and `session_lifetime_secs` must be more than 0"));
+        }
+        let http_timeout = secs("http_timeout_secs", raw.http_timeout_secs, 10, 120)?;
+        if http_timeout.is_zero() {
+            return Err(err("http_timeout_secs", "must be more than 0"));
+        }
+
+        Ok(LogtoConfig {
+            endpoint,
+            app_id,
+            app_secret: AppSecret(app_secret),
+            base_url,
+            scopes,
+            resources,
+            prompt,
+            fetch_user_info: raw.fetch_user_info,
+            routes_prefix,
+            post_sign_in_redirect,
+            post_sign_out_redirect,
+            first_screen: raw.first_screen,
+            identifiers: raw.identifiers,
+            direct_sign_in: raw.direct_sign_in,
+            login_hint: raw.login_hint,
+            extra_params: raw.extra_params,
+            clock_skew: secs("clock_skew_secs", raw.clock_skew_secs, 60, 600)?,
+            http_timeout,
+            token_refresh_margin: secs("token_refresh_margin_secs", raw.token_refresh_margin_secs, 60, 86_400)?,
+            session_inactivity,
+            session_lifetime,
+        })
+    }
+
+    /// The issuer: `<endpoint>/oidc` (a path in the endpoint, e.g. a tenant, is kept).
+    pub fn issuer(&self) -> String {
+        format!("{}/oidc", self.endpoint.as_str().trim_end_matches('/'))
+    }
+
+    /// The redirect URI to register in Logto: `<base_url>/<routes_prefix>/sign-in-callback`.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/{}/sign-in-callback", self.base_url.as_str().trim_end_matches('/'), self.routes_prefix)
+    }
+
+    /// Every scope sent at sign-in: `openid offline_access profile`, then the configured ones.
+    pub fn requested_scopes(&self) -> Vec<&str> {
+        DEFAULT_SCOPES.iter().map(|s| s.as_str()).chain(self.scopes.iter().map(String::as_str)).collect()
+    }
+
+    /// Whether the organizations scope is configured (needed for organization tokens).
+    pub fn has_organizations_scope(&self) -> bool {
+        self.scopes.iter().any(|s| s == UserScope::Organizations.as_str())
+    }
+
+    /// Whether session cookies get the `Secure` attribute (when `base_url` is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url.scheme() == "https"
+    }
+
+    /// The base path of the auth routes, e.g. `/logto`.
+    pub fn routes_base(&self) -> String {
+        let base = self.base_url.path().trim_end_matches('/');
+        format!("{base}/{}", self.routes_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::{Format, Toml};
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<LogtoConfig, ConfigError> {
+        let figment = Figment::from(Toml::string(toml));
+        LogtoConfig::from_figment_with_env(&figment, |name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        })
+    }
+
+    const FULL: &str = r#"
+        [logto]
+        endpoint = "http://localhost:3001"
+        app_id = "app"
+        app_secret = "secret"
+        base_url = "http://localhost:8000"
+    "#;
+
+    #[test]
+    fn defaults_fill_every_optional_key() {
+        let cfg = load(FULL, &[]).unwrap();
+        assert_eq!(cfg.prompt, "consent");
+        assert_eq!(cfg.routes_prefix, "logto");
+        assert_eq!(cfg.post_sign_out_redirect.as_str(), "http://localhost:8000/");
+        assert_eq!(cfg.post_sign_in_redirect.as_str(), "/");
+        assert_eq!(cfg.issuer(), "http://localhost:3001/oidc");
+        assert_eq!(cfg.redirect_uri(), "http://localhost:8000/logto/sign-in-callback");
+        assert_eq!(cfg.requested_scopes(), ["openid", "offline_access", "profile"]);
+        assert_eq!(cfg.clock_skew, Duration::from_secs(60));
+        assert!(!cfg.secure_cookies());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let cfg = load(FULL, &[("LOGTO_APP_ID", "12345"), ("LOGTO_BASE_URL", "https://app.example")]).unwrap();
+        assert_eq!(cfg.app_id, "12345");
+        assert!(cfg.secure_cookies());
+    }
+
+    #[test]
+    fn environment_alone_is_enough() {
+        let cfg = load(
+            "",
+            &[
+                ("LOGTO_ENDPOINT", "https://t.logto.app/tenant"),
+                ("LOGTO_APP_ID", "a"),
+                ("LOGTO_APP_SECRET", "s"),
+                ("LOGTO_BASE_URL", "http://localhost:8000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.issuer(), "https://t.logto.app/tenant/oidc");
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let e = load("[logto]\nendpoint = \"http://x\"\nbase_url = \"http://y\"\napp_secret = \"s\"", &[]).unwrap_err();
+        assert!(e.0.contains("`app_id` is missing") && e.0.contains("LOGTO_APP_ID"), "{e}");
+        let e = load("", &[]).unwrap_err();
+        assert!(e.0.contains("`logto` table is missing"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_key_is_named() {
+        for (line, key) in [
+            ("endpoint = \"not a url\"", "endpoint"),
+            ("fetch_user_info = \"yes\"", "fetch_user_info"),
+            ("first_screen = \"welcome\"", "first_screen"),
+            ("identifiers = [\"fax\"]", "identifiers"),
+            ("direct_sign_in = \"google\"", "direct_sign_in"),
+            ("prompt = \"always\"", "prompt"),
+            ("resources = [\"shopping\"]", "resources"),
+            ("routes_prefix = \"a b\"", "routes_prefix"),
+            ("post_sign_in_redirect = \"https://evil.example/\"", "post_sign_in_redirect"),
+            ("extra_params = { state = \"x\" }", "extra_params"),
+            ("app_secrett = \"typo\"", "app_secrett"),
+        ] {
+            let e = load(&format!("{FULL}\n{line}"), &[]).unwrap_err();
+            assert!(e.0.contains(key), "{line}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn organizations_scope_adds_its_resource_once() {
+        let cfg = load(&format!("{FULL}\nscopes = [\"urn:logto:scope:organizations\", \"email\", \"email\", \"openid\"]"), &[]).unwrap();
+        assert_eq!(cfg.scopes, ["urn:logto:scope:organizations", "email"]);
+        assert_eq!(cfg.resources, [ORGANIZATIONS_RESOURCE]);
+    }
+
+    #[test]
+    fn the_secret_never_prints() {
+        let cfg = load(FULL, &[]).unwrap();
+        assert!(!format!("{cfg:?}").contains("secret\""));
+        assert!(format!("{cfg:?}").contains("***"));
+    }
+}

@@ -1,0 +1,139 @@
+//! The `Logto` fairing: reads the configuration at ignition, builds the shared state,
+//! mounts the auth routes, and turns guard failures into the right response.
+
+use std::time::Duration;
+
+use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::http::{Cookie, Method, Status};
+use rocket::request::Request;
+use rocket::response::Response;
+use rocket::{Build, Rocket};
+
+use crate::config::LogtoConfig;
+use crate::context::{GuardFailure, RequestSession};
+use crate::error::{wants_html, wants_json, LogtoError};
+use crate::provider::Provider;
+use crate::refresh::RefreshCoordinator;
+use crate::transaction::SpentStates;
+
+/// How long the refresh coordinator remembers a refresh token's outcome: long enough for
+/// requests sent with a rotated-out cookie to arrive, short enough to stay small.
+const REFRESH_MEMORY: Duration = Duration::from_secs(120);
+/// Most refresh tokens remembered at once.
+const REFRESH_CAPACITY: usize = 10_000;
+/// Most spent `state` values remembered at once.
+const SPENT_STATES_CAPACITY: usize = 100_000;
+
+/// What the fairing shares with the routes and guards.
+pub(crate) struct LogtoState {
+    pub config: LogtoConfig,
+    pub provider: Provider,
+    pub refresh: RefreshCoordinator,
+    pub spent: SpentStates,
+}
+
+/// The fairing. Attach it once: `rocket::build().attach(Logto::fairing())`.
+#[derive(Debug, Default)]
+pub struct Logto {
+    _private: (),
+}
+
+impl Logto {
+    /// The fairing that reads `[default.logto]` and mounts the auth routes.
+    pub fn fairing() -> Logto {
+        Logto::default()
+    }
+
+    /// The configuration the fairing loaded, once Rocket has ignited.
+    pub fn config<P: rocket::Phase>(rocket: &Rocket<P>) -> Option<&LogtoConfig> {
+        rocket.state::<LogtoState>().map(|s| &s.config)
+    }
+}
+
+#[rocket::async_trait]
+impl Fairing for Logto {
+    fn info(&self) -> Info {
+        Info { name: "Logto", kind: Kind::Ignite | Kind::Response | Kind::Singleton }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
+        let config = match LogtoConfig::from_figment(rocket.figment()) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("{e}");
+                return Err(rocket);
+            }
+        };
+        let provider = match Provider::new(&config) {
+            Ok(provider) => provider,
+            Err(e) => {
+                log::error!("logto: {e}");
+                return Err(rocket);
+            }
+        };
+        log::info!(
+            "logto: endpoint {}, app {}, redirect URI {} (register it in Logto)",
+            config.endpoint,
+            config.app_id,
+            config.redirect_uri()
+        );
+        let base = format!("/{}", config.routes_prefix);
+        let state = LogtoState {
+            config,
+            provider,
+            refresh: RefreshCoordinator::new(REFRESH_MEMORY, REFRESH_CAPACITY),
+            spent: SpentStates::new(SPENT_STATES_CAPACITY),
+        };
+        Ok(rocket.manage(state).mount(base, crate::routes::routes()))
+    }
+
+    async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        let Some(state) = request.rocket().state::<LogtoState>() else { return };
+        let failure = request.local_cache(GuardFailure::default).0.lock().expect("guard failure lock").take();
+        if let Some(error) = failure.filter(|e| e.status() == response.status()) {
+            let replacement = if error == LogtoError::Unauthenticated && request.method() == Method::Get && wants_html(request) && !wants_json(request) {
+                sign_in_redirect(request, &state.config)
+            } else {
+                error.render(wants_json(request))
+            };
+            response.merge(replacement);
+        }
+        // An error answer loses the cookie changes a guard made (Rocket only keeps the
+        // catcher's), so removals of a broken or ended session are re-added here.
+        if response.status().code >= 400 {
+            if let Some(cleared) = cleared_cookies(request, state) {
+                let existing: Vec<String> = response.headers().get("Set-Cookie").map(str::to_string).collect();
+                for name in cleared {
+                    if !existing.iter().any(|h| h.starts_with(&format!("{name}="))) {
+                        let mut removal = Cookie::build(name).path("/").build();
+                        removal.make_removal();
+                        response.adjoin_header(removal);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn cleared_cookies(request: &Request<'_>, state: &LogtoState) -> Option<Vec<String>> {
+    // Only look if a guard already loaded the session in this request.
+    let session = RequestSession::of(request, state);
+    let cleared = session.cleared.lock().expect("cleared lock").clone();
+    (!cleared.is_empty()).then_some(cleared)
+}
+
+/// 303 to sign-in, coming back to this page afterwards.
+fn sign_in_redirect(request: &Request<'_>, config: &LogtoConfig) -> Response<'static> {
+    let here = request.uri().to_string();
+    let mut location = format!("/{}/sign-in", config.routes_prefix);
+    if crate::redirect::ReturnPath::parse(&here).is_ok() {
+        location.push_str("?return_to=");
+        location.extend(url::form_urlencoded::byte_serialize(here.as_bytes()));
+    }
+    Response::build()
+        .status(Status::SeeOther)
+        .raw_header("Location", location)
+        .raw_header("Cache-Control", "no-store")
+        .sized_body(0, std::io::Cursor::new(Vec::new()))
+        .finalize()
+}

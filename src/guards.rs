@@ -1,0 +1,352 @@
+//! The request guards: the crate's whole request-time API.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::{Ignite, Rocket, Sentinel};
+
+use crate::claims::{IdTokenClaims, UserInfo as UserInfoClaims};
+use crate::context::{record_failure, RequestContext, RequestSession};
+use crate::error::LogtoError;
+use crate::fairing::LogtoState;
+use crate::tokens::{self, organization_audience, AccessToken};
+
+fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoError> {
+    request.rocket().state::<LogtoState>().ok_or_else(|| {
+        LogtoError::Config("rocket_logto's guards need the fairing: attach Logto::fairing().".into())
+    })
+}
+
+fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
+    record_failure(request, &error);
+    Outcome::Error((error.status(), error))
+}
+
+fn missing_fairing(rocket: &Rocket<Ignite>, guard: &str) -> bool {
+    let missing = rocket.state::<LogtoState>().is_none();
+    if missing {
+        log::error!("rocket_logto: `{guard}` is used, but the Logto fairing is not attached: add `.attach(Logto::fairing())`.");
+    }
+    missing
+}
+
+/// The guide's `req.user`: whether someone is signed in, and their claims. Never fails.
+///
+/// ```
+/// # use rocket::get;
+/// use rocket_logto::LogtoUser;
+///
+/// #[get("/")]
+/// fn home(user: LogtoUser) -> String {
+///     match user.claims() {
+///         Some(claims) => format!("Hello {}", claims.sub),
+///         None => "Hello stranger".into(),
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogtoUser {
+    claims: Option<Arc<IdTokenClaims>>,
+    user_info: Option<UserInfoClaims>,
+}
+
+impl LogtoUser {
+    /// Whether a user is signed in.
+    pub fn is_authenticated(&self) -> bool {
+        self.claims.is_some()
+    }
+
+    /// The signed-in user's ID token claims.
+    pub fn claims(&self) -> Option<&IdTokenClaims> {
+        self.claims.as_deref()
+    }
+
+    /// The userinfo answer fetched at sign-in, when `fetch_user_info = true`.
+    pub fn user_info(&self) -> Option<&UserInfoClaims> {
+        self.user_info.as_ref()
+    }
+}
+
+async fn stored_user_info(session: &RequestSession, claims: &IdTokenClaims) -> Option<UserInfoClaims> {
+    let guard = session.session.lock().await;
+    let value = guard.as_ref()?.user_info.clone()?;
+    tokens::user_info_for(value, claims).ok()
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for LogtoUser {
+    type Error = LogtoError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+        let state = match logto_state(request) {
+            Ok(state) => state,
+            Err(e) => return fail(request, e),
+        };
+        let session = RequestSession::of(request, state);
+        let user_info = match (&session.claims, state.config.fetch_user_info) {
+            (Some(claims), true) => stored_user_info(session, claims).await,
+            _ => None,
+        };
+        Outcome::Success(LogtoUser { claims: session.claims.clone(), user_info })
+    }
+}
+
+impl Sentinel for LogtoUser {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        missing_fairing(rocket, "LogtoUser")
+    }
+}
+
+/// A signed-in user. Fails with 401 when nobody is signed in; a browser navigating to the
+/// route (it accepts HTML) is redirected to sign-in and brought back afterwards.
+///
+/// Its async methods fetch tokens and user info; refreshed tokens are written back to the
+/// session cookies in this response.
+///
+/// ```
+/// # use rocket::{get, serde::json::Json};
+/// use rocket_logto::{AuthenticatedUser, IdTokenClaims};
+///
+/// #[get("/me")]
+/// fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
+///     Json(user.claims().clone())
+/// }
+/// ```
+pub struct AuthenticatedUser<'r> {
+    claims: Arc<IdTokenClaims>,
+    ctx: RequestContext<'r>,
+}
+
+impl std::fmt::Debug for AuthenticatedUser<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticatedUser").field("sub", &self.claims.sub).finish_non_exhaustive()
+    }
+}
+
+impl<'r> AuthenticatedUser<'r> {
+    /// The ID token claims.
+    pub fn claims(&self) -> &IdTokenClaims {
+        &self.claims
+    }
+
+    /// The user id (`sub`).
+    pub fn id(&self) -> &str {
+        &self.claims.sub
+    }
+
+    /// A valid access token for the API resource `indicator` (one of the configured
+    /// `resources`); refreshed when it has less than the margin of life left.
+    pub async fn access_token(&self, indicator: &str) -> Result<AccessToken, LogtoError> {
+        tokens::token_for(&self.ctx, Some(indicator), None, false).await
+    }
+
+    /// An organization token (`aud = urn:logto:organization:<id>`). Needs the
+    /// organizations scope; 403 when the user is not a member.
+    pub async fn organization_token(&self, organization_id: &str) -> Result<AccessToken, LogtoError> {
+        let token = tokens::token_for(&self.ctx, None, Some(organization_id), false).await?;
+        let expected = organization_audience(organization_id);
+        let aud_ok = match token.claims().get("aud") {
+            Some(serde_json::Value::String(aud)) => *aud == expected,
+            Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(&expected)),
+            _ => true, // an opaque token: nothing to check
+        };
+        if !aud_ok {
+            return Err(LogtoError::BadGateway("Logto's organization token is for another audience.".into()));
+        }
+        Ok(token)
+    }
+
+    /// A token for the API resource `indicator`, narrowed to the roles the user has in
+    /// the organization (it carries an `organization_id` claim).
+    pub async fn organization_resource_token(&self, organization_id: &str, indicator: &str) -> Result<AccessToken, LogtoError> {
+        tokens::token_for(&self.ctx, Some(indicator), Some(organization_id), false).await
+    }
+
+    /// Tokens for every organization in the user's `organizations` claim, fetched one
+    /// after the other (never several refreshes at once), keyed by organization id.
+    pub async fn organization_tokens(&self) -> Result<BTreeMap<String, AccessToken>, LogtoError> {
+        let mut tokens = BTreeMap::new();
+        for org in self.claims.organizations.iter().flatten() {
+            tokens.insert(org.clone(), self.organization_token(org).await?);
+        }
+        Ok(tokens)
+    }
+
+    /// The userinfo answer (`custom_data`, `identities`, `organization_data`, ...). With
+    /// `fetch_user_info = true` the copy fetched at sign-in is returned without a request.
+    pub async fn user_info(&self) -> Result<UserInfoClaims, LogtoError> {
+        if self.ctx.state.config.fetch_user_info {
+            if let Some(info) = stored_user_info(self.ctx.session, &self.claims).await {
+                return Ok(info);
+            }
+        }
+        tokens::fetch_user_info(&self.ctx, &self.claims).await
+    }
+
+    /// Refreshes now, ignoring cached tokens: after a change of roles or organizations,
+    /// to get tokens and an ID token that show it. Returns the new access token for
+    /// `indicator` (or the userinfo token with `None`).
+    pub async fn force_refresh(&self, indicator: Option<&str>) -> Result<AccessToken, LogtoError> {
+        tokens::token_for(&self.ctx, indicator, None, true).await
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for AuthenticatedUser<'r> {
+    type Error = LogtoError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+        let state = match logto_state(request) {
+            Ok(state) => state,
+            Err(e) => return fail(request, e),
+        };
+        let session = RequestSession::of(request, state);
+        match &session.claims {
+            Some(claims) => Outcome::Success(AuthenticatedUser {
+                claims: claims.clone(),
+                ctx: RequestContext { state, session, jar: request.cookies() },
+            }),
+            None => fail(request, LogtoError::Unauthenticated),
+        }
+    }
+}
+
+impl Sentinel for AuthenticatedUser<'_> {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        missing_fairing(rocket, "AuthenticatedUser")
+    }
+}
+
+/// An API resource: its indicator and the scopes a route needs.
+///
+/// ```
+/// use rocket_logto::Resource;
+///
+/// struct Shopping;
+/// impl Resource for Shopping {
+///     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+///     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+/// }
+/// ```
+pub trait Resource: Send + Sync + 'static {
+    /// The resource indicator, exactly as in the `resources` config.
+    const INDICATOR: &'static str;
+    /// Scopes the token must carry, else the guard answers 403.
+    const REQUIRED_SCOPES: &'static [&'static str] = &[];
+}
+
+/// A valid access token for the resource `R`. 401 when signed out, 403 when the token
+/// lacks `R::REQUIRED_SCOPES`, 502/503 when Logto fails or cannot be reached. A resource
+/// missing from the `resources` config stops the launch.
+pub struct ResourceToken<R: Resource> {
+    token: AccessToken,
+    _resource: PhantomData<R>,
+}
+
+impl<R: Resource> ResourceToken<R> {
+    /// The bearer token.
+    pub fn access_token(&self) -> &str {
+        self.token.access_token()
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> Vec<&str> {
+        self.token.scopes()
+    }
+
+    /// The decoded claims of the token.
+    pub fn claims(&self) -> &serde_json::Value {
+        self.token.claims()
+    }
+
+    /// The token with its expiry.
+    pub fn token(&self) -> &AccessToken {
+        &self.token
+    }
+}
+
+impl<R: Resource> std::fmt::Debug for ResourceToken<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceToken").field("resource", &R::INDICATOR).field("token", &self.token).finish()
+    }
+}
+
+#[rocket::async_trait]
+impl<'r, R: Resource> FromRequest<'r> for ResourceToken<R> {
+    type Error = LogtoError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+        let user = match AuthenticatedUser::from_request(request).await {
+            Outcome::Success(user) => user,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Forward(s) => return Outcome::Forward(s),
+        };
+        let token = match user.access_token(R::INDICATOR).await {
+            Ok(token) => token,
+            Err(e) => return fail(request, e),
+        };
+        let missing: Vec<&str> = R::REQUIRED_SCOPES.iter().copied().filter(|s| !token.has_scope(s)).collect();
+        if !missing.is_empty() {
+            log::info!("logto: user {} lacks scopes {missing:?} of {}", user.id(), R::INDICATOR);
+            return fail(
+                request,
+                LogtoError::Forbidden(format!("Your access to {} lacks the scopes: {}.", R::INDICATOR, missing.join(", "))),
+            );
+        }
+        Outcome::Success(ResourceToken { token, _resource: PhantomData })
+    }
+}
+
+impl<R: Resource> Sentinel for ResourceToken<R> {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        let Some(state) = rocket.state::<LogtoState>() else {
+            return missing_fairing(rocket, "ResourceToken");
+        };
+        let known = state.config.resources.iter().any(|r| r == R::INDICATOR);
+        if !known {
+            log::error!(
+                "rocket_logto: a route needs a token for {:?}, which is not in the `resources` config: add it to [default.logto] resources.",
+                R::INDICATOR
+            );
+        }
+        !known
+    }
+}
+
+/// The userinfo answer, fetched for this request (or the copy kept at sign-in with
+/// `fetch_user_info = true`). Fails like [`AuthenticatedUser`], and with 502 when the
+/// answer is about another user.
+#[derive(Debug, Clone)]
+pub struct UserInfo(pub UserInfoClaims);
+
+impl std::ops::Deref for UserInfo {
+    type Target = UserInfoClaims;
+    fn deref(&self) -> &UserInfoClaims {
+        &self.0
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for UserInfo {
+    type Error = LogtoError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+        let user = match AuthenticatedUser::from_request(request).await {
+            Outcome::Success(user) => user,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Forward(s) => return Outcome::Forward(s),
+        };
+        match user.user_info().await {
+            Ok(info) => Outcome::Success(UserInfo(info)),
+            Err(e) => fail(request, e),
+        }
+    }
+}
+
+impl Sentinel for UserInfo {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        missing_fairing(rocket, "UserInfo")
+    }
+}

@@ -1,0 +1,450 @@
+//! Everything that talks to Logto: discovery (lazy, cached, retried), the JWKS (refetched
+//! on an unknown `kid`, rate-limited), ID token verification, the token endpoint (code
+//! exchange, refresh with `resource` / `organization_id`), userinfo, revocation and the
+//! end-session URL.
+//!
+//! Token, userinfo and revocation requests go through our own small `reqwest` calls rather
+//! than `openidconnect`'s request builders: those hide the HTTP status and headers, and we
+//! need them (403 for non-members, 429 with `Retry-After`, 5xx vs 4xx) to give the right
+//! answer. `openidconnect` still does the cryptography: JWKS parsing, signature and claims
+//! verification, PKCE, `state` and `nonce` generation.
+
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::{ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce, SignatureVerificationError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::claims::IdTokenClaims;
+use crate::config::LogtoConfig;
+use crate::error::LogtoError;
+
+/// Discovery is fetched again after this long.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// An unknown `kid` refetches the JWKS at most this often.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest answer read from Logto; more is refused rather than buffered.
+const MAX_BODY: usize = 1 << 20;
+
+/// The parts of `/.well-known/openid-configuration` this crate uses, plus the
+/// session-management ones `openidconnect`'s core metadata lacks.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DiscoveryDocument {
+    pub issuer: String,
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Url,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<Url>,
+    pub jwks_uri: Url,
+    #[serde(default)]
+    pub end_session_endpoint: Option<Url>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<Url>,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+/// A fetched discovery document with its keys.
+pub(crate) struct Discovery {
+    pub doc: DiscoveryDocument,
+    algs: Vec<CoreJwsSigningAlgorithm>,
+    jwks: SyncMutex<Arc<CoreJsonWebKeySet>>,
+    jwks_fetched: Mutex<Instant>,
+    fetched_at: Instant,
+}
+
+/// A successful token endpoint answer. No `Debug`: it holds tokens.
+#[derive(Deserialize)]
+pub(crate) struct TokenResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub id_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// How a call to Logto failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProviderError {
+    /// No answer: connection refused, timeout, DNS.
+    Unreachable(String),
+    /// HTTP 429.
+    RateLimited { what: &'static str, retry_after: Option<u64> },
+    /// An answer that is not what the protocol says (HTML, truncated JSON, 5xx).
+    Malformed(String),
+    /// An OAuth error answer (4xx with `error`).
+    Refused { what: &'static str, status: u16, error: String, description: String },
+}
+
+impl ProviderError {
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, ProviderError::Refused { error, .. } if error == "invalid_grant")
+    }
+}
+
+impl From<ProviderError> for LogtoError {
+    fn from(e: ProviderError) -> LogtoError {
+        match e {
+            ProviderError::Unreachable(m) => LogtoError::unavailable(m),
+            ProviderError::RateLimited { what, retry_after } => LogtoError::Unavailable {
+                message: format!("Logto is rate-limiting the {what}; try again shortly."),
+                retry_after,
+            },
+            ProviderError::Malformed(m) => LogtoError::BadGateway(m),
+            ProviderError::Refused { status: 403, description, .. } => LogtoError::Forbidden(if description.is_empty() {
+                "Logto denied access.".into()
+            } else {
+                format!("Logto denied access: {description}.")
+            }),
+            ProviderError::Refused { what, error, description, .. } => {
+                LogtoError::BadGateway(format!("Logto refused the {what}: {error} {description}").trim_end().to_string())
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// The client for one Logto tenant and app.
+pub(crate) struct Provider {
+    http: reqwest::Client,
+    issuer: String,
+    client_id: String,
+    client_secret: String,
+    redirect_uri: String,
+    clock_skew: chrono::Duration,
+    discovery: Mutex<Option<Arc<Discovery>>>,
+}
+
+impl Provider {
+    pub fn new(config: &LogtoConfig) -> Result<Provider, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.http_timeout)
+            .connect_timeout(config.http_timeout)
+            .user_agent(concat!("rocket_logto/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Provider {
+            http,
+            issuer: config.issuer(),
+            client_id: config.app_id.clone(),
+            client_secret: config.app_secret.expose().to_string(),
+            redirect_uri: config.redirect_uri(),
+            clock_skew: chrono::Duration::from_std(config.clock_skew).unwrap_or(chrono::Duration::seconds(60)),
+            discovery: Mutex::new(None),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The discovery document and keys: cached for an hour, fetched again after a failure
+    /// (a stale copy is served while Logto is down). Concurrent callers share one fetch.
+    pub async fn discovery(&self) -> Result<Arc<Discovery>, LogtoError> {
+        let mut slot = self.discovery.lock().await;
+        if let Some(d) = slot.as_ref().filter(|d| d.fetched_at.elapsed() < DISCOVERY_TTL) {
+            return Ok(d.clone());
+        }
+        match self.fetch_discovery().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *slot = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Err(e) => match slot.as_ref() {
+                Some(stale) => {
+                    log::warn!("logto: discovery refresh failed, keeping the cached copy: {e}");
+                    Ok(stale.clone())
+                }
+                None => {
+                    log::warn!("logto: discovery failed: {e}");
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    async fn fetch_discovery(&self) -> Result<Discovery, LogtoError> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let doc: DiscoveryDocument = self.get_json(&url, "discovery request", None).await?;
+        if doc.issuer != self.issuer {
+            return Err(LogtoError::BadGateway(format!(
+                "Logto's discovery names the issuer {:?}, but the configured endpoint means {:?}; check `endpoint`.",
+                doc.issuer, self.issuer
+            )));
+        }
+        let algs: Vec<CoreJwsSigningAlgorithm> = doc
+            .id_token_signing_alg_values_supported
+            .iter()
+            .filter(|alg| alg.as_str() != "none")
+            .filter_map(|alg| serde_json::from_value(serde_json::Value::String(alg.clone())).ok())
+            .collect();
+        let algs = if algs.is_empty() { vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256] } else { algs };
+        let jwks = self.fetch_jwks(&doc.jwks_uri).await?;
+        Ok(Discovery {
+            doc,
+            algs,
+            jwks: SyncMutex::new(Arc::new(jwks)),
+            jwks_fetched: Mutex::new(Instant::now()),
+            fetched_at: Instant::now(),
+        })
+    }
+
+    async fn fetch_jwks(&self, uri: &Url) -> Result<CoreJsonWebKeySet, LogtoError> {
+        self.get_json(uri.as_str(), "key set request", None).await
+    }
+
+    /// Refetches the JWKS unless that happened less than `JWKS_REFETCH_INTERVAL` ago.
+    async fn refetch_jwks(&self, d: &Discovery) -> Result<bool, LogtoError> {
+        let mut last = d.jwks_fetched.lock().await;
+        if last.elapsed() < JWKS_REFETCH_INTERVAL {
+            return Ok(false);
+        }
+        let jwks = self.fetch_jwks(&d.doc.jwks_uri).await?;
+        *d.jwks.lock().expect("jwks lock") = Arc::new(jwks);
+        *last = Instant::now();
+        log::info!("logto: fetched Logto's signing keys again (unknown key id)");
+        Ok(true)
+    }
+
+    /// Verifies an ID token: signature with the discovered keys and algorithms, `iss`, `aud`
+    /// (extra audiences are refused), `exp` and `iat` within the clock skew, and `nonce`
+    /// when one is expected.
+    pub async fn verify_id_token(
+        &self,
+        d: &Discovery,
+        raw: &str,
+        nonce: Option<&str>,
+    ) -> Result<IdTokenClaims, LogtoError> {
+        let reject = |why: String| LogtoError::BadRequest(format!("The ID token from Logto was rejected: {why}."));
+        let token: CoreIdToken = raw.parse().map_err(|_| reject("it is not a well-formed JWT".into()))?;
+        for attempt in 0..2 {
+            let jwks = d.jwks.lock().expect("jwks lock").clone();
+            let skew = self.clock_skew;
+            let verifier = CoreIdTokenVerifier::new_confidential_client(
+                ClientId::new(self.client_id.clone()),
+                ClientSecret::new(self.client_secret.clone()),
+                IssuerUrl::new(self.issuer.clone()).map_err(|e| LogtoError::Config(e.to_string()))?,
+                (*jwks).clone(),
+            )
+            .set_allowed_algs(d.algs.iter().cloned())
+            .set_time_fn(move || chrono::Utc::now() - skew)
+            .set_issue_time_verifier_fn(move |iat| {
+                if iat > chrono::Utc::now() + skew {
+                    Err("issued in the future".into())
+                } else {
+                    Ok(())
+                }
+            });
+            let result = match nonce {
+                Some(expected) => token.claims(&verifier, &Nonce::new(expected.to_string())).map(|_| ()),
+                None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())).map(|_| ()),
+            };
+            match result {
+                Ok(()) => return decode_jwt_payload(raw).map_err(|_| reject("its claims cannot be read".into())),
+                Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
+                    if attempt == 0 =>
+                {
+                    if !self.refetch_jwks(d).await? {
+                        return Err(reject("no key of Logto's matches its key id".into()));
+                    }
+                }
+                Err(e) => return Err(reject(describe_claims_error(&e))),
+            }
+        }
+        Err(reject("no key of Logto's matches its key id".into()))
+    }
+
+    /// Exchanges an authorization code (PKCE, `client_secret_basic`, no `resource`).
+    pub async fn exchange_code(&self, d: &Discovery, code: &str, verifier: &str) -> Result<TokenResponse, ProviderError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", &self.redirect_uri),
+            ("client_id", &self.client_id),
+        ];
+        self.post_form(&d.doc.token_endpoint, &form, "code exchange").await
+    }
+
+    /// Uses the refresh token, optionally for one API resource and/or organization.
+    pub async fn refresh(
+        &self,
+        d: &Discovery,
+        refresh_token: &str,
+        resource: Option<&str>,
+        organization_id: Option<&str>,
+    ) -> Result<TokenResponse, ProviderError> {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", self.client_id.as_str()),
+        ];
+        if let Some(resource) = resource {
+            form.push(("resource", resource));
+        }
+        if let Some(org) = organization_id {
+            form.push(("organization_id", org));
+        }
+        self.post_form(&d.doc.token_endpoint, &form, "token refresh").await
+    }
+
+    /// Calls the userinfo endpoint with the opaque access token of the code exchange.
+    pub async fn userinfo(&self, d: &Discovery, access_token: &str) -> Result<serde_json::Value, ProviderError> {
+        let Some(endpoint) = &d.doc.userinfo_endpoint else {
+            return Err(ProviderError::Malformed("Logto's discovery has no userinfo endpoint".into()));
+        };
+        let response = self
+            .http
+            .get(endpoint.clone())
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .map_err(|e| unreachable_error(&e, "userinfo request"))?;
+        read_json(response, "userinfo request").await
+    }
+
+    /// Revokes a refresh token. Failures are logged, not returned: the local session ends
+    /// whatever Logto says.
+    pub async fn revoke(&self, d: &Discovery, refresh_token: &str) {
+        let Some(endpoint) = &d.doc.revocation_endpoint else { return };
+        let form = [("token", refresh_token), ("token_type_hint", "refresh_token"), ("client_id", &self.client_id)];
+        let result = self
+            .http
+            .post(endpoint.clone())
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&form)
+            .send()
+            .await;
+        match result {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => log::warn!("logto: revoking the refresh token answered {}", r.status()),
+            Err(e) => log::warn!("logto: revoking the refresh token failed: {}", unreachable_error(&e, "revocation").message()),
+        }
+    }
+
+    async fn post_form<T: DeserializeOwned>(&self, url: &Url, form: &[(&str, &str)], what: &'static str) -> Result<T, ProviderError> {
+        let response = self
+            .http
+            .post(url.clone())
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| unreachable_error(&e, what))?;
+        read_json(response, what).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, url: &str, what: &'static str, _bearer: Option<&str>) -> Result<T, LogtoError> {
+        let response = self.http.get(url).send().await.map_err(|e| LogtoError::from(unreachable_error(&e, what)))?;
+        read_json(response, what).await.map_err(LogtoError::from)
+    }
+}
+
+impl ProviderError {
+    fn message(&self) -> String {
+        LogtoError::from(self.clone()).message().to_string()
+    }
+}
+
+fn unreachable_error(e: &reqwest::Error, what: &'static str) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Unreachable(format!("Logto did not answer the {what} in time; try again."))
+    } else {
+        ProviderError::Unreachable(format!("Logto could not be reached for the {what}; try again."))
+    }
+}
+
+async fn read_body(mut response: reqwest::Response, what: &'static str) -> Result<Vec<u8>, ProviderError> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(ProviderError::Malformed(format!("Logto's answer to the {what} is too large")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(unreachable_error(&e, what)),
+            Err(_) => return Err(ProviderError::Malformed(format!("Logto's answer to the {what} was cut short"))),
+        }
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(response: reqwest::Response, what: &'static str) -> Result<T, ProviderError> {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = read_body(response, what).await?;
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(ProviderError::RateLimited { what, retry_after });
+    }
+    if status.is_success() {
+        return serde_json::from_slice(&body)
+            .map_err(|_| ProviderError::Malformed(format!("Logto's answer to the {what} is not the JSON it should be")));
+    }
+    if status.is_client_error() {
+        if let Ok(e) = serde_json::from_slice::<OAuthErrorBody>(&body) {
+            return Err(ProviderError::Refused {
+                what,
+                status: status.as_u16(),
+                error: e.error.chars().take(64).collect(),
+                description: e.error_description.unwrap_or_default().chars().take(200).collect(),
+            });
+        }
+    }
+    Err(ProviderError::Malformed(format!("Logto answered the {what} with HTTP {}", status.as_u16())))
+}
+
+/// Decodes a JWT's payload without checking it: only for tokens that were verified before
+/// (the stored ID token) or that this client only reads (access tokens it received itself).
+pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).ok_or(())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| ())?;
+    serde_json::from_slice(&bytes).map_err(|_| ())
+}
+
+fn describe_claims_error(e: &ClaimsVerificationError) -> String {
+    match e {
+        ClaimsVerificationError::Expired(_) => "it has expired".into(),
+        ClaimsVerificationError::InvalidAudience(_) => "it is not meant for this app (aud)".into(),
+        ClaimsVerificationError::InvalidIssuer(_) => "its issuer (iss) is not the configured Logto".into(),
+        ClaimsVerificationError::InvalidNonce(_) => "its nonce does not match this sign-in".into(),
+        ClaimsVerificationError::InvalidSubject(_) => "it has no valid subject (sub)".into(),
+        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::DisallowedAlg(_)) => {
+            "its signing algorithm is not one Logto advertises".into()
+        }
+        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::AmbiguousKeyId(_)) => {
+            "it names no key id and Logto has several keys".into()
+        }
+        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey) => {
+            "no key of Logto's matches it".into()
+        }
+        ClaimsVerificationError::SignatureVerification(_) => "its signature is invalid".into(),
+        ClaimsVerificationError::Other(m) if m.contains("issued in the future") => "it is issued in the future".into(),
+        ClaimsVerificationError::Unsupported(_) => "it uses an unsupported JWT feature".into(),
+        other => format!("{other}").chars().take(120).collect(),
+    }
+}

@@ -1,0 +1,299 @@
+//! The auth routes the fairing mounts under `/<routes_prefix>`: sign-in, sign-up, the
+//! sign-in callback and sign-out.
+
+use std::io::Cursor;
+
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
+use percent_encoding::percent_decode_str;
+use rocket::http::{CookieJar, Header, Status};
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::response::{self, Responder, Response};
+use rocket::{get, Route, State};
+use url::Url;
+
+use crate::config::LogtoConfig;
+use crate::context::RequestSession;
+use crate::error::LogtoError;
+use crate::fairing::LogtoState;
+use crate::provider::Discovery;
+use crate::redirect::ReturnPath;
+use crate::session::{self, now, CachedToken, Session};
+use crate::tokens;
+use crate::transaction::{self, TakeError, Transaction};
+
+pub(crate) fn routes() -> Vec<Route> {
+    rocket::routes![sign_in, sign_up, sign_in_callback, sign_out]
+}
+
+/// A 303 redirect that must not be cached nor leak its URL through `Referer`.
+pub(crate) struct AuthRedirect(pub String);
+
+impl<'r> Responder<'r, 'static> for AuthRedirect {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        Response::build()
+            .status(Status::SeeOther)
+            .header(Header::new("Location", self.0))
+            .header(Header::new("Cache-Control", "no-store"))
+            .header(Header::new("Referrer-Policy", "no-referrer"))
+            .sized_body(0, Cursor::new(Vec::new()))
+            .ok()
+    }
+}
+
+/// The query string decoded strictly: every value UTF-8, duplicates kept so that callers
+/// can refuse them.
+pub(crate) struct Query(Result<Vec<(String, String)>, &'static str>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        let mut pairs = Vec::new();
+        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let decode = |s: &str| {
+                percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned()).map_err(|_| "a query parameter is not UTF-8")
+            };
+            match (decode(k), decode(v)) {
+                (Ok(k), Ok(v)) => pairs.push((k, v)),
+                (Err(e), _) | (_, Err(e)) => return Query(Err(e)),
+            }
+        }
+        Query(Ok(pairs))
+    }
+
+    /// The one value of `name`: `Ok(None)` when absent, an error when repeated.
+    fn single(&self, name: &str) -> Result<Option<&str>, LogtoError> {
+        let pairs = self.0.as_ref().map_err(|e| LogtoError::BadRequest(format!("The request is malformed: {e}.")))?;
+        let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(LogtoError::BadRequest(format!("The parameter `{name}` appears more than once.")));
+        }
+        Ok(first)
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Query {
+    type Error = std::convert::Infallible;
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(Query::parse(request.uri().query().map(|q| q.as_str())))
+    }
+}
+
+#[get("/sign-in")]
+async fn sign_in(query: Query, state: &State<LogtoState>, jar: &CookieJar<'_>) -> Result<AuthRedirect, LogtoError> {
+    start_sign_in(&query, state, jar, None).await
+}
+
+#[get("/sign-up")]
+async fn sign_up(query: Query, state: &State<LogtoState>, jar: &CookieJar<'_>) -> Result<AuthRedirect, LogtoError> {
+    start_sign_in(&query, state, jar, Some("register")).await
+}
+
+async fn start_sign_in(
+    query: &Query,
+    state: &LogtoState,
+    jar: &CookieJar<'_>,
+    first_screen: Option<&str>,
+) -> Result<AuthRedirect, LogtoError> {
+    let config = &state.config;
+    let return_to = match query.single("return_to")? {
+        Some(path) => ReturnPath::parse(path)
+            .map_err(|e| LogtoError::BadRequest(format!("The `return_to` path is refused: it {e}.")))?,
+        None => config.post_sign_in_redirect.clone(),
+    };
+    let discovery = state.provider.discovery().await?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let tx = Transaction {
+        state: CsrfToken::new_random().secret().clone(),
+        nonce: Nonce::new_random().secret().clone(),
+        pkce_verifier: verifier.secret().clone(),
+        return_to,
+        created_at: now(),
+    };
+    let url = authorize_url(config, &discovery, &tx, challenge.as_str(), first_screen);
+    transaction::store(jar, &tx, config);
+    log::info!("logto: sign-in started");
+    Ok(AuthRedirect(url.into()))
+}
+
+/// The authorize URL, with the parameters in the order Logto's JS SDK sends them.
+fn authorize_url(config: &LogtoConfig, d: &Discovery, tx: &Transaction, challenge: &str, first_screen: Option<&str>) -> Url {
+    let mut url = d.doc.authorization_endpoint.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("client_id", &config.app_id)
+            .append_pair("redirect_uri", &config.redirect_uri())
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", &tx.state)
+            .append_pair("nonce", &tx.nonce)
+            .append_pair("response_type", "code")
+            .append_pair("prompt", &config.prompt)
+            .append_pair("scope", &config.requested_scopes().join(" "));
+        if let Some(hint) = &config.login_hint {
+            q.append_pair("login_hint", hint);
+        }
+        if let Some(direct) = &config.direct_sign_in {
+            q.append_pair("direct_sign_in", direct);
+        }
+        for resource in &config.resources {
+            q.append_pair("resource", resource);
+        }
+        if let Some(screen) = first_screen.or(config.first_screen.as_deref()) {
+            q.append_pair("first_screen", screen);
+        }
+        if !config.identifiers.is_empty() {
+            q.append_pair("identifier", &config.identifiers.join(" "));
+        }
+        for (k, v) in &config.extra_params {
+            q.append_pair(k, v);
+        }
+    }
+    url
+}
+
+#[get("/sign-in-callback")]
+async fn sign_in_callback(
+    query: Query,
+    state: &State<LogtoState>,
+    jar: &CookieJar<'_>,
+) -> Result<AuthRedirect, LogtoError> {
+    let result = complete_sign_in(&query, state, jar).await;
+    if let Err(e) = &result {
+        log::warn!("logto: sign-in callback refused: {}", e.message());
+    }
+    result
+}
+
+async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>) -> Result<AuthRedirect, LogtoError> {
+    let config = &state.config;
+    // Read every parameter first: a repeated one fails before anything else happens.
+    let state_param = query.single("state")?;
+    let code = query.single("code")?;
+    let iss = query.single("iss")?;
+    let error = query.single("error")?;
+    let error_description = query.single("error_description")?;
+
+    let state_param = state_param.ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `state`.".into()))?;
+    let tx = transaction::take(jar, state_param, &state.spent).map_err(|e| {
+        LogtoError::BadRequest(
+            match e {
+                TakeError::Missing => "No sign-in is in progress for this answer (unknown or used `state`); start again.",
+                TakeError::Expired => "This sign-in took too long (more than 10 minutes); start again.",
+                TakeError::Replayed => "This sign-in answer was already used; start again.",
+            }
+            .into(),
+        )
+    })?;
+    if let Some(error) = error {
+        let detail = error_description.map(|d| format!(": {d}")).unwrap_or_default();
+        return Err(LogtoError::BadRequest(format!("Logto did not sign you in ({error}{detail}).")));
+    }
+    let code = code.ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `code`.".into()))?;
+
+    let discovery = state.provider.discovery().await?;
+    match iss {
+        Some(iss) if iss != state.provider.issuer() => {
+            return Err(LogtoError::BadRequest("The sign-in answer comes from another issuer (`iss`).".into()))
+        }
+        None if discovery.doc.authorization_response_iss_parameter_supported => {
+            return Err(LogtoError::BadRequest("The sign-in answer lacks the `iss` Logto always sends.".into()))
+        }
+        _ => {}
+    }
+
+    let tokens = state.provider.exchange_code(&discovery, code, &tx.pkce_verifier).await.map_err(|e| match e {
+        e if e.is_invalid_grant() => LogtoError::BadRequest("Logto refused the sign-in code (used or expired); start again.".into()),
+        e => LogtoError::from(e),
+    })?;
+    let id_token = tokens
+        .id_token
+        .ok_or_else(|| LogtoError::BadGateway("Logto returned no ID token; is the `openid` scope granted?".into()))?;
+    let claims = state.provider.verify_id_token(&discovery, &id_token, Some(&tx.nonce)).await?;
+
+    // A new session from scratch: nothing of a previous one (another user's tokens) survives.
+    session::clear(jar);
+    let now = now();
+    let mut new_session = Session {
+        id_token,
+        refresh_token: tokens.refresh_token,
+        userinfo_token: Some(CachedToken {
+            resource: None,
+            organization: None,
+            token: tokens.access_token,
+            expires_at: now + tokens.expires_in.unwrap_or(3600) as i64,
+        }),
+        tokens: Vec::new(),
+        user_info: None,
+        created_at: now,
+        seen_at: now,
+    };
+    if config.fetch_user_info {
+        let token = new_session.userinfo_token.as_ref().map(|t| t.token.clone()).unwrap_or_default();
+        match state.provider.userinfo(&discovery, &token).await {
+            Ok(value) => match tokens::user_info_for(value.clone(), &claims) {
+                Ok(_) => new_session.user_info = Some(value),
+                Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.message()),
+            },
+            Err(e) => log::warn!("logto: fetching user info after sign-in failed: {}", LogtoError::from(e).message()),
+        }
+    }
+    if let Err(session::TooLarge(bytes)) = session::store(jar, &new_session, config) {
+        return Err(LogtoError::Config(format!("The session ({bytes} bytes) does not fit in cookies.")));
+    }
+    log::info!("logto: user {} signed in", claims.sub);
+    Ok(AuthRedirect(tx.return_to.as_str().to_string()))
+}
+
+#[get("/sign-out")]
+async fn sign_out(request_state: SignOutContext<'_>, jar: &CookieJar<'_>) -> AuthRedirect {
+    let SignOutContext { state, session } = request_state;
+    let config = &state.config;
+    let mut guard = session.session.lock().await;
+    let ended = guard.take();
+    session.sign_out(&mut guard, jar);
+    let Some(ended) = ended else {
+        return AuthRedirect(config.post_sign_out_redirect.to_string());
+    };
+    let sub = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token).map(|c| c.sub).unwrap_or_default();
+    log::info!("logto: user {sub} signed out");
+    let discovery = match state.provider.discovery().await {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("logto: sign-out could not reach Logto ({}); signed out locally only", e.message());
+            return AuthRedirect(config.post_sign_out_redirect.to_string());
+        }
+    };
+    if let Some(rt) = &ended.refresh_token {
+        state.provider.revoke(&discovery, rt).await;
+    }
+    match &discovery.doc.end_session_endpoint {
+        Some(endpoint) => {
+            let mut url = endpoint.clone();
+            url.query_pairs_mut()
+                .append_pair("client_id", &config.app_id)
+                .append_pair("id_token_hint", &ended.id_token)
+                .append_pair("post_logout_redirect_uri", config.post_sign_out_redirect.as_str());
+            AuthRedirect(url.into())
+        }
+        None => AuthRedirect(config.post_sign_out_redirect.to_string()),
+    }
+}
+
+/// The state and this request's session, for sign-out.
+struct SignOutContext<'r> {
+    state: &'r LogtoState,
+    session: &'r RequestSession,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SignOutContext<'r> {
+    type Error = LogtoError;
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+        match request.rocket().state::<LogtoState>() {
+            Some(state) => Outcome::Success(SignOutContext { state, session: RequestSession::of(request, state) }),
+            None => Outcome::Error((Status::InternalServerError, LogtoError::Config("fairing state missing".into()))),
+        }
+    }
+}

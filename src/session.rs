@@ -1,0 +1,228 @@
+//! The session (tokens of one signed-in user) and its codec into Rocket private cookies:
+//! AES-256-GCM with the cookie's name as associated data, split over several cookies when
+//! it outgrows one, with bounded reassembly.
+
+use rocket::http::{Cookie, CookieJar, SameSite};
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogtoConfig;
+
+/// Name of the first session cookie; later chunks are `logto_session_1`, `_2`, ...
+pub(crate) const SESSION_COOKIE: &str = "logto_session";
+/// Most chunks a session may span (about 8 × 2.9 kB of plaintext).
+pub(crate) const MAX_CHUNKS: usize = 8;
+/// Plaintext bytes per chunk. Encrypted and base64-encoded, a chunk grows to
+/// `4 * ceil((n + 28) / 3)` bytes: 2900 gives 3908, which with the name and attributes
+/// keeps each `Set-Cookie` line under 4096 bytes.
+pub(crate) const CHUNK_PLAINTEXT: usize = 2900;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A cached access token for one (resource, organization) pair.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct CachedToken {
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(rename = "t")]
+    pub token: String,
+    #[serde(rename = "e")]
+    pub expires_at: i64,
+}
+
+/// What a signed-in browser carries. Field names are one letter: every byte is paid for
+/// in every request's `Cookie` header.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Session {
+    /// The verified ID token (its claims are read from it; sent as `id_token_hint`).
+    #[serde(rename = "i")]
+    pub id_token: String,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The opaque access token of the code exchange: userinfo only accepts this one.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_token: Option<CachedToken>,
+    #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<CachedToken>,
+    /// The userinfo answer, kept when `fetch_user_info` is on.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub user_info: Option<serde_json::Value>,
+    /// When the session started (absolute lifetime).
+    #[serde(rename = "c")]
+    pub created_at: i64,
+    /// When the session was last written (inactivity lifetime).
+    #[serde(rename = "s")]
+    pub seen_at: i64,
+}
+
+impl Session {
+    pub fn cached_token(&self, resource: Option<&str>, organization: Option<&str>) -> Option<&CachedToken> {
+        self.tokens
+            .iter()
+            .find(|t| t.resource.as_deref() == resource && t.organization.as_deref() == organization)
+    }
+
+    pub fn store_token(&mut self, token: CachedToken) {
+        self.tokens
+            .retain(|t| !(t.resource == token.resource && t.organization == token.organization));
+        self.tokens.push(token);
+    }
+
+    /// Whether the session has outlived its absolute or inactivity lifetime.
+    pub fn expired(&self, config: &LogtoConfig, now: i64) -> bool {
+        now - self.created_at > config.session_lifetime.as_secs() as i64
+            || now - self.seen_at > config.session_inactivity.as_secs() as i64
+            || self.created_at > now + 300
+    }
+}
+
+fn chunk_name(index: usize) -> String {
+    if index == 0 {
+        SESSION_COOKIE.to_string()
+    } else {
+        format!("{SESSION_COOKIE}_{index}")
+    }
+}
+
+/// Why stored cookies could not be read as a session.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LoadError {
+    /// No session cookie at all.
+    Absent,
+    /// Something was there but is unusable (tampered, truncated, old key, expired).
+    Invalid(&'static str),
+}
+
+/// Reads the session from the request's cookies.
+///
+/// Each chunk's plaintext starts with `<generation>.<index>.<count>.`: a chunk from an
+/// older write (a stale or replayed cookie) has another generation and is refused, so a
+/// session is never assembled from two writes.
+pub(crate) fn load(jar: &CookieJar<'_>, config: &LogtoConfig) -> Result<Session, LoadError> {
+    if jar.get(SESSION_COOKIE).is_none() {
+        return Err(LoadError::Absent);
+    }
+    let first = jar.get_private(SESSION_COOKIE).ok_or(LoadError::Invalid("undecryptable"))?;
+    let (generation, index, count, data) = split_header(first.value()).ok_or(LoadError::Invalid("bad header"))?;
+    if index != 0 || count == 0 || count > MAX_CHUNKS {
+        return Err(LoadError::Invalid("bad chunk count"));
+    }
+    let mut json = String::with_capacity(count * CHUNK_PLAINTEXT);
+    json.push_str(data);
+    for i in 1..count {
+        let chunk = jar.get_private(&chunk_name(i)).ok_or(LoadError::Invalid("missing chunk"))?;
+        let (g, idx, n, data) = split_header(chunk.value()).ok_or(LoadError::Invalid("bad header"))?;
+        if g != generation || idx != i || n != count {
+            return Err(LoadError::Invalid("chunks of different writes"));
+        }
+        json.push_str(data);
+    }
+    let session: Session = serde_json::from_str(&json).map_err(|_| LoadError::Invalid("unreadable"))?;
+    if session.expired(config, now()) {
+        return Err(LoadError::Invalid("expired"));
+    }
+    Ok(session)
+}
+
+fn split_header(value: &str) -> Option<(&str, usize, usize, &str)> {
+    let mut parts = value.splitn(4, '.');
+    let generation = parts.next()?;
+    let index = parts.next()?.parse().ok()?;
+    let count = parts.next()?.parse().ok()?;
+    Some((generation, index, count, parts.next()?))
+}
+
+fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(config.secure_cookies())
+        .max_age(time::Duration::seconds(config.session_lifetime.as_secs() as i64))
+        .build()
+}
+
+/// Why a session could not be written.
+#[derive(Debug)]
+pub(crate) struct TooLarge(pub usize);
+
+/// Writes `session` into private cookies and removes chunks of an earlier, longer write.
+pub(crate) fn store(jar: &CookieJar<'_>, session: &Session, config: &LogtoConfig) -> Result<(), TooLarge> {
+    let json = serde_json::to_string(session).expect("a session always serializes");
+    let chunks = split_utf8(&json, CHUNK_PLAINTEXT);
+    if chunks.len() > MAX_CHUNKS {
+        return Err(TooLarge(json.len()));
+    }
+    let generation = random_token(6);
+    let count = chunks.len();
+    for (i, data) in chunks.into_iter().enumerate() {
+        let value = format!("{generation}.{i}.{count}.{data}");
+        jar.add_private(base_cookie(chunk_name(i), value, config));
+    }
+    for i in count..MAX_CHUNKS {
+        if jar.get(&chunk_name(i)).is_some() {
+            jar.remove(Cookie::build(chunk_name(i)).path("/"));
+        }
+    }
+    Ok(())
+}
+
+/// Removes every session cookie the browser sent (and any this response was adding).
+pub(crate) fn clear(jar: &CookieJar<'_>) {
+    for name in present_session_cookies(jar) {
+        jar.remove(Cookie::build(name).path("/"));
+    }
+}
+
+/// Names of the session cookies in the request.
+pub(crate) fn present_session_cookies(jar: &CookieJar<'_>) -> Vec<String> {
+    (0..MAX_CHUNKS).map(chunk_name).filter(|n| jar.get(n).is_some()).collect()
+}
+
+/// Splits at char boundaries into pieces of at most `max` bytes.
+fn split_utf8(s: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (head, tail) = rest.split_at(end);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// `bytes` random bytes, base64url-encoded.
+pub(crate) fn random_token(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_multibyte_characters_whole() {
+        let s = "ééééé";
+        let parts = split_utf8(s, 3);
+        assert!(parts.iter().all(|p| p.len() <= 3));
+        assert_eq!(parts.concat(), s);
+    }
+
+    #[test]
+    fn headers_parse() {
+        assert_eq!(split_header("abc.1.3.{\"x\":1}"), Some(("abc", 1, 3, "{\"x\":1}")));
+        assert_eq!(split_header("abc.x.3.data"), None);
+    }
+}

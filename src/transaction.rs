@@ -1,0 +1,169 @@
+//! Sign-in transactions: the `state`, `nonce`, PKCE verifier and return path of one
+//! sign-in in flight, kept in a private cookie named after its `state` so that several
+//! tabs can sign in at once, and spent exactly once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use rocket::http::{Cookie, CookieJar, SameSite};
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogtoConfig;
+use crate::redirect::ReturnPath;
+use crate::session::now;
+
+/// A transaction older than this is refused.
+pub(crate) const TRANSACTION_TTL_SECS: i64 = 600;
+/// Transaction cookie names start with this; the rest comes from the `state`.
+pub(crate) const TRANSACTION_PREFIX: &str = "logto_tx_";
+/// Sign-ins in flight per browser; starting one more drops the others.
+const MAX_IN_FLIGHT: usize = 6;
+
+/// One sign-in in flight. No `Debug`: it holds the PKCE verifier.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Transaction {
+    #[serde(rename = "s")]
+    pub state: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "v")]
+    pub pkce_verifier: String,
+    #[serde(rename = "r")]
+    pub return_to: ReturnPath,
+    #[serde(rename = "c")]
+    pub created_at: i64,
+}
+
+/// The cookie name for a `state`: a prefix of it, so the name alone reveals nothing usable.
+pub(crate) fn cookie_name(state: &str) -> Option<String> {
+    let key: String = state.chars().take(16).collect();
+    if key.len() < 16 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return None;
+    }
+    Some(format!("{TRANSACTION_PREFIX}{key}"))
+}
+
+fn removal(name: String) -> Cookie<'static> {
+    Cookie::build(name).path("/").build()
+}
+
+/// Stores a new transaction, dropping the oldest ones past `MAX_IN_FLIGHT`.
+pub(crate) fn store(jar: &CookieJar<'_>, tx: &Transaction, config: &LogtoConfig) {
+    let in_flight: Vec<String> = jar
+        .iter()
+        .map(|c| c.name().to_string())
+        .filter(|n| n.starts_with(TRANSACTION_PREFIX))
+        .collect();
+    if in_flight.len() >= MAX_IN_FLIGHT {
+        for name in in_flight {
+            jar.remove(removal(name));
+        }
+    }
+    let name = cookie_name(&tx.state).expect("generated states are long enough");
+    let value = serde_json::to_string(tx).expect("a transaction always serializes");
+    jar.add_private(
+        Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(config.secure_cookies())
+            .max_age(time::Duration::seconds(TRANSACTION_TTL_SECS))
+            .build(),
+    );
+}
+
+/// Why no transaction could be taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TakeError {
+    Missing,
+    Expired,
+    Replayed,
+}
+
+/// Takes the transaction of `state` out of the jar: the cookie is removed whatever the
+/// outcome, and the `state` is remembered as spent so a replayed callback fails even if
+/// the browser still holds the cookie.
+pub(crate) fn take(jar: &CookieJar<'_>, state: &str, spent: &SpentStates) -> Result<Transaction, TakeError> {
+    let name = cookie_name(state).ok_or(TakeError::Missing)?;
+    if jar.get(&name).is_none() {
+        return Err(TakeError::Missing);
+    }
+    let cookie = jar.get_private(&name);
+    jar.remove(removal(name));
+    let tx: Transaction = cookie
+        .and_then(|c| serde_json::from_str(c.value()).ok())
+        .ok_or(TakeError::Missing)?;
+    if !constant_time_eq(tx.state.as_bytes(), state.as_bytes()) {
+        return Err(TakeError::Missing);
+    }
+    if !spent.spend(state) {
+        return Err(TakeError::Replayed);
+    }
+    let age = now() - tx.created_at;
+    if !(0..=TRANSACTION_TTL_SECS).contains(&age) {
+        return Err(TakeError::Expired);
+    }
+    Ok(tx)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// States already used, for `TRANSACTION_TTL_SECS`; bounded so that memory stays flat.
+pub(crate) struct SpentStates {
+    inner: Mutex<(HashMap<String, i64>, VecDeque<(i64, String)>)>,
+    capacity: usize,
+}
+
+impl SpentStates {
+    pub fn new(capacity: usize) -> SpentStates {
+        SpentStates { inner: Mutex::new((HashMap::new(), VecDeque::new())), capacity }
+    }
+
+    /// Marks `state` spent; false if it already was.
+    pub fn spend(&self, state: &str) -> bool {
+        let now = now();
+        let mut guard = self.inner.lock().expect("spent states lock");
+        let (set, order) = &mut *guard;
+        while let Some((at, _)) = order.front() {
+            if now - at <= TRANSACTION_TTL_SECS && order.len() < self.capacity {
+                break;
+            }
+            let (_, old) = order.pop_front().expect("front exists");
+            set.remove(&old);
+        }
+        if set.contains_key(state) {
+            return false;
+        }
+        set.insert(state.to_string(), now);
+        order.push_back((now, state.to_string()));
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap().0.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_is_spent_once() {
+        let spent = SpentStates::new(10);
+        assert!(spent.spend("a"));
+        assert!(!spent.spend("a"));
+    }
+
+    #[test]
+    fn spent_states_are_bounded() {
+        let spent = SpentStates::new(100);
+        for i in 0..10_000 {
+            spent.spend(&format!("state-{i}"));
+        }
+        assert!(spent.len() <= 100);
+    }
+}
