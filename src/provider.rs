@@ -27,6 +27,8 @@ use crate::error::LogtoError;
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// An unknown `kid` refetches the JWKS at most this often.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Unknown key ids remembered for the refetch rate limit.
+const MAX_TRIED_KIDS: usize = 16;
 /// Largest answer read from Logto; more is refused rather than buffered.
 const MAX_BODY: usize = 1 << 20;
 
@@ -55,8 +57,14 @@ pub(crate) struct Discovery {
     pub doc: DiscoveryDocument,
     algs: Vec<CoreJwsSigningAlgorithm>,
     jwks: SyncMutex<Arc<CoreJsonWebKeySet>>,
-    jwks_fetched: Mutex<Instant>,
+    jwks_refetch: Mutex<JwksRefetch>,
     fetched_at: Instant,
+}
+
+/// When the JWKS was last fetched, and which unknown key ids caused a refetch.
+struct JwksRefetch {
+    last: Instant,
+    tried: Vec<String>,
 }
 
 /// A successful token endpoint answer. No `Debug`: it holds tokens.
@@ -200,7 +208,7 @@ impl Provider {
             doc,
             algs,
             jwks: SyncMutex::new(Arc::new(jwks)),
-            jwks_fetched: Mutex::new(Instant::now()),
+            jwks_refetch: Mutex::new(JwksRefetch { last: Instant::now(), tried: Vec::new() }),
             fetched_at: Instant::now(),
         })
     }
@@ -209,15 +217,23 @@ impl Provider {
         self.get_json(uri.as_str(), "key set request", None).await
     }
 
-    /// Refetches the JWKS unless that happened less than `JWKS_REFETCH_INTERVAL` ago.
-    async fn refetch_jwks(&self, d: &Discovery) -> Result<bool, LogtoError> {
-        let mut last = d.jwks_fetched.lock().await;
-        if last.elapsed() < JWKS_REFETCH_INTERVAL {
+    /// Refetches the JWKS for an unknown `kid`: at once for a key id not tried yet (a
+    /// rotation), otherwise at most every `JWKS_REFETCH_INTERVAL`.
+    async fn refetch_jwks(&self, d: &Discovery, kid: Option<String>) -> Result<bool, LogtoError> {
+        let mut refetch = d.jwks_refetch.lock().await;
+        let new_kid = kid.as_ref().is_some_and(|k| !refetch.tried.contains(k));
+        if !new_kid && refetch.last.elapsed() < JWKS_REFETCH_INTERVAL {
             return Ok(false);
         }
         let jwks = self.fetch_jwks(&d.doc.jwks_uri).await?;
         *d.jwks.lock().expect("jwks lock") = Arc::new(jwks);
-        *last = Instant::now();
+        refetch.last = Instant::now();
+        if let Some(kid) = kid {
+            if refetch.tried.len() >= MAX_TRIED_KIDS {
+                refetch.tried.remove(0);
+            }
+            refetch.tried.push(kid);
+        }
         log::info!("logto: fetched Logto's signing keys again (unknown key id)");
         Ok(true)
     }
@@ -260,7 +276,7 @@ impl Provider {
                 Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
                     if attempt == 0 =>
                 {
-                    if !self.refetch_jwks(d).await? {
+                    if !self.refetch_jwks(d, jwt_kid(raw)).await? {
                         return Err(reject("no key of Logto's matches its key id".into()));
                     }
                 }
@@ -424,6 +440,15 @@ pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()
         .decode(payload.trim_end_matches('='))
         .map_err(|_| ())?;
     serde_json::from_slice(&bytes).map_err(|_| ())
+}
+
+/// The `kid` of a JWT's header, if any.
+fn jwt_kid(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let header = jwt.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    header.get("kid")?.as_str().map(str::to_string)
 }
 
 fn describe_claims_error(e: &ClaimsVerificationError) -> String {

@@ -1,0 +1,765 @@
+// A Logto-like OpenID provider for rocket_logto's integration tests.
+//
+// Built on oidc-provider (the library Logto itself runs on) and configured to
+// behave on the wire like a Logto tenant: issuer `<endpoint>/oidc`, ES384 keys,
+// one confidential `client_secret_basic` app, resource indicators with JWT
+// access tokens, refresh-token rotation on every refresh, organization tokens
+// through the refresh grant, Logto's claims and userinfo.
+// See README.md beside this file for how to run it and what it imitates.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+import * as util from 'node:util';
+
+// stdout carries exactly one line, the READY line. oidc-provider prints its
+// notices with console.info (and its warnings with console.warn): send
+// everything but that line to stderr. This must happen before oidc-provider
+// is loaded, because it warns about the runtime while being imported.
+const toStderr = (...args) => { process.stderr.write(`${util.format(...args)}\n`); };
+console.log = toStderr;
+console.info = toStderr;
+console.debug = toStderr;
+
+const { default: Provider, errors } = await import('oidc-provider');
+const { handler: builtinRefreshGrant, parameters: builtinRefreshParameters } = await import(
+  // Not a public entry point: oidc-provider is pinned to an exact version in package.json.
+  'oidc-provider/lib/actions/grants/refresh_token.js'
+);
+const grantHelpers = await import('oidc-provider/lib/helpers/grants.js');
+
+// ---------------------------------------------------------------------------
+// Configuration from the environment
+// ---------------------------------------------------------------------------
+
+const list = (value, fallback) => (value === undefined || value.trim() === ''
+  ? fallback
+  : value.split(',').map((s) => s.trim()).filter(Boolean));
+
+const env = process.env;
+const PORT = Number.parseInt(env.PORT ?? '0', 10);
+const APP_ID = env.APP_ID || 'sample-app';
+const APP_SECRET = env.APP_SECRET || 'sample-secret';
+const REDIRECT_URIS = list(env.REDIRECT_URIS, ['http://localhost:8000/logto/sign-in-callback']);
+const POST_LOGOUT_REDIRECT_URIS = list(env.POST_LOGOUT_REDIRECT_URIS, ['http://localhost:8000']);
+const SIGNING_ALG = (env.SIGNING_ALG || 'ES384').toUpperCase();
+const LOG_REQUESTS = Boolean(env.LOG_REQUESTS);
+const WATCH_STDIN = !env.PROVIDER_IGNORE_STDIN;
+
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
+  throw new Error(`PORT must be a port number or 0, not ${env.PORT}`);
+}
+if (!['ES384', 'RS256'].includes(SIGNING_ALG)) {
+  throw new Error(`SIGNING_ALG must be ES384 (the default) or RS256, not ${env.SIGNING_ALG}`);
+}
+
+// ---------------------------------------------------------------------------
+// The tenant's data: API resources, roles, organizations, users
+// ---------------------------------------------------------------------------
+
+const ORGANIZATIONS_RESOURCE = 'urn:logto:resource:organizations';
+const ORGANIZATIONS_SCOPE = 'urn:logto:scope:organizations';
+const ORGANIZATION_URN_PREFIX = 'urn:logto:organization:';
+const SHOPPING = 'https://shopping.example.com/api';
+const STORE = 'https://store.example.com/api';
+
+/** API resources and the scopes (permissions) each defines. */
+const RESOURCES = {
+  [SHOPPING]: ['shopping:read', 'shopping:write'],
+  [STORE]: ['store:read', 'store:write'],
+  // Organization permissions live on Logto's reserved organizations resource.
+  [ORGANIZATIONS_RESOURCE]: ['read:members', 'invite:members'],
+};
+
+/** User roles: the API-resource scopes each grants. */
+const ROLES = {
+  admin: { [SHOPPING]: ['shopping:read', 'shopping:write'], [STORE]: ['store:read', 'store:write'] },
+  viewer: { [SHOPPING]: ['shopping:read'], [STORE]: ['store:read'] },
+};
+
+/** Organization roles: organization scopes, and API-resource scopes within the organization. */
+const ORGANIZATION_ROLES = {
+  admin: {
+    organizationScopes: ['read:members', 'invite:members'],
+    resourceScopes: { [SHOPPING]: ['shopping:read', 'shopping:write'] },
+  },
+  member: {
+    organizationScopes: ['read:members'],
+    resourceScopes: { [SHOPPING]: ['shopping:read'] },
+  },
+};
+
+const ORGANIZATIONS = {
+  org_acme: { name: 'Acme', description: 'Acme Corporation', members: { user_alice: ['admin'] } },
+  org_globex: { name: 'Globex', description: 'Globex Corporation (no test user is a member)', members: {} },
+};
+
+const USERS = [
+  {
+    sub: 'user_alice',
+    username: 'alice',
+    password: 'alice-password',
+    name: 'Alice Liddell',
+    picture: null,
+    given_name: 'Alice',
+    family_name: 'Liddell',
+    locale: 'en-US',
+    email: 'alice@example.com',
+    email_verified: true,
+    phone_number: '+15550100001',
+    phone_number_verified: true,
+    address: {
+      formatted: '1 Rabbit Hole, Oxford OX1 1AA, GB',
+      street_address: '1 Rabbit Hole',
+      locality: 'Oxford',
+      postal_code: 'OX1 1AA',
+      country: 'GB',
+    },
+    roles: ['admin'],
+    custom_data: { plan: 'pro' },
+    identities: {},
+    sso_identities: [],
+    created_at: 1700000000000,
+    updated_at: 1700000600000,
+  },
+  {
+    sub: 'user_bob',
+    username: 'bob',
+    password: 'bob-password',
+    name: null,
+    picture: null,
+    email: 'bob@example.com',
+    email_verified: true,
+    phone_number: null,
+    phone_number_verified: false,
+    roles: ['viewer'],
+    custom_data: {},
+    identities: {},
+    sso_identities: [],
+    created_at: 1700000100000,
+    updated_at: 1700000100000,
+  },
+];
+const usersBySub = new Map(USERS.map((u) => [u.sub, u]));
+const usersByName = new Map(USERS.map((u) => [u.username, u]));
+
+const unique = (values) => [...new Set(values)];
+
+function organizationRolesOf(sub, organizationId) {
+  return ORGANIZATIONS[organizationId]?.members[sub] ?? [];
+}
+
+function organizationsOf(sub) {
+  return Object.keys(ORGANIZATIONS).filter((id) => organizationRolesOf(sub, id).length > 0);
+}
+
+function isMember(sub, organizationId) {
+  return Object.hasOwn(ORGANIZATIONS, organizationId) && organizationRolesOf(sub, organizationId).length > 0;
+}
+
+/** Scopes of `indicator` that the user's roles allow (organization scopes: across all their organizations). */
+function permittedResourceScopes(sub, indicator) {
+  const user = usersBySub.get(sub);
+  if (!user) return [];
+  if (indicator === ORGANIZATIONS_RESOURCE) {
+    return unique(organizationsOf(sub).flatMap((id) => organizationScopesOf(sub, id)));
+  }
+  return unique(user.roles.flatMap((role) => ROLES[role]?.[indicator] ?? []));
+}
+
+/** Organization scopes the user's roles in one organization grant. */
+function organizationScopesOf(sub, organizationId) {
+  return unique(organizationRolesOf(sub, organizationId)
+    .flatMap((role) => ORGANIZATION_ROLES[role]?.organizationScopes ?? []));
+}
+
+/** API-resource scopes the user's roles in one organization grant. */
+function organizationResourceScopesOf(sub, organizationId, indicator) {
+  return unique(organizationRolesOf(sub, organizationId)
+    .flatMap((role) => ORGANIZATION_ROLES[role]?.resourceScopes[indicator] ?? []));
+}
+
+const OPTIONAL_PROFILE_CLAIMS = [
+  'family_name', 'given_name', 'middle_name', 'nickname', 'preferred_username', 'profile',
+  'website', 'gender', 'birthdate', 'zoneinfo', 'locale',
+];
+
+/** Every claim of the user; oidc-provider keeps those of the granted scopes. */
+function claimsOf(user, use) {
+  const organizations = organizationsOf(user.sub);
+  const claims = {
+    sub: user.sub,
+    // profile: null when empty, never absent
+    name: user.name || null,
+    username: user.username || null,
+    picture: user.picture || null,
+    created_at: user.created_at,
+    updated_at: user.updated_at,
+    email: user.email || null,
+    email_verified: Boolean(user.email_verified),
+    phone_number: user.phone_number || null,
+    phone_number_verified: Boolean(user.phone_number_verified),
+    roles: user.roles,
+    organizations,
+    organization_roles: organizations.flatMap(
+      (id) => organizationRolesOf(user.sub, id).map((role) => `${id}:${role}`),
+    ),
+  };
+  // profile: the other standard claims only when not empty
+  for (const key of OPTIONAL_PROFILE_CLAIMS) {
+    if (user[key]) claims[key] = user[key];
+  }
+  if (user.address) claims.address = user.address;
+  if (use === 'userinfo') {
+    claims.custom_data = user.custom_data;
+    claims.identities = user.identities;
+    claims.sso_identities = user.sso_identities;
+    claims.organization_data = organizations.map((id) => ({
+      id, name: ORGANIZATIONS[id].name, description: ORGANIZATIONS[id].description,
+    }));
+  }
+  return claims;
+}
+
+// ---------------------------------------------------------------------------
+// Test-control state
+// ---------------------------------------------------------------------------
+
+const DEFAULT_ACCESS_TOKEN_TTL = 3600;
+const state = {
+  accessTokenTtl: DEFAULT_ACCESS_TOKEN_TTL,
+  /** sub -> grant ids ever saved for the app (a revoked grant is gone from the adapter). */
+  grantsBySub: new Map(),
+};
+
+function emptyStats() {
+  return {
+    token_requests: { authorization_code: 0, refresh_token: 0 },
+    refresh_by_resource: {},
+    refresh_by_organization: {},
+    revoked_grants: 0,
+    revocation_requests: 0,
+    userinfo_requests: 0,
+  };
+}
+let stats = emptyStats();
+const bump = (object, key) => { object[key] = (object[key] ?? 0) + 1; };
+
+// ---------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------
+
+function generateSigningKey(alg) {
+  const { privateKey } = alg === 'RS256'
+    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, alg, use: 'sig', kid: crypto.randomBytes(12).toString('base64url') };
+}
+
+// ---------------------------------------------------------------------------
+// The provider
+// ---------------------------------------------------------------------------
+
+function buildProvider(issuer) {
+  const alg = SIGNING_ALG;
+  const jwtFormat = { accessTokenFormat: 'jwt', jwt: { sign: { alg } } };
+
+  const configuration = {
+    clients: [{
+      client_id: APP_ID,
+      client_secret: APP_SECRET,
+      client_name: 'rocket_logto test app',
+      redirect_uris: REDIRECT_URIS,
+      post_logout_redirect_uris: POST_LOGOUT_REDIRECT_URIS,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: alg,
+    }],
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      id_token_signed_response_alg: alg,
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    jwks: { keys: [generateSigningKey(alg)] },
+    enabledJWA: { idTokenSigningAlgValues: [alg] },
+    cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+
+    scopes: [
+      'openid', 'offline_access', 'profile', 'email', 'phone', 'address', 'custom_data',
+      'identities', 'roles', ORGANIZATIONS_SCOPE, 'urn:logto:scope:organization_roles',
+    ],
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'username', 'picture', 'created_at', 'updated_at', ...OPTIONAL_PROFILE_CLAIMS],
+      email: ['email', 'email_verified'],
+      phone: ['phone_number', 'phone_number_verified'],
+      address: ['address'],
+      custom_data: ['custom_data'],
+      identities: ['identities', 'sso_identities'],
+      roles: ['roles'],
+      [ORGANIZATIONS_SCOPE]: ['organizations', 'organization_data'],
+      'urn:logto:scope:organization_roles': ['organization_roles'],
+    },
+    // Logto puts the claims of every granted scope in the ID token.
+    conformIdTokenClaims: false,
+
+    async findAccount(_ctx, sub) {
+      const user = usersBySub.get(sub);
+      if (!user) return undefined;
+      return { accountId: sub, claims: async (use) => claimsOf(user, use) };
+    },
+
+    interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}` },
+
+    features: {
+      devInteractions: { enabled: false },
+      dPoP: { enabled: false },
+      pushedAuthorizationRequests: { enabled: false },
+      revocation: {
+        enabled: true,
+        async allowedPolicy(_ctx, client, token) {
+          if (token.clientId !== client.clientId) {
+            throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+          }
+          return true;
+        },
+      },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: { enabled: true }, // oidc-provider's own confirmation form
+      resourceIndicators: {
+        enabled: true,
+        async defaultResource(_ctx, _client, oneOf) { return oneOf; },
+        async useGrantedResource() { return false; },
+        async getResourceServerInfo(ctx, indicator) {
+          const defined = RESOURCES[indicator];
+          if (!defined) throw new errors.InvalidTarget();
+          let scopes = defined;
+          // organization_id + resource: a normal API token narrowed to the organization roles.
+          const organizationId = ctx.oidc.route === 'token' ? ctx.oidc.params?.organization_id : undefined;
+          const account = ctx.oidc.entities.Account;
+          if (organizationId && account && indicator !== ORGANIZATIONS_RESOURCE) {
+            scopes = organizationResourceScopesOf(account.accountId, organizationId, indicator);
+          }
+          return { scope: scopes.join(' '), ...jwtFormat };
+        },
+      },
+    },
+
+    async extraTokenClaims(ctx, token) {
+      const organizationId = ctx?.oidc?.route === 'token' ? ctx.oidc.params?.organization_id : undefined;
+      const audience = token.resourceServer?.audience ?? '';
+      if (organizationId && token.resourceServer && !audience.startsWith(ORGANIZATION_URN_PREFIX)) {
+        return { organization_id: organizationId };
+      }
+      return undefined;
+    },
+
+    pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
+    rotateRefreshToken: true, // the worst case: every refresh rotates
+    clientBasedCORS: () => false,
+
+    ttl: {
+      AccessToken: () => state.accessTokenTtl,
+      AuthorizationCode: 60,
+      ClientCredentials: 600,
+      IdToken: 3600,
+      Interaction: 3600,
+      RefreshToken: 14 * 24 * 3600,
+      Session: 14 * 24 * 3600,
+      Grant: 14 * 24 * 3600,
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+  registerRefreshGrant(provider);
+
+  provider.on('grant.saved', (grant) => {
+    if (grant.clientId !== APP_ID || !grant.accountId) return;
+    if (!state.grantsBySub.has(grant.accountId)) state.grantsBySub.set(grant.accountId, new Set());
+    state.grantsBySub.get(grant.accountId).add(grant.jti);
+  });
+  provider.on('grant.revoked', () => { stats.revoked_grants += 1; });
+  provider.on('server_error', (_ctx, err) => { console.error('oidc-provider server_error:', err); });
+
+  // Statistics of every request that reached the token, revocation and userinfo endpoints,
+  // and Logto's `code` member in JSON error bodies.
+  provider.use(async (ctx, next) => {
+    await next();
+    const route = ctx._matchedRouteName;
+    if (route === 'token') {
+      let params;
+      try { params = ctx.oidc.params; } catch { params = undefined; }
+      const grantType = params?.grant_type ?? 'unknown';
+      bump(stats.token_requests, grantType);
+      if (grantType === 'refresh_token') {
+        const resource = Array.isArray(params.resource) ? params.resource.join(' ') : params.resource;
+        bump(stats.refresh_by_resource, resource || '');
+        if (params.organization_id) bump(stats.refresh_by_organization, params.organization_id);
+      }
+    } else if (route === 'revocation') {
+      stats.revocation_requests += 1;
+    } else if (route === 'userinfo') {
+      stats.userinfo_requests += 1;
+    }
+    const { body } = ctx;
+    if (body && typeof body === 'object' && !Buffer.isBuffer(body) && typeof body.pipe !== 'function'
+      && typeof body.error === 'string' && body.code === undefined) {
+      ctx.body = { code: `oidc.${body.error}`, ...body };
+    }
+  });
+
+  return provider;
+}
+
+/**
+ * The refresh_token grant of oidc-provider, extended with Logto's organization tokens:
+ * - `organization_id` without `resource`: a JWT with `aud = urn:logto:organization:<id>` and the
+ *   organization-role scopes (those of them the grant asked for);
+ * - `organization_id` with `resource`: the built-in resource token, narrowed to the organization
+ *   roles (getResourceServerInfo) with an `organization_id` claim (extraTokenClaims);
+ * - a non-member gets 403 access_denied, a refresh token without the organizations scope
+ *   insufficient_scope.
+ * Everything else (rotation, reuse detection that revokes the grant, resource tokens) is the
+ * built-in handler.
+ */
+function registerRefreshGrant(provider) {
+  const helpers = Object.fromEntries(
+    Object.entries(grantHelpers).map(([name, helper]) => [name, helper.bind(undefined, provider)]),
+  );
+  const builtin = (ctx) => builtinRefreshGrant(provider, helpers, ctx);
+
+  async function refreshTokenGrant(ctx) {
+    const { params, client } = ctx.oidc;
+    const organizationId = params.organization_id;
+    if (!organizationId) {
+      await builtin(ctx);
+      return;
+    }
+
+    // The organization checks, on a refresh token the built-in handler would accept. Any other
+    // refresh token (unknown, expired, rotated out, of a revoked grant) goes to the built-in
+    // handler as it is, so that it fails the same way (and a reuse revokes the grant).
+    const refreshToken = params.refresh_token
+      ? await provider.RefreshToken.find(params.refresh_token, { ignoreExpiration: true })
+      : undefined;
+    if (refreshToken && refreshToken.clientId === client.clientId && !refreshToken.isExpired
+      && !refreshToken.consumed && await provider.Grant.find(refreshToken.grantId)) {
+      if (!isMember(refreshToken.accountId, organizationId)) {
+        const error = new errors.AccessDenied('user is not a member of the organization');
+        error.status = 403;
+        error.statusCode = 403;
+        throw error;
+      }
+      if (!refreshToken.scopes.has(ORGANIZATIONS_SCOPE)) {
+        throw new errors.InsufficientScope('refresh token missing required scope', ORGANIZATIONS_SCOPE);
+      }
+    }
+
+    await builtin(ctx);
+
+    if (params.resource) return; // a resource token narrowed to the organization
+
+    // An organization token: replace the access token the built-in handler issued (an opaque
+    // userinfo token) with a JWT for the organization.
+    const issued = ctx.oidc.entities.AccessToken;
+    const rotated = ctx.oidc.entities.RefreshToken;
+    const requested = params.scope ? ctx.oidc.requestParamScopes : rotated.scopes;
+    const available = organizationScopesOf(issued.accountId, organizationId);
+    const audience = `${ORGANIZATION_URN_PREFIX}${organizationId}`;
+
+    const at = new provider.AccessToken({
+      accountId: issued.accountId,
+      client,
+      expiresWithSession: issued.expiresWithSession,
+      grantId: issued.grantId,
+      gty: issued.gty,
+      sessionUid: issued.sessionUid,
+      sid: issued.sid,
+    });
+    at.resourceServer = new provider.ResourceServer(audience, {
+      audience,
+      scope: available.join(' '),
+      accessTokenFormat: 'jwt',
+      jwt: { sign: { alg: SIGNING_ALG } },
+    });
+    at.scope = available.filter((scope) => requested.has(scope)).join(' ');
+    ctx.oidc.entity('AccessToken', at);
+    const value = await at.save();
+    await issued.destroy();
+
+    ctx.body = {
+      ...ctx.body,
+      access_token: value,
+      expires_in: at.expiration,
+      scope: at.scope,
+    };
+  }
+
+  // One refresh at a time per refresh token, so that the outcome of parallel refreshes with the
+  // same token is deterministic: the first wins, every later one finds it rotated out (and
+  // revokes the grant), as on a real Logto server.
+  const queues = new Map();
+  async function oneAtATime(ctx) {
+    const key = String(ctx.oidc.params.refresh_token ?? '');
+    const previous = queues.get(key) ?? Promise.resolve();
+    let release;
+    const mine = new Promise((resolve) => { release = resolve; });
+    const tail = previous.then(() => mine);
+    queues.set(key, tail);
+    await previous;
+    try {
+      await refreshTokenGrant(ctx);
+    } finally {
+      release();
+      if (queues.get(key) === tail) queues.delete(key);
+    }
+  }
+
+  provider.registerGrantType(
+    'refresh_token',
+    oneAtATime,
+    [...builtinRefreshParameters, 'resource', 'organization_id'],
+    ['resource'],
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Interactions: the login form, and consent granted without a screen (first-party app)
+// ---------------------------------------------------------------------------
+
+const escapeHtml = (value) => String(value).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+})[c]);
+
+function loginPage(uid, { username = '', error } = {}) {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sign in</title></head>
+<body>
+  <h1>Sign in</h1>
+  ${error ? `<p id="error" class="error" role="alert">${escapeHtml(error)}</p>` : ''}
+  <form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
+    <label for="username">Username</label>
+    <input id="username" name="username" type="text" value="${escapeHtml(username)}" autofocus>
+    <label for="password">Password</label>
+    <input id="password" name="password" type="password">
+    <button id="submit" type="submit">Sign in</button>
+  </form>
+</body>
+</html>
+`;
+}
+
+function send(res, status, body, type = 'text/html; charset=utf-8') {
+  res.statusCode = status;
+  res.setHeader('Content-Type', type);
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+const sendJson = (res, status, value) => send(res, status, JSON.stringify(value), 'application/json; charset=utf-8');
+
+async function readBody(req, limit = 64 * 1024) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > limit) throw new Error('request body too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Grant everything the app asked for that the user's roles allow, without a consent screen. */
+async function autoConsent(provider, interaction) {
+  const { prompt: { details }, params, session: { accountId } } = interaction;
+  let grant = interaction.grantId ? await provider.Grant.find(interaction.grantId) : undefined;
+  grant ??= new provider.Grant({ accountId, clientId: params.client_id });
+
+  if (details.missingOIDCScope) grant.addOIDCScope(details.missingOIDCScope.join(' '));
+  if (details.missingOIDCClaims) grant.addOIDCClaims(details.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(details.missingResourceScopes ?? {})) {
+    const permitted = new Set(permittedResourceScopes(accountId, indicator));
+    const granted = scopes.filter((scope) => permitted.has(scope));
+    const rejected = scopes.filter((scope) => !permitted.has(scope));
+    if (granted.length) grant.addResourceScope(indicator, granted.join(' '));
+    if (rejected.length) grant.rejectResourceScope(indicator, rejected.join(' '));
+  }
+  return grant.save();
+}
+
+async function handleInteraction(provider, req, res, uid, action) {
+  let interaction;
+  try {
+    interaction = await provider.interactionDetails(req, res);
+  } catch (err) {
+    send(res, 400, `<!DOCTYPE html><html><body><h1>Sign-in session not found</h1><p>${escapeHtml(err.message)}</p></body></html>`);
+    return;
+  }
+  if (interaction.uid !== uid) {
+    send(res, 400, '<!DOCTYPE html><html><body><h1>Interaction mismatch</h1></body></html>');
+    return;
+  }
+  const { prompt } = interaction;
+
+  if (prompt.name === 'consent') {
+    const grantId = await autoConsent(provider, interaction);
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+
+  if (prompt.name !== 'login') {
+    send(res, 400, `<!DOCTYPE html><html><body><h1>Unsupported prompt ${escapeHtml(prompt.name)}</h1></body></html>`);
+    return;
+  }
+
+  if (action === undefined && req.method === 'GET') {
+    send(res, 200, loginPage(uid));
+    return;
+  }
+  if (action === 'login' && req.method === 'POST') {
+    const form = new URLSearchParams(await readBody(req));
+    const username = form.get('username') ?? '';
+    const password = form.get('password') ?? '';
+    const user = usersByName.get(username);
+    if (!user || user.password !== password) {
+      send(res, 200, loginPage(uid, { username, error: 'Incorrect username or password.' }));
+      return;
+    }
+    await provider.interactionFinished(
+      req,
+      res,
+      { login: { accountId: user.sub, amr: ['pwd'] } },
+      { mergeWithLastSubmission: false },
+    );
+    return;
+  }
+  send(res, 405, 'method not allowed', 'text/plain; charset=utf-8');
+}
+
+// ---------------------------------------------------------------------------
+// Test-control endpoints (/__test/...)
+// ---------------------------------------------------------------------------
+
+const isLoopback = (address) => address === '127.0.0.1' || address === '::1'
+  || address === '::ffff:127.0.0.1' || (address ?? '').startsWith('127.');
+
+async function grantValid(provider, sub) {
+  for (const grantId of state.grantsBySub.get(sub) ?? []) {
+    const grant = await provider.Grant.find(grantId);
+    if (grant && grant.clientId === APP_ID) return true;
+  }
+  return false;
+}
+
+async function handleTestControl(provider, req, res, url) {
+  if (!isLoopback(req.socket.remoteAddress)) {
+    sendJson(res, 403, { error: 'test-control endpoints are loopback only' });
+    return;
+  }
+  const route = `${req.method} ${url.pathname}`;
+  switch (route) {
+    case 'GET /__test/stats':
+      sendJson(res, 200, stats);
+      return;
+    case 'POST /__test/reset-stats':
+      stats = emptyStats();
+      sendJson(res, 200, stats);
+      return;
+    case 'POST /__test/access-token-ttl': {
+      let seconds;
+      try {
+        ({ seconds } = JSON.parse((await readBody(req)) || '{}'));
+      } catch {
+        seconds = undefined;
+      }
+      if (!Number.isSafeInteger(seconds) || seconds <= 0) {
+        sendJson(res, 400, { error: 'expected JSON {"seconds": <positive integer>}' });
+        return;
+      }
+      state.accessTokenTtl = seconds;
+      sendJson(res, 200, { seconds });
+      return;
+    }
+    case 'GET /__test/grant-valid': {
+      const sub = url.searchParams.get('sub') ?? '';
+      sendJson(res, 200, { sub, valid: await grantValid(provider, sub) });
+      return;
+    }
+    default:
+      sendJson(res, 404, { error: `no test-control endpoint ${route}` });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP server
+// ---------------------------------------------------------------------------
+
+let provider;
+let providerCallback;
+
+async function route(req, res) {
+  const url = new URL(req.url, 'http://127.0.0.1');
+  const { pathname } = url;
+
+  if (pathname === '/oidc' || pathname.startsWith('/oidc/')) {
+    // Mount oidc-provider under /oidc (the issuer's path), like Logto.
+    req.originalUrl = req.url;
+    req.url = req.url.slice('/oidc'.length) || '/';
+    await providerCallback(req, res);
+    return;
+  }
+
+  const interaction = /^\/interaction\/([^/]+)(?:\/(login))?\/?$/.exec(pathname);
+  if (interaction) {
+    await handleInteraction(provider, req, res, interaction[1], interaction[2]);
+    return;
+  }
+
+  if (pathname.startsWith('/__test/')) {
+    await handleTestControl(provider, req, res, url);
+    return;
+  }
+
+  send(res, 404, 'not found', 'text/plain; charset=utf-8');
+}
+
+const server = http.createServer((req, res) => {
+  if (LOG_REQUESTS) {
+    res.on('finish', () => console.error(`${req.method} ${req.originalUrl ?? req.url} -> ${res.statusCode}`));
+  }
+  route(req, res).catch((err) => {
+    console.error('request failed:', err);
+    if (!res.headersSent) send(res, 500, 'internal error', 'text/plain; charset=utf-8');
+    else res.destroy();
+  });
+});
+
+let stopping = false;
+function shutdown(reason) {
+  if (stopping) return;
+  stopping = true;
+  console.error(`test provider: stopping (${reason})`);
+  server.close();
+  server.closeAllConnections?.();
+  process.exit(0);
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+if (WATCH_STDIN) {
+  // The parent test keeps our stdin open; when it dies, stdin closes and we go too.
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('close', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
+
+server.listen(PORT, '127.0.0.1', () => {
+  const { port } = server.address();
+  const endpoint = `http://127.0.0.1:${port}`;
+  provider = buildProvider(`${endpoint}/oidc`);
+  providerCallback = provider.callback();
+  process.stdout.write(`LOGTO_TEST_PROVIDER_READY ${endpoint}\n`);
+});
