@@ -85,6 +85,7 @@ impl LogtoError {
             .status(status)
             .header(content_type)
             .header(Header::new("Cache-Control", "no-store"))
+            .header(Header::new("Referrer-Policy", "no-referrer"))
             .sized_body(body.len(), Cursor::new(body));
         if let LogtoError::Unavailable { retry_after: Some(secs), .. } = self {
             response.header(Header::new("Retry-After", secs.to_string()));
@@ -103,7 +104,31 @@ impl std::error::Error for LogtoError {}
 
 impl<'r> Responder<'r, 'static> for LogtoError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
-        Ok(self.render(wants_json(request)))
+        Ok(render_for(&self, request))
+    }
+}
+
+/// The page for `error`: the app's own (see [`crate::Logto::error_page`]) for browsers,
+/// else the built-in one; always with the error's status and headers.
+pub(crate) fn render_for(error: &LogtoError, request: &Request<'_>) -> Response<'static> {
+    let default = error.render(wants_json(request));
+    if wants_json(request) {
+        return default;
+    }
+    let custom = request
+        .rocket()
+        .state::<crate::fairing::LogtoState>()
+        .and_then(|state| state.error_page.as_ref())
+        .and_then(|page| page(error, request).ok());
+    match custom {
+        Some(mut page) => {
+            page.set_status(error.status());
+            for header in default.headers().iter().filter(|h| h.name() != "Content-Type" && h.name() != "Content-Length") {
+                page.set_header(Header::new(header.name().as_str().to_string(), header.value().to_string()));
+            }
+            page
+        }
+        None => default,
     }
 }
 

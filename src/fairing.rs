@@ -12,6 +12,7 @@ use rocket::{Build, Rocket};
 use crate::config::LogtoConfig;
 use crate::context::{GuardFailure, RequestSession};
 use crate::error::{wants_html, wants_json, LogtoError};
+use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
 use crate::provider::Provider;
 use crate::refresh::RefreshCoordinator;
 use crate::transaction::SpentStates;
@@ -30,18 +31,75 @@ pub(crate) struct LogtoState {
     pub provider: Provider,
     pub refresh: RefreshCoordinator,
     pub spent: SpentStates,
+    pub on_sign_in: Option<SignInHook>,
+    pub error_page: Option<ErrorPage>,
 }
 
 /// The fairing. Attach it once: `rocket::build().attach(Logto::fairing())`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Logto {
-    _private: (),
+    on_sign_in: Option<SignInHook>,
+    error_page: Option<ErrorPage>,
+}
+
+impl std::fmt::Debug for Logto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logto")
+            .field("on_sign_in", &self.on_sign_in.is_some())
+            .field("error_page", &self.error_page.is_some())
+            .finish()
+    }
 }
 
 impl Logto {
     /// The fairing that reads `[default.logto]` and mounts the auth routes.
     pub fn fairing() -> Logto {
         Logto::default()
+    }
+
+    /// Runs `hook` after every successful sign-in, before the session is created: to
+    /// create the app's own user record, to refuse the user (return `Err`: the page shows
+    /// your error, no session starts and the refresh token is revoked), or to choose
+    /// where the browser lands ([`SignInDecision::RedirectTo`](crate::SignInDecision::RedirectTo)).
+    ///
+    /// ```
+    /// use rocket_logto::{Logto, LogtoError, SignInDecision, SignedIn};
+    ///
+    /// let fairing = Logto::fairing().on_sign_in(|user: SignedIn| async move {
+    ///     if user.claims.email_verified == Some(false) {
+    ///         return Err(LogtoError::Forbidden("Verify your email address first.".into()));
+    ///     }
+    ///     Ok(SignInDecision::Continue)
+    /// });
+    /// ```
+    pub fn on_sign_in<F, Fut>(mut self, hook: F) -> Logto
+    where
+        F: Fn(SignedIn) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<SignInDecision, LogtoError>> + Send + 'static,
+    {
+        self.on_sign_in = Some(crate::hooks::sign_in_hook(hook));
+        self
+    }
+
+    /// Renders the library's error pages (failed sign-in, 401/403/502/503 of the guards)
+    /// with the app's own responder, e.g. a template. Returning `Err` falls back to the
+    /// built-in page. The status is always the error's.
+    ///
+    /// ```
+    /// use rocket::response::{content::RawHtml, Responder};
+    /// use rocket_logto::Logto;
+    ///
+    /// let fairing = Logto::fairing().error_page(|error, request| {
+    ///     RawHtml(format!("<h1>Oops</h1><p>{}</p>", rocket_logto::html_escape(error.message())))
+    ///         .respond_to(request)
+    /// });
+    /// ```
+    pub fn error_page<F>(mut self, render: F) -> Logto
+    where
+        F: for<'r> Fn(&LogtoError, &'r Request<'_>) -> rocket::response::Result<'static> + Send + Sync + 'static,
+    {
+        self.error_page = Some(std::sync::Arc::new(render));
+        self
     }
 
     /// The configuration the fairing loaded, once Rocket has ignited.
@@ -83,6 +141,8 @@ impl Fairing for Logto {
             provider,
             refresh: RefreshCoordinator::new(REFRESH_MEMORY, REFRESH_CAPACITY),
             spent: SpentStates::new(SPENT_STATES_CAPACITY),
+            on_sign_in: self.on_sign_in.clone(),
+            error_page: self.error_page.clone(),
         };
         Ok(rocket.manage(state).mount(base, crate::routes::routes()))
     }
@@ -94,7 +154,7 @@ impl Fairing for Logto {
             let replacement = if error == LogtoError::Unauthenticated && request.method() == Method::Get && wants_html(request) && !wants_json(request) {
                 sign_in_redirect(request, &state.config)
             } else {
-                error.render(wants_json(request))
+                crate::error::render_for(&error, request)
             };
             response.merge(replacement);
         }

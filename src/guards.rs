@@ -20,6 +20,12 @@ fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoErro
 }
 
 fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
+    let path = request.uri().path();
+    match &error {
+        LogtoError::Unauthenticated => log::debug!("logto: {path}: not signed in"),
+        LogtoError::Forbidden(m) | LogtoError::BadRequest(m) => log::info!("logto: {path}: refused: {m}"),
+        other => log::warn!("logto: {path}: {other}"),
+    }
     record_failure(request, &error);
     Outcome::Error((error.status(), error))
 }

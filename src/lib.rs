@@ -75,6 +75,7 @@ mod context;
 mod error;
 mod fairing;
 mod guards;
+mod hooks;
 mod provider;
 mod redirect;
 mod refresh;
@@ -88,7 +89,8 @@ pub use claims::{
     ORGANIZATIONS_RESOURCE,
 };
 pub use config::{AppSecret, ConfigError, LogtoConfig};
-pub use error::LogtoError;
+pub use error::{html_escape, LogtoError};
+pub use hooks::{SignInDecision, SignedIn};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, LogtoUser, Resource, ResourceToken, UserInfo};
 pub use redirect::{InvalidReturnPath, ReturnPath};

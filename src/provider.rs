@@ -86,8 +86,10 @@ pub(crate) enum ProviderError {
     Unreachable(String),
     /// HTTP 429.
     RateLimited { what: &'static str, retry_after: Option<u64> },
-    /// An answer that is not what the protocol says (HTML, truncated JSON, 5xx).
+    /// An answer that is not what the protocol says (HTML, truncated JSON).
     Malformed(String),
+    /// HTTP 5xx: Logto failed before doing anything.
+    ServerError { what: &'static str, status: u16 },
     /// An OAuth error answer (4xx with `error`).
     Refused { what: &'static str, status: u16, error: String, description: String },
 }
@@ -95,6 +97,17 @@ pub(crate) enum ProviderError {
 impl ProviderError {
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, ProviderError::Refused { error, .. } if error == "invalid_grant")
+    }
+
+    /// Whether the refresh token may have been spent by the failed request: anything but
+    /// no answer, a server error, or a refusal about this one target (403, missing scope).
+    pub fn may_have_spent_token(&self) -> bool {
+        match self {
+            ProviderError::Unreachable(_) | ProviderError::RateLimited { .. } | ProviderError::ServerError { .. } => false,
+            ProviderError::Refused { status: 403, .. } => false,
+            ProviderError::Refused { error, .. } => error != "insufficient_scope",
+            ProviderError::Malformed(_) => true,
+        }
     }
 }
 
@@ -107,6 +120,9 @@ impl From<ProviderError> for LogtoError {
                 retry_after,
             },
             ProviderError::Malformed(m) => LogtoError::BadGateway(m),
+            ProviderError::ServerError { what, status } => {
+                LogtoError::BadGateway(format!("Logto answered the {what} with HTTP {status}; try again later."))
+            }
             ProviderError::Refused { status: 403, description, .. } => LogtoError::Forbidden(if description.is_empty() {
                 "Logto denied access.".into()
             } else {
@@ -417,6 +433,9 @@ async fn read_json<T: DeserializeOwned>(response: reqwest::Response, what: &'sta
     if status.is_success() {
         return serde_json::from_slice(&body)
             .map_err(|_| ProviderError::Malformed(format!("Logto's answer to the {what} is not the JSON it should be")));
+    }
+    if status.is_server_error() {
+        return Err(ProviderError::ServerError { what, status: status.as_u16() });
     }
     if status.is_client_error() {
         if let Ok(e) = serde_json::from_slice::<OAuthErrorBody>(&body) {

@@ -150,17 +150,20 @@ impl RefreshCoordinator {
                     state.results.push((target, result.clone()));
                     Ok(result)
                 }
-                Err(e @ (ProviderError::Unreachable(_) | ProviderError::RateLimited { .. })) => {
-                    // The request never got an answer: the token was (most likely) not
-                    // spent, so a later request may try it again.
-                    Err(e)
-                }
-                Err(e) if e.is_invalid_grant() => {
+                Err(e) if e.may_have_spent_token() => {
+                    // Never send this token again, whatever the target.
                     state.failed = Some(e.clone());
                     Err(e)
                 }
-                Err(e) => {
+                Err(e @ ProviderError::Refused { .. }) => {
+                    // Refused for this target only (not a member, scope missing): the
+                    // token is intact for others.
                     state.failed_targets.push((target, e.clone()));
+                    Err(e)
+                }
+                Err(e) => {
+                    // No answer or a server error: the token was not spent, a later
+                    // request may try it again.
                     Err(e)
                 }
             };

@@ -15,6 +15,7 @@ use crate::config::LogtoConfig;
 use crate::context::RequestSession;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
+use crate::hooks::{SignInDecision, SignedIn};
 use crate::provider::Discovery;
 use crate::redirect::ReturnPath;
 use crate::session::{self, now, CachedToken, Session};
@@ -239,11 +240,31 @@ async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>
             Err(e) => log::warn!("logto: fetching user info after sign-in failed: {}", LogtoError::from(e).message()),
         }
     }
+    let mut return_to = tx.return_to;
+    if let Some(hook) = &state.on_sign_in {
+        let signed_in = SignedIn {
+            user_info: new_session.user_info.clone().and_then(|v| serde_json::from_value(v).ok()),
+            claims: claims.clone(),
+            return_to: return_to.clone(),
+            has_refresh_token: new_session.refresh_token.is_some(),
+        };
+        match hook(signed_in).await {
+            Ok(SignInDecision::Continue) => {}
+            Ok(SignInDecision::RedirectTo(path)) => return_to = path,
+            Err(refusal) => {
+                log::warn!("logto: the app refused the sign-in of user {}: {}", claims.sub, refusal.message());
+                if let Some(rt) = &new_session.refresh_token {
+                    state.provider.revoke(&discovery, rt).await;
+                }
+                return Err(refusal);
+            }
+        }
+    }
     if let Err(session::TooLarge(bytes)) = session::store(jar, &new_session, config) {
         return Err(LogtoError::Config(format!("The session ({bytes} bytes) does not fit in cookies.")));
     }
     log::info!("logto: user {} signed in", claims.sub);
-    Ok(AuthRedirect(tx.return_to.as_str().to_string()))
+    Ok(AuthRedirect(return_to.as_str().to_string()))
 }
 
 #[get("/sign-out")]

@@ -148,11 +148,14 @@ async fn refresh_into(
         .await;
     let refreshed = match result {
         Ok(r) => r,
-        Err(e) if e.is_invalid_grant() => {
+        Err(e) if e.may_have_spent_token() => {
+            // The grant is gone or the refresh token may be spent: end the session
+            // cleanly rather than risk sending a spent token (which revokes the grant).
             let sub = decode_jwt_payload::<IdTokenClaims>(&session.id_token).map(|c| c.sub).unwrap_or_default();
-            log::warn!("logto: refresh refused (invalid_grant) for user {sub}; signing out");
+            log_refresh_failure(&e, resource, organization);
+            log::warn!("logto: signing out user {sub}: the refresh token can no longer be used");
             ctx.session.sign_out(guard, ctx.jar);
-            return Err(LogtoError::Unauthenticated);
+            return Err(if e.is_invalid_grant() { LogtoError::Unauthenticated } else { e.into() });
         }
         Err(e) => {
             log_refresh_failure(&e, resource, organization);
@@ -192,7 +195,9 @@ async fn refresh_into(
     }
     session.seen_at = now();
     write_back(ctx, session, &cached);
-    log::debug!("logto: refreshed a token for resource {resource:?}, organization {organization:?}");
+    if let Ok(claims) = decode_jwt_payload::<IdTokenClaims>(&session.id_token) {
+        log::info!("logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})", claims.sub);
+    }
     Ok(cached)
 }
 
