@@ -345,7 +345,10 @@ mod tests {
         assert_eq!(claims.profile.given_name.as_deref(), Some("Alice"));
         assert_eq!(claims.extra["custom_claim"], 7);
         assert_eq!(claims.aud, vec!["app".to_string()]);
-        assert_eq!(claims.roles_in_organization("o1").collect::<Vec<_>>(), ["admin"]);
+        assert_eq!(
+            claims.roles_in_organization("o1").collect::<Vec<_>>(),
+            ["admin"]
+        );
     }
 
     #[test]

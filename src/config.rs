@@ -22,8 +22,11 @@ pub const ENV_OVERRIDES: [(&str, &str); 4] = [
 ];
 
 /// Scopes every sign-in requests, before the configured ones.
-pub const DEFAULT_SCOPES: [UserScope; 3] =
-    [UserScope::OpenId, UserScope::OfflineAccess, UserScope::Profile];
+pub const DEFAULT_SCOPES: [UserScope; 3] = [
+    UserScope::OpenId,
+    UserScope::OfflineAccess,
+    UserScope::Profile,
+];
 
 /// The validated configuration. Built by the fairing from the `logto` table of Rocket's
 /// figment (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`) and the
@@ -202,8 +205,12 @@ fn http_url(key: &str, env: Option<&str>, value: Option<String>) -> Result<Url, 
     };
     let value = value.filter(|v| !v.trim().is_empty());
     let value = value.ok_or_else(|| err(key, format!("is missing: {hint}")))?;
-    let url = Url::parse(value.trim())
-        .map_err(|e| err(key, format!("is not a URL ({e}): expected e.g. http://localhost:3001")))?;
+    let url = Url::parse(value.trim()).map_err(|e| {
+        err(
+            key,
+            format!("is not a URL ({e}): expected e.g. http://localhost:3001"),
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(err(key, "must be an http:// or https:// URL with a host"));
     }
@@ -239,7 +246,11 @@ impl LogtoConfig {
             ));
         }
         let raw: RawConfig = figment.extract_inner("logto").map_err(|e| {
-            let e = e.into_iter().next().map(|e| e.to_string()).unwrap_or_default();
+            let e = e
+                .into_iter()
+                .next()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             ConfigError(format!("logto config: {e}"))
         })?;
         Self::validate(raw)
@@ -248,10 +259,12 @@ impl LogtoConfig {
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
         let endpoint = http_url("endpoint", Some("LOGTO_ENDPOINT"), raw.endpoint)?;
         let base_url = http_url("base_url", Some("LOGTO_BASE_URL"), raw.base_url)?;
-        let app_id = raw
-            .app_id
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| err("app_id", "is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID"))?;
+        let app_id = raw.app_id.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            err(
+                "app_id",
+                "is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID",
+            )
+        })?;
         let app_secret = raw.app_secret.filter(|v| !v.is_empty()).ok_or_else(|| {
             err(
                 "app_secret",
@@ -263,7 +276,10 @@ impl LogtoConfig {
         let mut scopes = Vec::new();
         for scope in raw.scopes {
             if scope.is_empty() || scope.contains(char::is_whitespace) {
-                return Err(err("scopes", format!("has {scope:?}: a scope is one word without spaces")));
+                return Err(err(
+                    "scopes",
+                    format!("has {scope:?}: a scope is one word without spaces"),
+                ));
             }
             if !scopes.contains(&scope) && !DEFAULT_SCOPES.iter().any(|d| d.as_str() == scope) {
                 scopes.push(scope);
@@ -281,7 +297,9 @@ impl LogtoConfig {
                 resources.push(resource);
             }
         }
-        if scopes.iter().any(|s| s == UserScope::Organizations.as_str())
+        if scopes
+            .iter()
+            .any(|s| s == UserScope::Organizations.as_str())
             && !resources.iter().any(|r| r == ORGANIZATIONS_RESOURCE)
         {
             resources.push(ORGANIZATIONS_RESOURCE.to_string());
@@ -289,15 +307,21 @@ impl LogtoConfig {
 
         let prompt = raw.prompt.unwrap_or_else(|| "consent".into());
         if prompt.split(' ').any(|p| !PROMPTS.contains(&p)) {
-            return Err(err("prompt", format!("is {prompt:?}; expected space-separated values of {PROMPTS:?}")));
+            return Err(err(
+                "prompt",
+                format!("is {prompt:?}; expected space-separated values of {PROMPTS:?}"),
+            ));
         }
 
         let routes_prefix = raw.routes_prefix.unwrap_or_else(|| "logto".into());
         let routes_prefix = routes_prefix.trim_matches('/').to_string();
         if routes_prefix.is_empty()
-            || !routes_prefix
-                .split('/')
-                .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            || !routes_prefix.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            })
         {
             return Err(err("routes_prefix", format!("is {routes_prefix:?}; expected path segments of letters, digits, `-`, `_`, `.` (e.g. \"logto\")")));
         }
@@ -314,12 +338,18 @@ impl LogtoConfig {
 
         if let Some(screen) = &raw.first_screen {
             if !FIRST_SCREENS.contains(&screen.as_str()) {
-                return Err(err("first_screen", format!("is {screen:?}; expected one of {FIRST_SCREENS:?}")));
+                return Err(err(
+                    "first_screen",
+                    format!("is {screen:?}; expected one of {FIRST_SCREENS:?}"),
+                ));
             }
         }
         for identifier in &raw.identifiers {
             if !IDENTIFIERS.contains(&identifier.as_str()) {
-                return Err(err("identifiers", format!("has {identifier:?}; expected values of {IDENTIFIERS:?}")));
+                return Err(err(
+                    "identifiers",
+                    format!("has {identifier:?}; expected values of {IDENTIFIERS:?}"),
+                ));
             }
         }
         if let Some(direct) = &raw.direct_sign_in {
@@ -328,19 +358,38 @@ impl LogtoConfig {
                 _ => false,
             };
             if !ok {
-                return Err(err("direct_sign_in", format!("is {direct:?}; expected `social:<target>` or `sso:<connector-id>`")));
+                return Err(err(
+                    "direct_sign_in",
+                    format!("is {direct:?}; expected `social:<target>` or `sso:<connector-id>`"),
+                ));
             }
         }
         for key in raw.extra_params.keys() {
             if RESERVED_PARAMS.contains(&key.as_str()) {
-                return Err(err("extra_params", format!("sets {key:?}, which has its own key or is set by the library")));
+                return Err(err(
+                    "extra_params",
+                    format!("sets {key:?}, which has its own key or is set by the library"),
+                ));
             }
         }
 
-        let session_inactivity = secs("session_inactivity_secs", raw.session_inactivity_secs, 14 * 86_400, 400 * 86_400)?;
-        let session_lifetime = secs("session_lifetime_secs", raw.session_lifetime_secs, 30 * 86_400, 400 * 86_400)?;
+        let session_inactivity = secs(
+            "session_inactivity_secs",
+            raw.session_inactivity_secs,
+            14 * 86_400,
+            400 * 86_400,
+        )?;
+        let session_lifetime = secs(
+            "session_lifetime_secs",
+            raw.session_lifetime_secs,
+            30 * 86_400,
+            400 * 86_400,
+        )?;
         if session_inactivity.is_zero() || session_lifetime.is_zero() {
-            return Err(err("session_inactivity_secs", "and `session_lifetime_secs` must be more than 0"));
+            return Err(err(
+                "session_inactivity_secs",
+                "and `session_lifetime_secs` must be more than 0",
+            ));
         }
         let http_timeout = secs("http_timeout_secs", raw.http_timeout_secs, 10, 120)?;
         if http_timeout.is_zero() {
@@ -366,7 +415,12 @@ impl LogtoConfig {
             extra_params: raw.extra_params,
             clock_skew: secs("clock_skew_secs", raw.clock_skew_secs, 60, 600)?,
             http_timeout,
-            token_refresh_margin: secs("token_refresh_margin_secs", raw.token_refresh_margin_secs, 60, 86_400)?,
+            token_refresh_margin: secs(
+                "token_refresh_margin_secs",
+                raw.token_refresh_margin_secs,
+                60,
+                86_400,
+            )?,
             session_inactivity,
             session_lifetime,
         })
@@ -379,17 +433,27 @@ impl LogtoConfig {
 
     /// The redirect URI to register in Logto: `<base_url>/<routes_prefix>/sign-in-callback`.
     pub fn redirect_uri(&self) -> String {
-        format!("{}/{}/sign-in-callback", self.base_url.as_str().trim_end_matches('/'), self.routes_prefix)
+        format!(
+            "{}/{}/sign-in-callback",
+            self.base_url.as_str().trim_end_matches('/'),
+            self.routes_prefix
+        )
     }
 
     /// Every scope sent at sign-in: `openid offline_access profile`, then the configured ones.
     pub fn requested_scopes(&self) -> Vec<&str> {
-        DEFAULT_SCOPES.iter().map(|s| s.as_str()).chain(self.scopes.iter().map(String::as_str)).collect()
+        DEFAULT_SCOPES
+            .iter()
+            .map(|s| s.as_str())
+            .chain(self.scopes.iter().map(String::as_str))
+            .collect()
     }
 
     /// Whether the organizations scope is configured (needed for organization tokens).
     pub fn has_organizations_scope(&self) -> bool {
-        self.scopes.iter().any(|s| s == UserScope::Organizations.as_str())
+        self.scopes
+            .iter()
+            .any(|s| s == UserScope::Organizations.as_str())
     }
 
     /// Whether session cookies get the `Secure` attribute (when `base_url` is https).
@@ -412,7 +476,9 @@ mod tests {
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<LogtoConfig, ConfigError> {
         let figment = Figment::from(Toml::string(toml));
         LogtoConfig::from_figment_with_env(&figment, |name| {
-            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
         })
     }
 
@@ -429,18 +495,34 @@ mod tests {
         let cfg = load(FULL, &[]).unwrap();
         assert_eq!(cfg.prompt, "consent");
         assert_eq!(cfg.routes_prefix, "logto");
-        assert_eq!(cfg.post_sign_out_redirect.as_str(), "http://localhost:8000/");
+        assert_eq!(
+            cfg.post_sign_out_redirect.as_str(),
+            "http://localhost:8000/"
+        );
         assert_eq!(cfg.post_sign_in_redirect.as_str(), "/");
         assert_eq!(cfg.issuer(), "http://localhost:3001/oidc");
-        assert_eq!(cfg.redirect_uri(), "http://localhost:8000/logto/sign-in-callback");
-        assert_eq!(cfg.requested_scopes(), ["openid", "offline_access", "profile"]);
+        assert_eq!(
+            cfg.redirect_uri(),
+            "http://localhost:8000/logto/sign-in-callback"
+        );
+        assert_eq!(
+            cfg.requested_scopes(),
+            ["openid", "offline_access", "profile"]
+        );
         assert_eq!(cfg.clock_skew, Duration::from_secs(60));
         assert!(!cfg.secure_cookies());
     }
 
     #[test]
     fn environment_wins_over_the_file() {
-        let cfg = load(FULL, &[("LOGTO_APP_ID", "12345"), ("LOGTO_BASE_URL", "https://app.example")]).unwrap();
+        let cfg = load(
+            FULL,
+            &[
+                ("LOGTO_APP_ID", "12345"),
+                ("LOGTO_BASE_URL", "https://app.example"),
+            ],
+        )
+        .unwrap();
         assert_eq!(cfg.app_id, "12345");
         assert!(cfg.secure_cookies());
     }
@@ -462,8 +544,15 @@ mod tests {
 
     #[test]
     fn a_missing_key_is_named() {
-        let e = load("[logto]\nendpoint = \"http://x\"\nbase_url = \"http://y\"\napp_secret = \"s\"", &[]).unwrap_err();
-        assert!(e.0.contains("`app_id` is missing") && e.0.contains("LOGTO_APP_ID"), "{e}");
+        let e = load(
+            "[logto]\nendpoint = \"http://x\"\nbase_url = \"http://y\"\napp_secret = \"s\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("`app_id` is missing") && e.0.contains("LOGTO_APP_ID"),
+            "{e}"
+        );
         let e = load("", &[]).unwrap_err();
         assert!(e.0.contains("`logto` table is missing"), "{e}");
     }
@@ -479,7 +568,10 @@ mod tests {
             ("prompt = \"always\"", "prompt"),
             ("resources = [\"shopping\"]", "resources"),
             ("routes_prefix = \"a b\"", "routes_prefix"),
-            ("post_sign_in_redirect = \"https://evil.example/\"", "post_sign_in_redirect"),
+            (
+                "post_sign_in_redirect = \"https://evil.example/\"",
+                "post_sign_in_redirect",
+            ),
             ("extra_params = { state = \"x\" }", "extra_params"),
             ("app_secrett = \"typo\"", "app_secrett"),
         ] {

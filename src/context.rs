@@ -31,8 +31,8 @@ impl RequestSession {
     fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
         let loaded = session::load(jar, config).and_then(|s| {
-            let claims: IdTokenClaims =
-                decode_jwt_payload(&s.id_token).map_err(|_| LoadError::Invalid("unreadable ID token"))?;
+            let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
+                .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
             Ok((s, claims))
         });
         match loaded {
@@ -40,7 +40,8 @@ impl RequestSession {
                 // Rolling inactivity: re-stamp now and then rather than on every request,
                 // so most requests write no cookie.
                 let now = session::now();
-                let restamp_after = (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
+                let restamp_after =
+                    (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
                 if now - s.seen_at > restamp_after {
                     s.seen_at = now;
                     let _ = session::store(jar, &s, config);
@@ -54,10 +55,16 @@ impl RequestSession {
             Err(e) => {
                 let cleared = session::present_session_cookies(jar);
                 if let LoadError::Invalid(why) = e {
-                    log::info!("logto: session cookie refused ({why}); treating the request as signed out");
+                    log::info!(
+                        "logto: session cookie refused ({why}); treating the request as signed out"
+                    );
                     session::clear(jar);
                 }
-                RequestSession { session: Mutex::new(None), claims: None, cleared: SyncMutex::new(cleared) }
+                RequestSession {
+                    session: Mutex::new(None),
+                    claims: None,
+                    cleared: SyncMutex::new(cleared),
+                }
             }
         }
     }
@@ -65,7 +72,10 @@ impl RequestSession {
     /// Ends the session: no state left in this request, every session cookie removed.
     pub fn sign_out(&self, current: &mut Option<Session>, jar: &CookieJar<'_>) {
         *current = None;
-        self.cleared.lock().expect("cleared lock").extend(session::present_session_cookies(jar));
+        self.cleared
+            .lock()
+            .expect("cleared lock")
+            .extend(session::present_session_cookies(jar));
         session::clear(jar);
     }
 }

@@ -61,14 +61,18 @@ impl LogtoError {
     }
 
     pub(crate) fn unavailable(message: impl Into<String>) -> LogtoError {
-        LogtoError::Unavailable { message: message.into(), retry_after: None }
+        LogtoError::Unavailable {
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// Renders the default page for `self`, as the library's routes and guards do.
     pub fn render(&self, wants_json: bool) -> Response<'static> {
         let status = self.status();
         let (content_type, body) = if wants_json {
-            let body = serde_json::json!({ "error": status.reason_lossy(), "message": self.message() });
+            let body =
+                serde_json::json!({ "error": status.reason_lossy(), "message": self.message() });
             (ContentType::JSON, body.to_string())
         } else {
             let body = format!(
@@ -87,7 +91,11 @@ impl LogtoError {
             .header(Header::new("Cache-Control", "no-store"))
             .header(Header::new("Referrer-Policy", "no-referrer"))
             .sized_body(body.len(), Cursor::new(body));
-        if let LogtoError::Unavailable { retry_after: Some(secs), .. } = self {
+        if let LogtoError::Unavailable {
+            retry_after: Some(secs),
+            ..
+        } = self
+        {
             response.header(Header::new("Retry-After", secs.to_string()));
         }
         response.finalize()
@@ -123,8 +131,15 @@ pub(crate) fn render_for(error: &LogtoError, request: &Request<'_>) -> Response<
     match custom {
         Some(mut page) => {
             page.set_status(error.status());
-            for header in default.headers().iter().filter(|h| h.name() != "Content-Type" && h.name() != "Content-Length") {
-                page.set_header(Header::new(header.name().as_str().to_string(), header.value().to_string()));
+            for header in default
+                .headers()
+                .iter()
+                .filter(|h| h.name() != "Content-Type" && h.name() != "Content-Length")
+            {
+                page.set_header(Header::new(
+                    header.name().as_str().to_string(),
+                    header.value().to_string(),
+                ));
             }
             page
         }
@@ -137,7 +152,10 @@ pub(crate) fn wants_json(request: &Request<'_>) -> bool {
     match request.accept() {
         Some(accept) => {
             let preferred = accept.preferred().media_type();
-            preferred.is_json() || (!preferred.is_html() && !preferred.is_any() && accept.media_types().any(|m| m.is_json()))
+            preferred.is_json()
+                || (!preferred.is_html()
+                    && !preferred.is_any()
+                    && accept.media_types().any(|m| m.is_json()))
         }
         None => false,
     }
@@ -146,7 +164,9 @@ pub(crate) fn wants_json(request: &Request<'_>) -> bool {
 /// Whether the client is a browser navigating (it accepts HTML), so a redirect to sign-in
 /// helps rather than confuses.
 pub(crate) fn wants_html(request: &Request<'_>) -> bool {
-    request.accept().is_some_and(|accept| accept.media_types().any(|m| m.is_html()))
+    request
+        .accept()
+        .is_some_and(|accept| accept.media_types().any(|m| m.is_html()))
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -171,7 +191,10 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<script>alert('x')</script>&\""), "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;");
+        assert_eq!(
+            html_escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;"
+        );
     }
 
     #[test]

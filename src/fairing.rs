@@ -96,7 +96,10 @@ impl Logto {
     /// ```
     pub fn error_page<F>(mut self, render: F) -> Logto
     where
-        F: for<'r> Fn(&LogtoError, &'r Request<'_>) -> rocket::response::Result<'static> + Send + Sync + 'static,
+        F: for<'r> Fn(&LogtoError, &'r Request<'_>) -> rocket::response::Result<'static>
+            + Send
+            + Sync
+            + 'static,
     {
         self.error_page = Some(std::sync::Arc::new(render));
         self
@@ -111,7 +114,10 @@ impl Logto {
 #[rocket::async_trait]
 impl Fairing for Logto {
     fn info(&self) -> Info {
-        Info { name: "Logto", kind: Kind::Ignite | Kind::Response | Kind::Singleton }
+        Info {
+            name: "Logto",
+            kind: Kind::Ignite | Kind::Response | Kind::Singleton,
+        }
     }
 
     async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
@@ -148,10 +154,21 @@ impl Fairing for Logto {
     }
 
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
-        let Some(state) = request.rocket().state::<LogtoState>() else { return };
-        let failure = request.local_cache(GuardFailure::default).0.lock().expect("guard failure lock").take();
+        let Some(state) = request.rocket().state::<LogtoState>() else {
+            return;
+        };
+        let failure = request
+            .local_cache(GuardFailure::default)
+            .0
+            .lock()
+            .expect("guard failure lock")
+            .take();
         if let Some(error) = failure.filter(|e| e.status() == response.status()) {
-            let replacement = if error == LogtoError::Unauthenticated && request.method() == Method::Get && wants_html(request) && !wants_json(request) {
+            let replacement = if error == LogtoError::Unauthenticated
+                && request.method() == Method::Get
+                && wants_html(request)
+                && !wants_json(request)
+            {
                 sign_in_redirect(request, &state.config)
             } else {
                 crate::error::render_for(&error, request)
@@ -162,7 +179,11 @@ impl Fairing for Logto {
         // catcher's), so removals of a broken or ended session are re-added here.
         if response.status().code >= 400 {
             if let Some(cleared) = cleared_cookies(request, state) {
-                let existing: Vec<String> = response.headers().get("Set-Cookie").map(str::to_string).collect();
+                let existing: Vec<String> = response
+                    .headers()
+                    .get("Set-Cookie")
+                    .map(str::to_string)
+                    .collect();
                 for name in cleared {
                     if !existing.iter().any(|h| h.starts_with(&format!("{name}="))) {
                         let mut removal = Cookie::build(name).path("/").build();

@@ -15,7 +15,9 @@ use crate::tokens::{self, organization_audience, AccessToken};
 
 fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoError> {
     request.rocket().state::<LogtoState>().ok_or_else(|| {
-        LogtoError::Config("rocket_logto's guards need the fairing: attach Logto::fairing().".into())
+        LogtoError::Config(
+            "rocket_logto's guards need the fairing: attach Logto::fairing().".into(),
+        )
     })
 }
 
@@ -23,7 +25,9 @@ fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
     let path = request.uri().path();
     match &error {
         LogtoError::Unauthenticated => log::debug!("logto: {path}: not signed in"),
-        LogtoError::Forbidden(m) | LogtoError::BadRequest(m) => log::info!("logto: {path}: refused: {m}"),
+        LogtoError::Forbidden(m) | LogtoError::BadRequest(m) => {
+            log::info!("logto: {path}: refused: {m}")
+        }
         other => log::warn!("logto: {path}: {other}"),
     }
     record_failure(request, &error);
@@ -75,7 +79,10 @@ impl LogtoUser {
     }
 }
 
-async fn stored_user_info(session: &RequestSession, claims: &IdTokenClaims) -> Option<UserInfoClaims> {
+async fn stored_user_info(
+    session: &RequestSession,
+    claims: &IdTokenClaims,
+) -> Option<UserInfoClaims> {
     let guard = session.session.lock().await;
     let value = guard.as_ref()?.user_info.clone()?;
     tokens::user_info_for(value, claims).ok()
@@ -95,7 +102,10 @@ impl<'r> FromRequest<'r> for LogtoUser {
             (Some(claims), true) => stored_user_info(session, claims).await,
             _ => None,
         };
-        Outcome::Success(LogtoUser { claims: session.claims.clone(), user_info })
+        Outcome::Success(LogtoUser {
+            claims: session.claims.clone(),
+            user_info,
+        })
     }
 }
 
@@ -127,7 +137,9 @@ pub struct AuthenticatedUser<'r> {
 
 impl std::fmt::Debug for AuthenticatedUser<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthenticatedUser").field("sub", &self.claims.sub).finish_non_exhaustive()
+        f.debug_struct("AuthenticatedUser")
+            .field("sub", &self.claims.sub)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,23 +162,34 @@ impl<'r> AuthenticatedUser<'r> {
 
     /// An organization token (`aud = urn:logto:organization:<id>`). Needs the
     /// organizations scope; 403 when the user is not a member.
-    pub async fn organization_token(&self, organization_id: &str) -> Result<AccessToken, LogtoError> {
+    pub async fn organization_token(
+        &self,
+        organization_id: &str,
+    ) -> Result<AccessToken, LogtoError> {
         let token = tokens::token_for(&self.ctx, None, Some(organization_id), false).await?;
         let expected = organization_audience(organization_id);
         let aud_ok = match token.claims().get("aud") {
             Some(serde_json::Value::String(aud)) => *aud == expected,
-            Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(&expected)),
+            Some(serde_json::Value::Array(auds)) => {
+                auds.iter().any(|a| a.as_str() == Some(&expected))
+            }
             _ => true, // an opaque token: nothing to check
         };
         if !aud_ok {
-            return Err(LogtoError::BadGateway("Logto's organization token is for another audience.".into()));
+            return Err(LogtoError::BadGateway(
+                "Logto's organization token is for another audience.".into(),
+            ));
         }
         Ok(token)
     }
 
     /// A token for the API resource `indicator`, narrowed to the roles the user has in
     /// the organization (it carries an `organization_id` claim).
-    pub async fn organization_resource_token(&self, organization_id: &str, indicator: &str) -> Result<AccessToken, LogtoError> {
+    pub async fn organization_resource_token(
+        &self,
+        organization_id: &str,
+        indicator: &str,
+    ) -> Result<AccessToken, LogtoError> {
         tokens::token_for(&self.ctx, Some(indicator), Some(organization_id), false).await
     }
 
@@ -212,7 +235,11 @@ impl<'r> FromRequest<'r> for AuthenticatedUser<'r> {
         match &session.claims {
             Some(claims) => Outcome::Success(AuthenticatedUser {
                 claims: claims.clone(),
-                ctx: RequestContext { state, session, jar: request.cookies() },
+                ctx: RequestContext {
+                    state,
+                    session,
+                    jar: request.cookies(),
+                },
             }),
             None => fail(request, LogtoError::Unauthenticated),
         }
@@ -275,7 +302,10 @@ impl<R: Resource> ResourceToken<R> {
 
 impl<R: Resource> std::fmt::Debug for ResourceToken<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResourceToken").field("resource", &R::INDICATOR).field("token", &self.token).finish()
+        f.debug_struct("ResourceToken")
+            .field("resource", &R::INDICATOR)
+            .field("token", &self.token)
+            .finish()
     }
 }
 
@@ -293,15 +323,30 @@ impl<'r, R: Resource> FromRequest<'r> for ResourceToken<R> {
             Ok(token) => token,
             Err(e) => return fail(request, e),
         };
-        let missing: Vec<&str> = R::REQUIRED_SCOPES.iter().copied().filter(|s| !token.has_scope(s)).collect();
+        let missing: Vec<&str> = R::REQUIRED_SCOPES
+            .iter()
+            .copied()
+            .filter(|s| !token.has_scope(s))
+            .collect();
         if !missing.is_empty() {
-            log::info!("logto: user {} lacks scopes {missing:?} of {}", user.id(), R::INDICATOR);
+            log::info!(
+                "logto: user {} lacks scopes {missing:?} of {}",
+                user.id(),
+                R::INDICATOR
+            );
             return fail(
                 request,
-                LogtoError::Forbidden(format!("Your access to {} lacks the scopes: {}.", R::INDICATOR, missing.join(", "))),
+                LogtoError::Forbidden(format!(
+                    "Your access to {} lacks the scopes: {}.",
+                    R::INDICATOR,
+                    missing.join(", ")
+                )),
             );
         }
-        Outcome::Success(ResourceToken { token, _resource: PhantomData })
+        Outcome::Success(ResourceToken {
+            token,
+            _resource: PhantomData,
+        })
     }
 }
 

@@ -85,13 +85,13 @@ mod tokens;
 mod transaction;
 
 pub use claims::{
-    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo as UserInfoClaims, UserScope,
-    ORGANIZATIONS_RESOURCE,
+    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims,
+    UserInfo as UserInfoClaims, UserScope, ORGANIZATIONS_RESOURCE,
 };
 pub use config::{AppSecret, ConfigError, LogtoConfig};
 pub use error::{html_escape, LogtoError};
-pub use hooks::{SignInDecision, SignedIn};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, LogtoUser, Resource, ResourceToken, UserInfo};
+pub use hooks::{SignInDecision, SignedIn};
 pub use redirect::{InvalidReturnPath, ReturnPath};
 pub use tokens::AccessToken;

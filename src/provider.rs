@@ -12,8 +12,12 @@
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
-use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
-use openidconnect::{ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce, SignatureVerificationError};
+use openidconnect::core::{
+    CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
+};
+use openidconnect::{
+    ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce, SignatureVerificationError,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -85,13 +89,21 @@ pub(crate) enum ProviderError {
     /// No answer: connection refused, timeout, DNS.
     Unreachable(String),
     /// HTTP 429.
-    RateLimited { what: &'static str, retry_after: Option<u64> },
+    RateLimited {
+        what: &'static str,
+        retry_after: Option<u64>,
+    },
     /// An answer that is not what the protocol says (HTML, truncated JSON).
     Malformed(String),
     /// HTTP 5xx: Logto failed before doing anything.
     ServerError { what: &'static str, status: u16 },
     /// An OAuth error answer (4xx with `error`).
-    Refused { what: &'static str, status: u16, error: String, description: String },
+    Refused {
+        what: &'static str,
+        status: u16,
+        error: String,
+        description: String,
+    },
 }
 
 impl ProviderError {
@@ -103,7 +115,9 @@ impl ProviderError {
     /// no answer, a server error, or a refusal about this one target (403, missing scope).
     pub fn may_have_spent_token(&self) -> bool {
         match self {
-            ProviderError::Unreachable(_) | ProviderError::RateLimited { .. } | ProviderError::ServerError { .. } => false,
+            ProviderError::Unreachable(_)
+            | ProviderError::RateLimited { .. }
+            | ProviderError::ServerError { .. } => false,
             ProviderError::Refused { status: 403, .. } => false,
             ProviderError::Refused { error, .. } => error != "insufficient_scope",
             ProviderError::Malformed(_) => true,
@@ -120,17 +134,28 @@ impl From<ProviderError> for LogtoError {
                 retry_after,
             },
             ProviderError::Malformed(m) => LogtoError::BadGateway(m),
-            ProviderError::ServerError { what, status } => {
-                LogtoError::BadGateway(format!("Logto answered the {what} with HTTP {status}; try again later."))
-            }
-            ProviderError::Refused { status: 403, description, .. } => LogtoError::Forbidden(if description.is_empty() {
+            ProviderError::ServerError { what, status } => LogtoError::BadGateway(format!(
+                "Logto answered the {what} with HTTP {status}; try again later."
+            )),
+            ProviderError::Refused {
+                status: 403,
+                description,
+                ..
+            } => LogtoError::Forbidden(if description.is_empty() {
                 "Logto denied access.".into()
             } else {
                 format!("Logto denied access: {description}.")
             }),
-            ProviderError::Refused { what, error, description, .. } => {
-                LogtoError::BadGateway(format!("Logto refused the {what}: {error} {description}").trim_end().to_string())
-            }
+            ProviderError::Refused {
+                what,
+                error,
+                description,
+                ..
+            } => LogtoError::BadGateway(
+                format!("Logto refused the {what}: {error} {description}")
+                    .trim_end()
+                    .to_string(),
+            ),
         }
     }
 }
@@ -168,7 +193,8 @@ impl Provider {
             client_id: config.app_id.clone(),
             client_secret: config.app_secret.expose().to_string(),
             redirect_uri: config.redirect_uri(),
-            clock_skew: chrono::Duration::from_std(config.clock_skew).unwrap_or(chrono::Duration::seconds(60)),
+            clock_skew: chrono::Duration::from_std(config.clock_skew)
+                .unwrap_or(chrono::Duration::seconds(60)),
             discovery: Mutex::new(None),
         })
     }
@@ -181,7 +207,10 @@ impl Provider {
     /// (a stale copy is served while Logto is down). Concurrent callers share one fetch.
     pub async fn discovery(&self) -> Result<Arc<Discovery>, LogtoError> {
         let mut slot = self.discovery.lock().await;
-        if let Some(d) = slot.as_ref().filter(|d| d.fetched_at.elapsed() < DISCOVERY_TTL) {
+        if let Some(d) = slot
+            .as_ref()
+            .filter(|d| d.fetched_at.elapsed() < DISCOVERY_TTL)
+        {
             return Ok(d.clone());
         }
         match self.fetch_discovery().await {
@@ -218,13 +247,20 @@ impl Provider {
             .filter(|alg| alg.as_str() != "none")
             .filter_map(|alg| serde_json::from_value(serde_json::Value::String(alg.clone())).ok())
             .collect();
-        let algs = if algs.is_empty() { vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256] } else { algs };
+        let algs = if algs.is_empty() {
+            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]
+        } else {
+            algs
+        };
         let jwks = self.fetch_jwks(&doc.jwks_uri).await?;
         Ok(Discovery {
             doc,
             algs,
             jwks: SyncMutex::new(Arc::new(jwks)),
-            jwks_refetch: Mutex::new(JwksRefetch { last: Instant::now(), tried: Vec::new() }),
+            jwks_refetch: Mutex::new(JwksRefetch {
+                last: Instant::now(),
+                tried: Vec::new(),
+            }),
             fetched_at: Instant::now(),
         })
     }
@@ -263,15 +299,20 @@ impl Provider {
         raw: &str,
         nonce: Option<&str>,
     ) -> Result<IdTokenClaims, LogtoError> {
-        let reject = |why: String| LogtoError::BadRequest(format!("The ID token from Logto was rejected: {why}."));
-        let token: CoreIdToken = raw.parse().map_err(|_| reject("it is not a well-formed JWT".into()))?;
+        let reject = |why: String| {
+            LogtoError::BadRequest(format!("The ID token from Logto was rejected: {why}."))
+        };
+        let token: CoreIdToken = raw
+            .parse()
+            .map_err(|_| reject("it is not a well-formed JWT".into()))?;
         for attempt in 0..2 {
             let jwks = d.jwks.lock().expect("jwks lock").clone();
             let skew = self.clock_skew;
             let verifier = CoreIdTokenVerifier::new_confidential_client(
                 ClientId::new(self.client_id.clone()),
                 ClientSecret::new(self.client_secret.clone()),
-                IssuerUrl::new(self.issuer.clone()).map_err(|e| LogtoError::Config(e.to_string()))?,
+                IssuerUrl::new(self.issuer.clone())
+                    .map_err(|e| LogtoError::Config(e.to_string()))?,
                 (*jwks).clone(),
             )
             .set_allowed_algs(d.algs.iter().cloned())
@@ -284,14 +325,21 @@ impl Provider {
                 }
             });
             let result = match nonce {
-                Some(expected) => token.claims(&verifier, &Nonce::new(expected.to_string())).map(|_| ()),
-                None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())).map(|_| ()),
+                Some(expected) => token
+                    .claims(&verifier, &Nonce::new(expected.to_string()))
+                    .map(|_| ()),
+                None => token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .map(|_| ()),
             };
             match result {
-                Ok(()) => return decode_jwt_payload(raw).map_err(|_| reject("its claims cannot be read".into())),
-                Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
-                    if attempt == 0 =>
-                {
+                Ok(()) => {
+                    return decode_jwt_payload(raw)
+                        .map_err(|_| reject("its claims cannot be read".into()))
+                }
+                Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )) if attempt == 0 => {
                     if !self.refetch_jwks(d, jwt_kid(raw)).await? {
                         return Err(reject("no key of Logto's matches its key id".into()));
                     }
@@ -303,7 +351,12 @@ impl Provider {
     }
 
     /// Exchanges an authorization code (PKCE, `client_secret_basic`, no `resource`).
-    pub async fn exchange_code(&self, d: &Discovery, code: &str, verifier: &str) -> Result<TokenResponse, ProviderError> {
+    pub async fn exchange_code(
+        &self,
+        d: &Discovery,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenResponse, ProviderError> {
         let form = [
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -311,7 +364,8 @@ impl Provider {
             ("redirect_uri", &self.redirect_uri),
             ("client_id", &self.client_id),
         ];
-        self.post_form(&d.doc.token_endpoint, &form, "code exchange").await
+        self.post_form(&d.doc.token_endpoint, &form, "code exchange")
+            .await
     }
 
     /// Uses the refresh token, optionally for one API resource and/or organization.
@@ -333,13 +387,20 @@ impl Provider {
         if let Some(org) = organization_id {
             form.push(("organization_id", org));
         }
-        self.post_form(&d.doc.token_endpoint, &form, "token refresh").await
+        self.post_form(&d.doc.token_endpoint, &form, "token refresh")
+            .await
     }
 
     /// Calls the userinfo endpoint with the opaque access token of the code exchange.
-    pub async fn userinfo(&self, d: &Discovery, access_token: &str) -> Result<serde_json::Value, ProviderError> {
+    pub async fn userinfo(
+        &self,
+        d: &Discovery,
+        access_token: &str,
+    ) -> Result<serde_json::Value, ProviderError> {
         let Some(endpoint) = &d.doc.userinfo_endpoint else {
-            return Err(ProviderError::Malformed("Logto's discovery has no userinfo endpoint".into()));
+            return Err(ProviderError::Malformed(
+                "Logto's discovery has no userinfo endpoint".into(),
+            ));
         };
         let response = self
             .http
@@ -354,8 +415,14 @@ impl Provider {
     /// Revokes a refresh token. Failures are logged, not returned: the local session ends
     /// whatever Logto says.
     pub async fn revoke(&self, d: &Discovery, refresh_token: &str) {
-        let Some(endpoint) = &d.doc.revocation_endpoint else { return };
-        let form = [("token", refresh_token), ("token_type_hint", "refresh_token"), ("client_id", &self.client_id)];
+        let Some(endpoint) = &d.doc.revocation_endpoint else {
+            return;
+        };
+        let form = [
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", &self.client_id),
+        ];
         let result = self
             .http
             .post(endpoint.clone())
@@ -366,11 +433,19 @@ impl Provider {
         match result {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => log::warn!("logto: revoking the refresh token answered {}", r.status()),
-            Err(e) => log::warn!("logto: revoking the refresh token failed: {}", unreachable_error(&e, "revocation").message()),
+            Err(e) => log::warn!(
+                "logto: revoking the refresh token failed: {}",
+                unreachable_error(&e, "revocation").message()
+            ),
         }
     }
 
-    async fn post_form<T: DeserializeOwned>(&self, url: &Url, form: &[(&str, &str)], what: &'static str) -> Result<T, ProviderError> {
+    async fn post_form<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        what: &'static str,
+    ) -> Result<T, ProviderError> {
         let response = self
             .http
             .post(url.clone())
@@ -382,8 +457,18 @@ impl Provider {
         read_json(response, what).await
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: &str, what: &'static str, _bearer: Option<&str>) -> Result<T, LogtoError> {
-        let response = self.http.get(url).send().await.map_err(|e| LogtoError::from(unreachable_error(&e, what)))?;
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &'static str,
+        _bearer: Option<&str>,
+    ) -> Result<T, LogtoError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| LogtoError::from(unreachable_error(&e, what)))?;
         read_json(response, what).await.map_err(LogtoError::from)
     }
 }
@@ -396,30 +481,46 @@ impl ProviderError {
 
 fn unreachable_error(e: &reqwest::Error, what: &'static str) -> ProviderError {
     if e.is_timeout() {
-        ProviderError::Unreachable(format!("Logto did not answer the {what} in time; try again."))
+        ProviderError::Unreachable(format!(
+            "Logto did not answer the {what} in time; try again."
+        ))
     } else {
-        ProviderError::Unreachable(format!("Logto could not be reached for the {what}; try again."))
+        ProviderError::Unreachable(format!(
+            "Logto could not be reached for the {what}; try again."
+        ))
     }
 }
 
-async fn read_body(mut response: reqwest::Response, what: &'static str) -> Result<Vec<u8>, ProviderError> {
+async fn read_body(
+    mut response: reqwest::Response,
+    what: &'static str,
+) -> Result<Vec<u8>, ProviderError> {
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY {
-                    return Err(ProviderError::Malformed(format!("Logto's answer to the {what} is too large")));
+                    return Err(ProviderError::Malformed(format!(
+                        "Logto's answer to the {what} is too large"
+                    )));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
             Err(e) if e.is_timeout() => return Err(unreachable_error(&e, what)),
-            Err(_) => return Err(ProviderError::Malformed(format!("Logto's answer to the {what} was cut short"))),
+            Err(_) => {
+                return Err(ProviderError::Malformed(format!(
+                    "Logto's answer to the {what} was cut short"
+                )))
+            }
         }
     }
 }
 
-async fn read_json<T: DeserializeOwned>(response: reqwest::Response, what: &'static str) -> Result<T, ProviderError> {
+async fn read_json<T: DeserializeOwned>(
+    response: reqwest::Response,
+    what: &'static str,
+) -> Result<T, ProviderError> {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -431,11 +532,17 @@ async fn read_json<T: DeserializeOwned>(response: reqwest::Response, what: &'sta
         return Err(ProviderError::RateLimited { what, retry_after });
     }
     if status.is_success() {
-        return serde_json::from_slice(&body)
-            .map_err(|_| ProviderError::Malformed(format!("Logto's answer to the {what} is not the JSON it should be")));
+        return serde_json::from_slice(&body).map_err(|_| {
+            ProviderError::Malformed(format!(
+                "Logto's answer to the {what} is not the JSON it should be"
+            ))
+        });
     }
     if status.is_server_error() {
-        return Err(ProviderError::ServerError { what, status: status.as_u16() });
+        return Err(ProviderError::ServerError {
+            what,
+            status: status.as_u16(),
+        });
     }
     if status.is_client_error() {
         if let Ok(e) = serde_json::from_slice::<OAuthErrorBody>(&body) {
@@ -443,11 +550,19 @@ async fn read_json<T: DeserializeOwned>(response: reqwest::Response, what: &'sta
                 what,
                 status: status.as_u16(),
                 error: e.error.chars().take(64).collect(),
-                description: e.error_description.unwrap_or_default().chars().take(200).collect(),
+                description: e
+                    .error_description
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect(),
             });
         }
     }
-    Err(ProviderError::Malformed(format!("Logto answered the {what} with HTTP {}", status.as_u16())))
+    Err(ProviderError::Malformed(format!(
+        "Logto answered the {what} with HTTP {}",
+        status.as_u16()
+    )))
 }
 
 /// Decodes a JWT's payload without checking it: only for tokens that were verified before
@@ -465,7 +580,9 @@ pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()
 fn jwt_kid(jwt: &str) -> Option<String> {
     use base64::Engine;
     let header = jwt.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
     let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     header.get("kid")?.as_str().map(str::to_string)
 }
@@ -474,20 +591,24 @@ fn describe_claims_error(e: &ClaimsVerificationError) -> String {
     match e {
         ClaimsVerificationError::Expired(_) => "it has expired".into(),
         ClaimsVerificationError::InvalidAudience(_) => "it is not meant for this app (aud)".into(),
-        ClaimsVerificationError::InvalidIssuer(_) => "its issuer (iss) is not the configured Logto".into(),
+        ClaimsVerificationError::InvalidIssuer(_) => {
+            "its issuer (iss) is not the configured Logto".into()
+        }
         ClaimsVerificationError::InvalidNonce(_) => "its nonce does not match this sign-in".into(),
         ClaimsVerificationError::InvalidSubject(_) => "it has no valid subject (sub)".into(),
-        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::DisallowedAlg(_)) => {
-            "its signing algorithm is not one Logto advertises".into()
-        }
-        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::AmbiguousKeyId(_)) => {
-            "it names no key id and Logto has several keys".into()
-        }
-        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey) => {
-            "no key of Logto's matches it".into()
-        }
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::DisallowedAlg(_),
+        ) => "its signing algorithm is not one Logto advertises".into(),
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::AmbiguousKeyId(_),
+        ) => "it names no key id and Logto has several keys".into(),
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        ) => "no key of Logto's matches it".into(),
         ClaimsVerificationError::SignatureVerification(_) => "its signature is invalid".into(),
-        ClaimsVerificationError::Other(m) if m.contains("issued in the future") => "it is issued in the future".into(),
+        ClaimsVerificationError::Other(m) if m.contains("issued in the future") => {
+            "it is issued in the future".into()
+        }
         ClaimsVerificationError::Unsupported(_) => "it uses an unsupported JWT feature".into(),
         other => format!("{other}").chars().take(120).collect(),
     }

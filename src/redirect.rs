@@ -33,7 +33,9 @@ impl std::error::Error for InvalidReturnPath {}
 
 fn check_shape(path: &str) -> Result<(), InvalidReturnPath> {
     if !path.starts_with('/') {
-        return Err(InvalidReturnPath("must be a relative path starting with `/`"));
+        return Err(InvalidReturnPath(
+            "must be a relative path starting with `/`",
+        ));
     }
     if path.starts_with("//") {
         return Err(InvalidReturnPath("must not start with `//` (another host)"));
@@ -62,10 +64,14 @@ impl ReturnPath {
         check_shape(&decoded)?;
         let lower = path.to_ascii_lowercase();
         if lower.contains("%2f%2f") || lower.contains("%5c") {
-            return Err(InvalidReturnPath("must not contain encoded slashes or backslashes"));
+            return Err(InvalidReturnPath(
+                "must not contain encoded slashes or backslashes",
+            ));
         }
         let base = Url::parse("http://return-path.invalid/").expect("static URL");
-        let joined = base.join(path).map_err(|_| InvalidReturnPath("is not a valid path"))?;
+        let joined = base
+            .join(path)
+            .map_err(|_| InvalidReturnPath("is not a valid path"))?;
         if joined.origin() != base.origin() {
             return Err(InvalidReturnPath("must stay on this site"));
         }
@@ -84,7 +90,9 @@ impl ReturnPath {
                 ReturnPath::parse(&url[Position::BeforePath..Position::AfterQuery])
                     .map_err(|e| e.to_string())
             }
-            Ok(_) => Err(format!("is {target:?}: it must be a path on base_url's origin")),
+            Ok(_) => Err(format!(
+                "is {target:?}: it must be a path on base_url's origin"
+            )),
             Err(_) => ReturnPath::parse(target).map_err(|e| format!("is {target:?}: it {e}")),
         }
     }
@@ -120,7 +128,14 @@ mod tests {
 
     #[test]
     fn accepts_same_origin_paths() {
-        for ok in ["/", "/orders", "/orders?page=2&x=%20y", "/a/b#frag", "/caf%C3%A9", "/café"] {
+        for ok in [
+            "/",
+            "/orders",
+            "/orders?page=2&x=%20y",
+            "/a/b#frag",
+            "/caf%C3%A9",
+            "/café",
+        ] {
             assert!(ReturnPath::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(ReturnPath::parse("/a b").unwrap().as_str(), "/a%20b");
@@ -154,8 +169,16 @@ mod tests {
     #[test]
     fn config_targets_keep_to_the_base_origin() {
         let base = Url::parse("http://localhost:8000").unwrap();
-        assert_eq!(ReturnPath::from_config("http://localhost:8000/home?x=1", &base).unwrap().as_str(), "/home?x=1");
+        assert_eq!(
+            ReturnPath::from_config("http://localhost:8000/home?x=1", &base)
+                .unwrap()
+                .as_str(),
+            "/home?x=1"
+        );
         assert!(ReturnPath::from_config("http://localhost:9000/", &base).is_err());
-        assert_eq!(ReturnPath::from_config("/dash", &base).unwrap().as_str(), "/dash");
+        assert_eq!(
+            ReturnPath::from_config("/dash", &base).unwrap().as_str(),
+            "/dash"
+        );
     }
 }

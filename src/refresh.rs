@@ -63,7 +63,11 @@ const MAX_CHAIN: usize = 16;
 
 impl RefreshCoordinator {
     pub fn new(ttl: Duration, capacity: usize) -> RefreshCoordinator {
-        RefreshCoordinator { entries: SyncMutex::new((HashMap::new(), VecDeque::new())), ttl, capacity }
+        RefreshCoordinator {
+            entries: SyncMutex::new((HashMap::new(), VecDeque::new())),
+            ttl,
+            capacity,
+        }
     }
 
     fn entry(&self, refresh_token: &str) -> Arc<Entry> {
@@ -73,14 +77,19 @@ impl RefreshCoordinator {
             return entry.clone();
         }
         while let Some(oldest) = order.front() {
-            let stale = map.get(oldest).is_none_or(|e| e.created.elapsed() > self.ttl);
+            let stale = map
+                .get(oldest)
+                .is_none_or(|e| e.created.elapsed() > self.ttl);
             if !stale && map.len() < self.capacity {
                 break;
             }
             let oldest = order.pop_front().expect("front exists");
             map.remove(&oldest);
         }
-        let entry = Arc::new(Entry { created: Instant::now(), state: Mutex::new(EntryState::default()) });
+        let entry = Arc::new(Entry {
+            created: Instant::now(),
+            state: Mutex::new(EntryState::default()),
+        });
         map.insert(refresh_token.to_string(), entry.clone());
         order.push_back(refresh_token.to_string());
         entry
@@ -117,7 +126,11 @@ impl RefreshCoordinator {
             if let Some((_, e)) = state.failed_targets.iter().find(|(t, _)| *t == target) {
                 return Err(e.clone());
             }
-            if let Some((_, result)) = state.results.iter().find(|(t, r)| *t == target && r.expires_at > fresh_after) {
+            if let Some((_, result)) = state
+                .results
+                .iter()
+                .find(|(t, r)| *t == target && r.expires_at > fresh_after)
+            {
                 let mut result = result.clone();
                 if let Some((successor, successor_id)) = &state.successor {
                     // Someone rotated this token after the result was made: hand out the
@@ -135,7 +148,10 @@ impl RefreshCoordinator {
             }
             return match call(token.clone()).await {
                 Ok(response) => {
-                    let next = response.refresh_token.clone().unwrap_or_else(|| token.clone());
+                    let next = response
+                        .refresh_token
+                        .clone()
+                        .unwrap_or_else(|| token.clone());
                     let new_id = response.id_token.clone().or(id_token);
                     if next != token {
                         state.successor = Some((next.clone(), response.id_token.clone()));
@@ -168,7 +184,9 @@ impl RefreshCoordinator {
                 }
             };
         }
-        Err(ProviderError::Malformed("Logto rotated the refresh token too many times at once".into()))
+        Err(ProviderError::Malformed(
+            "Logto rotated the refresh token too many times at once".into(),
+        ))
     }
 }
 
@@ -223,13 +241,25 @@ mod tests {
     #[tokio::test]
     async fn a_refused_token_is_never_sent_again() {
         let c = RefreshCoordinator::new(Duration::from_secs(60), 100);
-        let refused = || ProviderError::Refused { what: "token refresh", status: 400, error: "invalid_grant".into(), description: String::new() };
-        let e = c.refresh("rt", (None, None), 0, |_| async { Err(refused()) }).await.err().expect("must fail");
+        let refused = || ProviderError::Refused {
+            what: "token refresh",
+            status: 400,
+            error: "invalid_grant".into(),
+            description: String::new(),
+        };
+        let e = c
+            .refresh("rt", (None, None), 0, |_| async { Err(refused()) })
+            .await
+            .err()
+            .expect("must fail");
         assert!(e.is_invalid_grant());
         let e = c
-            .refresh("rt", (Some("x".into()), None), 0, |_| async { panic!("must not be called") })
+            .refresh("rt", (Some("x".into()), None), 0, |_| async {
+                panic!("must not be called")
+            })
             .await
-            .err().expect("must fail");
+            .err()
+            .expect("must fail");
         assert!(e.is_invalid_grant());
     }
 
@@ -237,7 +267,11 @@ mod tests {
     async fn entries_are_bounded() {
         let c = RefreshCoordinator::new(Duration::from_secs(60), 50);
         for i in 0..1000 {
-            let _ = c.refresh(&format!("rt{i}"), (None, None), 0, |rt| async move { Ok(response(&rt)) }).await;
+            let _ = c
+                .refresh(&format!("rt{i}"), (None, None), 0, |rt| async move {
+                    Ok(response(&rt))
+                })
+                .await;
         }
         assert!(c.len() <= 50);
     }

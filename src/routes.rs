@@ -51,7 +51,10 @@ impl Query {
         for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
             let decode = |s: &str| {
-                percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned()).map_err(|_| "a query parameter is not UTF-8")
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| "a query parameter is not UTF-8")
             };
             match (decode(k), decode(v)) {
                 (Ok(k), Ok(v)) => pairs.push((k, v)),
@@ -63,11 +66,19 @@ impl Query {
 
     /// The one value of `name`: `Ok(None)` when absent, an error when repeated.
     fn single(&self, name: &str) -> Result<Option<&str>, LogtoError> {
-        let pairs = self.0.as_ref().map_err(|e| LogtoError::BadRequest(format!("The request is malformed: {e}.")))?;
-        let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let pairs = self
+            .0
+            .as_ref()
+            .map_err(|e| LogtoError::BadRequest(format!("The request is malformed: {e}.")))?;
+        let mut values = pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
         let first = values.next();
         if values.next().is_some() {
-            return Err(LogtoError::BadRequest(format!("The parameter `{name}` appears more than once.")));
+            return Err(LogtoError::BadRequest(format!(
+                "The parameter `{name}` appears more than once."
+            )));
         }
         Ok(first)
     }
@@ -82,12 +93,20 @@ impl<'r> FromRequest<'r> for Query {
 }
 
 #[get("/sign-in")]
-async fn sign_in(query: Query, state: &State<LogtoState>, jar: &CookieJar<'_>) -> Result<AuthRedirect, LogtoError> {
+async fn sign_in(
+    query: Query,
+    state: &State<LogtoState>,
+    jar: &CookieJar<'_>,
+) -> Result<AuthRedirect, LogtoError> {
     start_sign_in(&query, state, jar, None).await
 }
 
 #[get("/sign-up")]
-async fn sign_up(query: Query, state: &State<LogtoState>, jar: &CookieJar<'_>) -> Result<AuthRedirect, LogtoError> {
+async fn sign_up(
+    query: Query,
+    state: &State<LogtoState>,
+    jar: &CookieJar<'_>,
+) -> Result<AuthRedirect, LogtoError> {
     start_sign_in(&query, state, jar, Some("register")).await
 }
 
@@ -99,8 +118,9 @@ async fn start_sign_in(
 ) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
     let return_to = match query.single("return_to")? {
-        Some(path) => ReturnPath::parse(path)
-            .map_err(|e| LogtoError::BadRequest(format!("The `return_to` path is refused: it {e}.")))?,
+        Some(path) => ReturnPath::parse(path).map_err(|e| {
+            LogtoError::BadRequest(format!("The `return_to` path is refused: it {e}."))
+        })?,
         None => config.post_sign_in_redirect.clone(),
     };
     let discovery = state.provider.discovery().await?;
@@ -119,7 +139,13 @@ async fn start_sign_in(
 }
 
 /// The authorize URL, with the parameters in the order Logto's JS SDK sends them.
-fn authorize_url(config: &LogtoConfig, d: &Discovery, tx: &Transaction, challenge: &str, first_screen: Option<&str>) -> Url {
+fn authorize_url(
+    config: &LogtoConfig,
+    d: &Discovery,
+    tx: &Transaction,
+    challenge: &str,
+    first_screen: Option<&str>,
+) -> Url {
     let mut url = d.doc.authorization_endpoint.clone();
     {
         let mut q = url.query_pairs_mut();
@@ -167,7 +193,11 @@ async fn sign_in_callback(
     result
 }
 
-async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>) -> Result<AuthRedirect, LogtoError> {
+async fn complete_sign_in(
+    query: &Query,
+    state: &LogtoState,
+    jar: &CookieJar<'_>,
+) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
     // Read every parameter first: a repeated one fails before anything else happens.
     let state_param = query.single("state")?;
@@ -176,7 +206,8 @@ async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>
     let error = query.single("error")?;
     let error_description = query.single("error_description")?;
 
-    let state_param = state_param.ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `state`.".into()))?;
+    let state_param = state_param
+        .ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `state`.".into()))?;
     let tx = transaction::take(jar, state_param, &state.spent).map_err(|e| {
         LogtoError::BadRequest(
             match e {
@@ -188,30 +219,48 @@ async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>
         )
     })?;
     if let Some(error) = error {
-        let detail = error_description.map(|d| format!(": {d}")).unwrap_or_default();
-        return Err(LogtoError::BadRequest(format!("Logto did not sign you in ({error}{detail}).")));
+        let detail = error_description
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        return Err(LogtoError::BadRequest(format!(
+            "Logto did not sign you in ({error}{detail})."
+        )));
     }
-    let code = code.ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `code`.".into()))?;
+    let code =
+        code.ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `code`.".into()))?;
 
     let discovery = state.provider.discovery().await?;
     match iss {
         Some(iss) if iss != state.provider.issuer() => {
-            return Err(LogtoError::BadRequest("The sign-in answer comes from another issuer (`iss`).".into()))
+            return Err(LogtoError::BadRequest(
+                "The sign-in answer comes from another issuer (`iss`).".into(),
+            ))
         }
         None if discovery.doc.authorization_response_iss_parameter_supported => {
-            return Err(LogtoError::BadRequest("The sign-in answer lacks the `iss` Logto always sends.".into()))
+            return Err(LogtoError::BadRequest(
+                "The sign-in answer lacks the `iss` Logto always sends.".into(),
+            ))
         }
         _ => {}
     }
 
-    let tokens = state.provider.exchange_code(&discovery, code, &tx.pkce_verifier).await.map_err(|e| match e {
-        e if e.is_invalid_grant() => LogtoError::BadRequest("Logto refused the sign-in code (used or expired); start again.".into()),
-        e => LogtoError::from(e),
+    let tokens = state
+        .provider
+        .exchange_code(&discovery, code, &tx.pkce_verifier)
+        .await
+        .map_err(|e| match e {
+            e if e.is_invalid_grant() => LogtoError::BadRequest(
+                "Logto refused the sign-in code (used or expired); start again.".into(),
+            ),
+            e => LogtoError::from(e),
+        })?;
+    let id_token = tokens.id_token.ok_or_else(|| {
+        LogtoError::BadGateway("Logto returned no ID token; is the `openid` scope granted?".into())
     })?;
-    let id_token = tokens
-        .id_token
-        .ok_or_else(|| LogtoError::BadGateway("Logto returned no ID token; is the `openid` scope granted?".into()))?;
-    let claims = state.provider.verify_id_token(&discovery, &id_token, Some(&tx.nonce)).await?;
+    let claims = state
+        .provider
+        .verify_id_token(&discovery, &id_token, Some(&tx.nonce))
+        .await?;
 
     // A new session from scratch: nothing of a previous one (another user's tokens) survives.
     session::clear(jar);
@@ -231,19 +280,29 @@ async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>
         seen_at: now,
     };
     if config.fetch_user_info {
-        let token = new_session.userinfo_token.as_ref().map(|t| t.token.clone()).unwrap_or_default();
+        let token = new_session
+            .userinfo_token
+            .as_ref()
+            .map(|t| t.token.clone())
+            .unwrap_or_default();
         match state.provider.userinfo(&discovery, &token).await {
             Ok(value) => match tokens::user_info_for(value.clone(), &claims) {
                 Ok(_) => new_session.user_info = Some(value),
                 Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.message()),
             },
-            Err(e) => log::warn!("logto: fetching user info after sign-in failed: {}", LogtoError::from(e).message()),
+            Err(e) => log::warn!(
+                "logto: fetching user info after sign-in failed: {}",
+                LogtoError::from(e).message()
+            ),
         }
     }
     let mut return_to = tx.return_to;
     if let Some(hook) = &state.on_sign_in {
         let signed_in = SignedIn {
-            user_info: new_session.user_info.clone().and_then(|v| serde_json::from_value(v).ok()),
+            user_info: new_session
+                .user_info
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
             claims: claims.clone(),
             return_to: return_to.clone(),
             has_refresh_token: new_session.refresh_token.is_some(),
@@ -252,7 +311,11 @@ async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>
             Ok(SignInDecision::Continue) => {}
             Ok(SignInDecision::RedirectTo(path)) => return_to = path,
             Err(refusal) => {
-                log::warn!("logto: the app refused the sign-in of user {}: {}", claims.sub, refusal.message());
+                log::warn!(
+                    "logto: the app refused the sign-in of user {}: {}",
+                    claims.sub,
+                    refusal.message()
+                );
                 if let Some(rt) = &new_session.refresh_token {
                     state.provider.revoke(&discovery, rt).await;
                 }
@@ -261,7 +324,9 @@ async fn complete_sign_in(query: &Query, state: &LogtoState, jar: &CookieJar<'_>
         }
     }
     if let Err(session::TooLarge(bytes)) = session::store(jar, &new_session, config) {
-        return Err(LogtoError::Config(format!("The session ({bytes} bytes) does not fit in cookies.")));
+        return Err(LogtoError::Config(format!(
+            "The session ({bytes} bytes) does not fit in cookies."
+        )));
     }
     log::info!("logto: user {} signed in", claims.sub);
     Ok(AuthRedirect(return_to.as_str().to_string()))
@@ -277,12 +342,17 @@ async fn sign_out(request_state: SignOutContext<'_>, jar: &CookieJar<'_>) -> Aut
     let Some(ended) = ended else {
         return AuthRedirect(config.post_sign_out_redirect.to_string());
     };
-    let sub = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token).map(|c| c.sub).unwrap_or_default();
+    let sub = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token)
+        .map(|c| c.sub)
+        .unwrap_or_default();
     log::info!("logto: user {sub} signed out");
     let discovery = match state.provider.discovery().await {
         Ok(d) => d,
         Err(e) => {
-            log::warn!("logto: sign-out could not reach Logto ({}); signed out locally only", e.message());
+            log::warn!(
+                "logto: sign-out could not reach Logto ({}); signed out locally only",
+                e.message()
+            );
             return AuthRedirect(config.post_sign_out_redirect.to_string());
         }
     };
@@ -295,7 +365,10 @@ async fn sign_out(request_state: SignOutContext<'_>, jar: &CookieJar<'_>) -> Aut
             url.query_pairs_mut()
                 .append_pair("client_id", &config.app_id)
                 .append_pair("id_token_hint", &ended.id_token)
-                .append_pair("post_logout_redirect_uri", config.post_sign_out_redirect.as_str());
+                .append_pair(
+                    "post_logout_redirect_uri",
+                    config.post_sign_out_redirect.as_str(),
+                );
             AuthRedirect(url.into())
         }
         None => AuthRedirect(config.post_sign_out_redirect.to_string()),
@@ -313,8 +386,14 @@ impl<'r> FromRequest<'r> for SignOutContext<'r> {
     type Error = LogtoError;
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
         match request.rocket().state::<LogtoState>() {
-            Some(state) => Outcome::Success(SignOutContext { state, session: RequestSession::of(request, state) }),
-            None => Outcome::Error((Status::InternalServerError, LogtoError::Config("fairing state missing".into()))),
+            Some(state) => Outcome::Success(SignOutContext {
+                state,
+                session: RequestSession::of(request, state),
+            }),
+            None => Outcome::Error((
+                Status::InternalServerError,
+                LogtoError::Config("fairing state missing".into()),
+            )),
         }
     }
 }

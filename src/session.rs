@@ -62,10 +62,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn cached_token(&self, resource: Option<&str>, organization: Option<&str>) -> Option<&CachedToken> {
-        self.tokens
-            .iter()
-            .find(|t| t.resource.as_deref() == resource && t.organization.as_deref() == organization)
+    pub fn cached_token(
+        &self,
+        resource: Option<&str>,
+        organization: Option<&str>,
+    ) -> Option<&CachedToken> {
+        self.tokens.iter().find(|t| {
+            t.resource.as_deref() == resource && t.organization.as_deref() == organization
+        })
     }
 
     pub fn store_token(&mut self, token: CachedToken) {
@@ -108,22 +112,29 @@ pub(crate) fn load(jar: &CookieJar<'_>, config: &LogtoConfig) -> Result<Session,
     if jar.get(SESSION_COOKIE).is_none() {
         return Err(LoadError::Absent);
     }
-    let first = jar.get_private(SESSION_COOKIE).ok_or(LoadError::Invalid("undecryptable"))?;
-    let (generation, index, count, data) = split_header(first.value()).ok_or(LoadError::Invalid("bad header"))?;
+    let first = jar
+        .get_private(SESSION_COOKIE)
+        .ok_or(LoadError::Invalid("undecryptable"))?;
+    let (generation, index, count, data) =
+        split_header(first.value()).ok_or(LoadError::Invalid("bad header"))?;
     if index != 0 || count == 0 || count > MAX_CHUNKS {
         return Err(LoadError::Invalid("bad chunk count"));
     }
     let mut json = String::with_capacity(count * CHUNK_PLAINTEXT);
     json.push_str(data);
     for i in 1..count {
-        let chunk = jar.get_private(&chunk_name(i)).ok_or(LoadError::Invalid("missing chunk"))?;
-        let (g, idx, n, data) = split_header(chunk.value()).ok_or(LoadError::Invalid("bad header"))?;
+        let chunk = jar
+            .get_private(&chunk_name(i))
+            .ok_or(LoadError::Invalid("missing chunk"))?;
+        let (g, idx, n, data) =
+            split_header(chunk.value()).ok_or(LoadError::Invalid("bad header"))?;
         if g != generation || idx != i || n != count {
             return Err(LoadError::Invalid("chunks of different writes"));
         }
         json.push_str(data);
     }
-    let session: Session = serde_json::from_str(&json).map_err(|_| LoadError::Invalid("unreadable"))?;
+    let session: Session =
+        serde_json::from_str(&json).map_err(|_| LoadError::Invalid("unreadable"))?;
     if session.expired(config, now()) {
         return Err(LoadError::Invalid("expired"));
     }
@@ -144,7 +155,9 @@ fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'sta
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(config.secure_cookies())
-        .max_age(time::Duration::seconds(config.session_lifetime.as_secs() as i64))
+        .max_age(time::Duration::seconds(
+            config.session_lifetime.as_secs() as i64
+        ))
         .build()
 }
 
@@ -153,7 +166,11 @@ fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'sta
 pub(crate) struct TooLarge(pub usize);
 
 /// Writes `session` into private cookies and removes chunks of an earlier, longer write.
-pub(crate) fn store(jar: &CookieJar<'_>, session: &Session, config: &LogtoConfig) -> Result<(), TooLarge> {
+pub(crate) fn store(
+    jar: &CookieJar<'_>,
+    session: &Session,
+    config: &LogtoConfig,
+) -> Result<(), TooLarge> {
     let json = serde_json::to_string(session).expect("a session always serializes");
     let chunks = split_utf8(&json, CHUNK_PLAINTEXT);
     if chunks.len() > MAX_CHUNKS {
@@ -182,7 +199,10 @@ pub(crate) fn clear(jar: &CookieJar<'_>) {
 
 /// Names of the session cookies in the request.
 pub(crate) fn present_session_cookies(jar: &CookieJar<'_>) -> Vec<String> {
-    (0..MAX_CHUNKS).map(chunk_name).filter(|n| jar.get(n).is_some()).collect()
+    (0..MAX_CHUNKS)
+        .map(chunk_name)
+        .filter(|n| jar.get(n).is_some())
+        .collect()
 }
 
 /// Splits at char boundaries into pieces of at most `max` bytes.
@@ -224,7 +244,10 @@ mod tests {
 
     #[test]
     fn headers_parse() {
-        assert_eq!(split_header("abc.1.3.{\"x\":1}"), Some(("abc", 1, 3, "{\"x\":1}")));
+        assert_eq!(
+            split_header("abc.1.3.{\"x\":1}"),
+            Some(("abc", 1, 3, "{\"x\":1}"))
+        );
         assert_eq!(split_header("abc.x.3.data"), None);
     }
 }

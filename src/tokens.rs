@@ -24,7 +24,11 @@ pub struct AccessToken {
 impl AccessToken {
     fn new(token: String, expires_at: i64) -> AccessToken {
         let claims = decode_jwt_payload(&token).unwrap_or(Value::Null);
-        AccessToken { token, expires_at, claims }
+        AccessToken {
+            token,
+            expires_at,
+            claims,
+        }
     }
 
     /// The token, for an `Authorization: Bearer` header.
@@ -39,7 +43,11 @@ impl AccessToken {
 
     /// Its granted scopes (the JWT's `scope` claim).
     pub fn scopes(&self) -> Vec<&str> {
-        self.claims.get("scope").and_then(Value::as_str).map(|s| s.split(' ').filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+        self.claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| s.split(' ').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
     }
 
     /// Whether it carries `scope`.
@@ -77,7 +85,11 @@ impl serde::Serialize for AccessToken {
 }
 
 /// Checks that a token for (`resource`, `organization`) can be asked for at all.
-fn check_target(ctx: &RequestContext<'_>, resource: Option<&str>, organization: Option<&str>) -> Result<(), LogtoError> {
+fn check_target(
+    ctx: &RequestContext<'_>,
+    resource: Option<&str>,
+    organization: Option<&str>,
+) -> Result<(), LogtoError> {
     let config = &ctx.state.config;
     if let Some(resource) = resource {
         if !config.resources.iter().any(|r| r == resource) {
@@ -93,7 +105,9 @@ fn check_target(ctx: &RequestContext<'_>, resource: Option<&str>, organization: 
     }
     if let Some(org) = organization {
         if org.is_empty() || org.len() > 128 || org.chars().any(|c| c.is_control()) {
-            return Err(LogtoError::BadRequest("That is not a valid organization id.".into()));
+            return Err(LogtoError::BadRequest(
+                "That is not a valid organization id.".into(),
+            ));
         }
     }
     Ok(())
@@ -114,11 +128,21 @@ pub(crate) async fn token_for(
     let session = guard.as_mut().ok_or(LogtoError::Unauthenticated)?;
     let fresh_after = now() + margin;
     if !force {
-        if let Some(cached) = session.cached_token(resource, organization).filter(|t| t.expires_at > fresh_after) {
+        if let Some(cached) = session
+            .cached_token(resource, organization)
+            .filter(|t| t.expires_at > fresh_after)
+        {
             return Ok(AccessToken::new(cached.token.clone(), cached.expires_at));
         }
     }
-    let refreshed = refresh_into(ctx, &mut guard, resource, organization, if force { i64::MAX } else { fresh_after }).await?;
+    let refreshed = refresh_into(
+        ctx,
+        &mut guard,
+        resource,
+        organization,
+        if force { i64::MAX } else { fresh_after },
+    )
+    .await?;
     Ok(AccessToken::new(refreshed.token, refreshed.expires_at))
 }
 
@@ -134,16 +158,25 @@ async fn refresh_into(
     let session = guard.as_mut().ok_or(LogtoError::Unauthenticated)?;
     let Some(refresh_token) = session.refresh_token.clone() else {
         return Err(LogtoError::Config(
-            "Logto issued no refresh token: keep `offline_access` granted (prompt = \"consent\").".into(),
+            "Logto issued no refresh token: keep `offline_access` granted (prompt = \"consent\")."
+                .into(),
         ));
     };
     let discovery = state.provider.discovery().await?;
-    let target = (resource.map(str::to_string), organization.map(str::to_string));
+    let target = (
+        resource.map(str::to_string),
+        organization.map(str::to_string),
+    );
     let result = state
         .refresh
         .refresh(&refresh_token, target, fresh_after, |rt| {
             let discovery = discovery.clone();
-            async move { state.provider.refresh(&discovery, &rt, resource, organization).await }
+            async move {
+                state
+                    .provider
+                    .refresh(&discovery, &rt, resource, organization)
+                    .await
+            }
         })
         .await;
     let refreshed = match result {
@@ -151,11 +184,17 @@ async fn refresh_into(
         Err(e) if e.may_have_spent_token() => {
             // The grant is gone or the refresh token may be spent: end the session
             // cleanly rather than risk sending a spent token (which revokes the grant).
-            let sub = decode_jwt_payload::<IdTokenClaims>(&session.id_token).map(|c| c.sub).unwrap_or_default();
+            let sub = decode_jwt_payload::<IdTokenClaims>(&session.id_token)
+                .map(|c| c.sub)
+                .unwrap_or_default();
             log_refresh_failure(&e, resource, organization);
             log::warn!("logto: signing out user {sub}: the refresh token can no longer be used");
             ctx.session.sign_out(guard, ctx.jar);
-            return Err(if e.is_invalid_grant() { LogtoError::Unauthenticated } else { e.into() });
+            return Err(if e.is_invalid_grant() {
+                LogtoError::Unauthenticated
+            } else {
+                e.into()
+            });
         }
         Err(e) => {
             log_refresh_failure(&e, resource, organization);
@@ -163,8 +202,13 @@ async fn refresh_into(
         }
     };
 
-    if let Some(id_token) = refreshed.id_token.as_deref().filter(|t| *t != session.id_token) {
-        let old: IdTokenClaims = decode_jwt_payload(&session.id_token).map_err(|_| LogtoError::Unauthenticated)?;
+    if let Some(id_token) = refreshed
+        .id_token
+        .as_deref()
+        .filter(|t| *t != session.id_token)
+    {
+        let old: IdTokenClaims =
+            decode_jwt_payload(&session.id_token).map_err(|_| LogtoError::Unauthenticated)?;
         let checked = state.provider.verify_id_token(&discovery, id_token, None).await.and_then(|new| {
             if new.iss == old.iss && new.sub == old.sub && new.aud == old.aud {
                 Ok(())
@@ -175,7 +219,11 @@ async fn refresh_into(
             }
         });
         if let Err(e) = checked {
-            log::warn!("logto: refreshed ID token refused for user {}: {}", old.sub, e.message());
+            log::warn!(
+                "logto: refreshed ID token refused for user {}: {}",
+                old.sub,
+                e.message()
+            );
             ctx.session.sign_out(guard, ctx.jar);
             return Err(e);
         }
@@ -241,29 +289,50 @@ pub(crate) fn organization_audience(org: &str) -> String {
 
 /// Calls userinfo with the code exchange's opaque access token (refreshing it when
 /// needed) and checks its `sub` against the ID token's.
-pub(crate) async fn fetch_user_info(ctx: &RequestContext<'_>, claims: &IdTokenClaims) -> Result<UserInfo, LogtoError> {
+pub(crate) async fn fetch_user_info(
+    ctx: &RequestContext<'_>,
+    claims: &IdTokenClaims,
+) -> Result<UserInfo, LogtoError> {
     let state = ctx.state;
     let margin = state.config.token_refresh_margin.as_secs() as i64;
     let token = {
         let mut guard = ctx.session.session.lock().await;
         let session = guard.as_mut().ok_or(LogtoError::Unauthenticated)?;
-        match session.userinfo_token.clone().filter(|t| t.expires_at > now() + margin) {
+        match session
+            .userinfo_token
+            .clone()
+            .filter(|t| t.expires_at > now() + margin)
+        {
             Some(t) => t.token,
-            None => refresh_into(ctx, &mut guard, None, None, now() + margin).await?.token,
+            None => {
+                refresh_into(ctx, &mut guard, None, None, now() + margin)
+                    .await?
+                    .token
+            }
         }
     };
     let discovery = state.provider.discovery().await?;
-    let value = state.provider.userinfo(&discovery, &token).await.map_err(LogtoError::from)?;
+    let value = state
+        .provider
+        .userinfo(&discovery, &token)
+        .await
+        .map_err(LogtoError::from)?;
     user_info_for(value, claims)
 }
 
 /// Types a userinfo answer, refusing one about another user.
 pub(crate) fn user_info_for(value: Value, claims: &IdTokenClaims) -> Result<UserInfo, LogtoError> {
-    let info: UserInfo = serde_json::from_value(value)
-        .map_err(|_| LogtoError::BadGateway("Logto's userinfo answer is not the JSON it should be.".into()))?;
+    let info: UserInfo = serde_json::from_value(value).map_err(|_| {
+        LogtoError::BadGateway("Logto's userinfo answer is not the JSON it should be.".into())
+    })?;
     if info.sub != claims.sub {
-        log::warn!("logto: userinfo answered for another subject than {}; discarded", claims.sub);
-        return Err(LogtoError::BadGateway("Logto's userinfo answer is about another user; it was discarded.".into()));
+        log::warn!(
+            "logto: userinfo answered for another subject than {}; discarded",
+            claims.sub
+        );
+        return Err(LogtoError::BadGateway(
+            "Logto's userinfo answer is about another user; it was discarded.".into(),
+        ));
     }
     Ok(info)
 }

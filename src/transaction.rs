@@ -37,7 +37,11 @@ pub(crate) struct Transaction {
 /// The cookie name for a `state`: a prefix of it, so the name alone reveals nothing usable.
 pub(crate) fn cookie_name(state: &str) -> Option<String> {
     let key: String = state.chars().take(16).collect();
-    if key.len() < 16 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if key.len() < 16
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return None;
     }
     Some(format!("{TRANSACTION_PREFIX}{key}"))
@@ -83,7 +87,11 @@ pub(crate) enum TakeError {
 /// Takes the transaction of `state` out of the jar: the cookie is removed whatever the
 /// outcome, and the `state` is remembered as spent so a replayed callback fails even if
 /// the browser still holds the cookie.
-pub(crate) fn take(jar: &CookieJar<'_>, state: &str, spent: &SpentStates) -> Result<Transaction, TakeError> {
+pub(crate) fn take(
+    jar: &CookieJar<'_>,
+    state: &str,
+    spent: &SpentStates,
+) -> Result<Transaction, TakeError> {
     let name = cookie_name(state).ok_or(TakeError::Missing)?;
     if jar.get(&name).is_none() {
         return Err(TakeError::Missing);
@@ -118,7 +126,10 @@ pub(crate) struct SpentStates {
 
 impl SpentStates {
     pub fn new(capacity: usize) -> SpentStates {
-        SpentStates { inner: Mutex::new((HashMap::new(), VecDeque::new())), capacity }
+        SpentStates {
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            capacity,
+        }
     }
 
     /// Marks `state` spent; false if it already was.

@@ -3,38 +3,17 @@
 
 #[path = "support/app.rs"]
 mod app;
+#[path = "support/fake_flow.rs"]
+mod fake_flow;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 
 use app::*;
+use fake_flow::*;
 use fake_provider::{Alg, Behaviour, CallbackIss, FakeProvider, Kid, Nonce, Options};
 use rocket::http::{Cookie, Status};
 use rocket::local::asynchronous::Client;
 use serde_json::{json, Value};
-
-fn table(fp: &FakeProvider) -> Value {
-    logto_table(&fp.endpoint, fp.client_id(), fp.client_secret())
-}
-
-async fn app_for(fp: &FakeProvider) -> Client {
-    client(table(fp)).await
-}
-
-/// Runs sign-in through the fake provider as `sub`; returns the callback's status, body
-/// and `Location`.
-async fn sign_in(client: &Client, fp: &FakeProvider, sub: &str) -> (Status, String, Option<String>) {
-    let authorize = start_sign_in(client, "/logto/sign-in").await;
-    let callback = fp.authorize(&authorize, sub);
-    let response = client.get(path_and_query(&callback)).dispatch().await;
-    let status = response.status();
-    let location = response.headers().get_one("Location").map(str::to_string);
-    (status, response.into_string().await.unwrap_or_default(), location)
-}
-
-async fn signed_in_sub(client: &Client) -> Option<String> {
-    let (_, body) = get_json(client, "/").await;
-    body["sub"].as_str().map(str::to_string)
-}
 
 /// Signs in with the fake set up by `setup`; asserts the callback is refused with 400,
 /// nobody is signed in, and returns the page.
@@ -44,7 +23,11 @@ async fn assert_sign_in_refused(setup: impl FnOnce(&mut Behaviour), options: Opt
     let client = app_for(&fp).await;
     let (status, body, _) = sign_in(&client, &fp, "user-1").await;
     assert_eq!(status, Status::BadRequest, "{body}");
-    assert_eq!(signed_in_sub(&client).await, None, "a refused callback must not sign in");
+    assert_eq!(
+        signed_in_sub(&client).await,
+        None,
+        "a refused callback must not sign in"
+    );
     body
 }
 
@@ -68,7 +51,10 @@ async fn sign_in_request_s256_and_code_only() {
     let fp = FakeProvider::start().await;
     let client = app_for(&fp).await;
     let url = start_sign_in(&client, "/logto/sign-in").await;
-    assert_eq!(param(&url, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(
+        param(&url, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
     assert_eq!(param(&url, "response_type").as_deref(), Some("code"));
     assert!(param(&url, "access_token").is_none() && param(&url, "client_secret").is_none());
 }
@@ -80,12 +66,18 @@ async fn sign_in_request_redirect_uri_from_config_not_host_headers() {
     let response = client
         .get("/logto/sign-in")
         .header(rocket::http::Header::new("Host", "evil.example"))
-        .header(rocket::http::Header::new("X-Forwarded-Host", "evil.example"))
+        .header(rocket::http::Header::new(
+            "X-Forwarded-Host",
+            "evil.example",
+        ))
         .header(rocket::http::Header::new("X-Forwarded-Proto", "https"))
         .dispatch()
         .await;
     let url = location(&response);
-    assert_eq!(param(&url, "redirect_uri").as_deref(), Some("http://localhost:8000/logto/sign-in-callback"));
+    assert_eq!(
+        param(&url, "redirect_uri").as_deref(),
+        Some("http://localhost:8000/logto/sign-in-callback")
+    );
 }
 
 #[rocket::async_test]
@@ -114,10 +106,20 @@ async fn sign_in_request_sends_logto_parameters() {
     assert_eq!(param(&url, "first_screen").as_deref(), Some("register"));
     assert_eq!(param(&url, "login_hint").as_deref(), Some("a@b.c"));
     assert_eq!(param(&url, "identifier").as_deref(), Some("email username"));
-    assert_eq!(param(&url, "direct_sign_in").as_deref(), Some("social:google"));
+    assert_eq!(
+        param(&url, "direct_sign_in").as_deref(),
+        Some("social:google")
+    );
     assert_eq!(param(&url, "ui_locales").as_deref(), Some("fr"));
-    let resources: Vec<String> = query(&url).into_iter().filter(|(k, _)| k == "resource").map(|(_, v)| v).collect();
-    assert_eq!(resources, [SHOPPING, STORE, "urn:logto:resource:organizations"]);
+    let resources: Vec<String> = query(&url)
+        .into_iter()
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        resources,
+        [SHOPPING, STORE, "urn:logto:resource:organizations"]
+    );
 }
 
 // ---- Callback ------------------------------------------------------------------------
@@ -134,7 +136,10 @@ async fn callback_missing_state_is_400_and_sends_no_token_request() {
         .map(|(k, v)| format!("{k}={}", urlencode(&v)))
         .collect::<Vec<_>>()
         .join("&");
-    let response = client.get(format!("/logto/sign-in-callback?{without_state}")).dispatch().await;
+    let response = client
+        .get(format!("/logto/sign-in-callback?{without_state}"))
+        .dispatch()
+        .await;
     assert_eq!(response.status(), Status::BadRequest);
     assert_eq!(fp.count("/token"), 0);
 }
@@ -145,7 +150,10 @@ async fn callback_unknown_state_is_400_csrf_and_sends_no_token_request() {
     let client = app_for(&fp).await;
     let authorize = start_sign_in(&client, "/logto/sign-in").await;
     let callback = fp.authorize(&authorize, "user-1");
-    let forged = path_and_query(&callback).replace(&param(&callback, "state").unwrap(), "AAAAAAAAAAAAAAAAAAAAAA");
+    let forged = path_and_query(&callback).replace(
+        &param(&callback, "state").unwrap(),
+        "AAAAAAAAAAAAAAAAAAAAAA",
+    );
     let response = client.get(forged).dispatch().await;
     assert_eq!(response.status(), Status::BadRequest);
     assert_eq!(fp.count("/token"), 0);
@@ -170,13 +178,25 @@ async fn callback_transaction_used_once_replay_fails_code_replay() {
     let fp = FakeProvider::start().await;
     let client = untracked(table(&fp)).await;
     let response = client.get("/logto/sign-in").dispatch().await;
-    let tx_cookies: Vec<Cookie<'static>> = response.cookies().iter().map(|c| c.clone().into_owned()).collect();
+    let tx_cookies: Vec<Cookie<'static>> = response
+        .cookies()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
     let callback = fp.authorize(&location(&response), "user-1");
-    let first = client.get(path_and_query(&callback)).cookies(tx_cookies.clone()).dispatch().await;
+    let first = client
+        .get(path_and_query(&callback))
+        .cookies(tx_cookies.clone())
+        .dispatch()
+        .await;
     assert_eq!(first.status(), Status::SeeOther);
     // Same URL, same (captured) transaction cookie: refused without a token request.
     let tokens_before = fp.count("/token");
-    let replay = client.get(path_and_query(&callback)).cookies(tx_cookies).dispatch().await;
+    let replay = client
+        .get(path_and_query(&callback))
+        .cookies(tx_cookies)
+        .dispatch()
+        .await;
     assert_eq!(replay.status(), Status::BadRequest);
     assert_eq!(fp.count("/token"), tokens_before);
 }
@@ -187,13 +207,31 @@ async fn callback_transaction_used_once_even_on_failure() {
     fp.set(|b| b.id_token_nonce = Nonce::Value("wrong".into()));
     let client = untracked(table(&fp)).await;
     let response = client.get("/logto/sign-in").dispatch().await;
-    let tx_cookies: Vec<Cookie<'static>> = response.cookies().iter().map(|c| c.clone().into_owned()).collect();
+    let tx_cookies: Vec<Cookie<'static>> = response
+        .cookies()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
     let callback = fp.authorize(&location(&response), "user-1");
-    let first = client.get(path_and_query(&callback)).cookies(tx_cookies.clone()).dispatch().await;
+    let first = client
+        .get(path_and_query(&callback))
+        .cookies(tx_cookies.clone())
+        .dispatch()
+        .await;
     assert_eq!(first.status(), Status::BadRequest);
-    assert!(first.headers().get("Set-Cookie").any(|c| c.starts_with("logto_tx_") && c.contains("Max-Age=0")), "the transaction cookie is removed");
+    assert!(
+        first
+            .headers()
+            .get("Set-Cookie")
+            .any(|c| c.starts_with("logto_tx_") && c.contains("Max-Age=0")),
+        "the transaction cookie is removed"
+    );
     fp.set(|b| b.id_token_nonce = Nonce::Echo);
-    let again = client.get(path_and_query(&callback)).cookies(tx_cookies).dispatch().await;
+    let again = client
+        .get(path_and_query(&callback))
+        .cookies(tx_cookies)
+        .dispatch()
+        .await;
     assert_eq!(again.status(), Status::BadRequest);
 }
 
@@ -208,7 +246,11 @@ async fn callback_transaction_expires_after_10_minutes() {
     // The same transaction, made 601 s ago (encrypted with the app's key by the client).
     let stale = json!({"s": state, "n": param(&authorize, "nonce").unwrap(), "v": "x".repeat(43), "r": "/", "c": now() - 601});
     let name = format!("logto_tx_{}", &state[..16]);
-    let response = client.get(path_and_query(&callback)).private_cookie(Cookie::new(name, stale.to_string())).dispatch().await;
+    let response = client
+        .get(path_and_query(&callback))
+        .private_cookie(Cookie::new(name, stale.to_string()))
+        .dispatch()
+        .await;
     assert_eq!(response.status(), Status::BadRequest);
     assert!(response.into_string().await.unwrap().contains("10 minutes"));
     assert_eq!(fp.count("/token"), 0);
@@ -216,7 +258,11 @@ async fn callback_transaction_expires_after_10_minutes() {
 
 #[rocket::async_test]
 async fn callback_iss_must_equal_issuer_mix_up() {
-    let body = assert_sign_in_refused(|b| b.callback_iss = CallbackIss::Value("https://evil.example/oidc".into()), Options::default()).await;
+    let body = assert_sign_in_refused(
+        |b| b.callback_iss = CallbackIss::Value("https://evil.example/oidc".into()),
+        Options::default(),
+    )
+    .await;
     assert!(body.contains("issuer"), "{body}");
 }
 
@@ -246,9 +292,17 @@ async fn callback_duplicate_state_code_or_iss_rejected() {
         let authorize = start_sign_in(&client, "/logto/sign-in").await;
         let callback = fp.authorize(&authorize, "user-1");
         let value = param(&callback, duplicate).unwrap();
-        let url = format!("{}&{duplicate}={}", path_and_query(&callback), urlencode(&value));
+        let url = format!(
+            "{}&{duplicate}={}",
+            path_and_query(&callback),
+            urlencode(&value)
+        );
         let response = client.get(url).dispatch().await;
-        assert_eq!(response.status(), Status::BadRequest, "duplicate {duplicate}");
+        assert_eq!(
+            response.status(),
+            Status::BadRequest,
+            "duplicate {duplicate}"
+        );
         assert!(response.into_string().await.unwrap().contains(duplicate));
         assert_eq!(fp.count("/token"), 0);
     }
@@ -277,12 +331,20 @@ async fn callback_stripped_response_never_downgrades_a_check() {
 #[rocket::async_test]
 async fn callback_error_and_description_are_html_escaped() {
     let fp = FakeProvider::start().await;
-    fp.set(|b| b.authorize_error = Some(("access_denied".into(), Some("<script>alert(1)</script>".into()))));
+    fp.set(|b| {
+        b.authorize_error = Some((
+            "access_denied".into(),
+            Some("<script>alert(1)</script>".into()),
+        ))
+    });
     let client = app_for(&fp).await;
     let (status, body, _) = sign_in(&client, &fp, "user-1").await;
     assert_eq!(status, Status::BadRequest);
     assert!(!body.contains("<script>"), "{body}");
-    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
 }
 
 // ---- ID token ------------------------------------------------------------------------
@@ -310,7 +372,11 @@ async fn id_token_alg_outside_discovery_allow_list_rejected() {
 #[rocket::async_test]
 async fn id_token_rs256_and_es384_accepted_when_advertised() {
     for rsa in [false, true] {
-        let fp = FakeProvider::start_with(Options { rsa, ..Options::default() }).await;
+        let fp = FakeProvider::start_with(Options {
+            rsa,
+            ..Options::default()
+        })
+        .await;
         let client = app_for(&fp).await;
         let (status, body, _) = sign_in(&client, &fp, "user-1").await;
         assert_eq!(status, Status::SeeOther, "rsa={rsa}: {body}");
@@ -321,22 +387,41 @@ async fn id_token_rs256_and_es384_accepted_when_advertised() {
 #[rocket::async_test]
 async fn id_token_bad_signature_rejected_rp_id_token_bad_sig() {
     assert_sign_in_refused(|b| b.corrupt_signature = true, Options::default()).await;
-    assert_sign_in_refused(|b| b.corrupt_signature = true, Options { rsa: true, ..Options::default() }).await;
+    assert_sign_in_refused(
+        |b| b.corrupt_signature = true,
+        Options {
+            rsa: true,
+            ..Options::default()
+        },
+    )
+    .await;
 }
 
 #[rocket::async_test]
 async fn id_token_wrong_iss_rejected_rp_id_token_issuer_mismatch() {
-    assert_sign_in_refused(|b| b.id_token_iss = Some("https://evil.example/oidc".into()), Options::default()).await;
+    assert_sign_in_refused(
+        |b| b.id_token_iss = Some("https://evil.example/oidc".into()),
+        Options::default(),
+    )
+    .await;
 }
 
 #[rocket::async_test]
 async fn id_token_aud_without_app_id_rejected_rp_id_token_aud() {
-    assert_sign_in_refused(|b| b.id_token_aud = Some(json!("another-app")), Options::default()).await;
+    assert_sign_in_refused(
+        |b| b.id_token_aud = Some(json!("another-app")),
+        Options::default(),
+    )
+    .await;
 }
 
 #[rocket::async_test]
 async fn id_token_extra_audience_without_azp_rejected() {
-    assert_sign_in_refused(|b| b.id_token_aud = Some(json!(["test-app", "another-app"])), Options::default()).await;
+    assert_sign_in_refused(
+        |b| b.id_token_aud = Some(json!(["test-app", "another-app"])),
+        Options::default(),
+    )
+    .await;
 }
 
 #[rocket::async_test]
@@ -356,7 +441,11 @@ async fn id_token_expired_rejected() {
 
 #[rocket::async_test]
 async fn id_token_nonce_mismatch_rejected_rp_nonce_invalid() {
-    assert_sign_in_refused(|b| b.id_token_nonce = Nonce::Value("another".into()), Options::default()).await;
+    assert_sign_in_refused(
+        |b| b.id_token_nonce = Nonce::Value("another".into()),
+        Options::default(),
+    )
+    .await;
     assert_sign_in_refused(|b| b.id_token_nonce = Nonce::Absent, Options::default()).await;
 }
 
@@ -432,11 +521,16 @@ async fn id_token_unknown_kid_not_in_refetched_jwks_rejected_and_refetch_is_rate
     for _ in 0..3 {
         assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::BadRequest);
     }
-    assert!(fp.count("/jwks") <= 2, "JWKS fetched {} times for 3 sign-ins", fp.count("/jwks"));
+    assert!(
+        fp.count("/jwks") <= 2,
+        "JWKS fetched {} times for 3 sign-ins",
+        fp.count("/jwks")
+    );
 }
 
 #[rocket::async_test]
-async fn discovery_issuer_not_matching_config_refused_before_redirect_rp_discovery_issuer_not_matching_config() {
+async fn discovery_issuer_not_matching_config_refused_before_redirect_rp_discovery_issuer_not_matching_config(
+) {
     let fp = FakeProvider::start().await;
     fp.set(|b| b.discovery_issuer = Some("https://evil.example/oidc".into()));
     let client = app_for(&fp).await;
@@ -452,16 +546,33 @@ async fn session_cookies_private_httponly_lax_path_root() {
     let fp = FakeProvider::start().await;
     let client = untracked(table(&fp)).await;
     let response = client.get("/logto/sign-in").dispatch().await;
-    let tx: Vec<Cookie<'static>> = response.cookies().iter().map(|c| c.clone().into_owned()).collect();
+    let tx: Vec<Cookie<'static>> = response
+        .cookies()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
     let callback = fp.authorize(&location(&response), "user-1");
-    let response = client.get(path_and_query(&callback)).cookies(tx).dispatch().await;
+    let response = client
+        .get(path_and_query(&callback))
+        .cookies(tx)
+        .dispatch()
+        .await;
     let lines = set_cookies(&response);
-    let session: Vec<&String> = lines.iter().filter(|l| l.starts_with("logto_session")).collect();
+    let session: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("logto_session"))
+        .collect();
     assert!(!session.is_empty());
     for line in session {
-        assert!(line.contains("HttpOnly") && line.contains("SameSite=Lax") && line.contains("Path=/"), "{line}");
+        assert!(
+            line.contains("HttpOnly") && line.contains("SameSite=Lax") && line.contains("Path=/"),
+            "{line}"
+        );
         assert!(!line.contains("Secure"), "http base_url: no Secure: {line}");
-        assert!(!line.contains("eyJ"), "the value is encrypted, no JWT visible: {line}");
+        assert!(
+            !line.contains("eyJ"),
+            "the value is encrypted, no JWT visible: {line}"
+        );
         assert!(line.len() <= 4096, "{} bytes", line.len());
     }
 }
@@ -483,9 +594,19 @@ async fn session_fresh_nonce_per_write_aead() {
     let fp = FakeProvider::start().await;
     let client = app_for(&fp).await;
     assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::SeeOther);
-    let first = client.cookies().get("logto_session").unwrap().value().to_string();
+    let first = client
+        .cookies()
+        .get("logto_session")
+        .unwrap()
+        .value()
+        .to_string();
     assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::SeeOther);
-    let second = client.cookies().get("logto_session").unwrap().value().to_string();
+    let second = client
+        .cookies()
+        .get("logto_session")
+        .unwrap()
+        .value()
+        .to_string();
     assert_ne!(first, second);
 }
 
@@ -494,10 +615,21 @@ async fn session_keys_per_purpose_transaction_cookie_is_not_a_session() {
     let fp = FakeProvider::start().await;
     let client = untracked(table(&fp)).await;
     let response = client.get("/logto/sign-in").dispatch().await;
-    let tx = response.cookies().iter().find(|c| c.name().starts_with("logto_tx_")).unwrap().value().to_string();
+    let tx = response
+        .cookies()
+        .iter()
+        .find(|c| c.name().starts_with("logto_tx_"))
+        .unwrap()
+        .value()
+        .to_string();
     // The transaction's ciphertext moved under the session's name does not decrypt.
     let (_, body) = {
-        let r = client.get("/").cookie(Cookie::new("logto_session", tx)).header(rocket::http::Accept::JSON).dispatch().await;
+        let r = client
+            .get("/")
+            .cookie(Cookie::new("logto_session", tx))
+            .header(rocket::http::Accept::JSON)
+            .dispatch()
+            .await;
         (r.status(), r.into_json::<Value>().await.unwrap())
     };
     assert_eq!(body["authenticated"], false);
@@ -505,13 +637,23 @@ async fn session_keys_per_purpose_transaction_cookie_is_not_a_session() {
 
 async fn assert_signed_out_and_cleared(client: &Client, cookie: Cookie<'static>) {
     for path in ["/", "/me"] {
-        let response = client.get(path).cookie(cookie.clone()).header(rocket::http::Accept::JSON).dispatch().await;
+        let response = client
+            .get(path)
+            .cookie(cookie.clone())
+            .header(rocket::http::Accept::JSON)
+            .dispatch()
+            .await;
         assert_ne!(response.status(), Status::InternalServerError);
         let lines = set_cookies(&response);
-        let clears = lines.iter().any(|l| l.starts_with("logto_session=") && l.contains("Max-Age=0"));
+        let clears = lines
+            .iter()
+            .any(|l| l.starts_with("logto_session=") && l.contains("Max-Age=0"));
         assert!(clears, "{path}: the bad cookie is cleared: {lines:?}");
         if path == "/" {
-            assert_eq!(response.into_json::<Value>().await.unwrap()["authenticated"], false);
+            assert_eq!(
+                response.into_json::<Value>().await.unwrap()["authenticated"],
+                false
+            );
         } else {
             assert_eq!(response.status(), Status::Unauthorized);
         }
@@ -523,18 +665,37 @@ async fn session_tampered_truncated_or_old_key_cookie_means_signed_out() {
     let fp = FakeProvider::start().await;
     let signed = app_for(&fp).await;
     assert_eq!(sign_in(&signed, &fp, "user-1").await.0, Status::SeeOther);
-    let good = signed.cookies().get("logto_session").unwrap().value().to_string();
+    let good = signed
+        .cookies()
+        .get("logto_session")
+        .unwrap()
+        .value()
+        .to_string();
     let client = untracked(table(&fp)).await;
 
     let mut tampered = good.clone().into_bytes();
     let mid = tampered.len() / 2;
     tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
-    assert_signed_out_and_cleared(&client, Cookie::new("logto_session", String::from_utf8(tampered).unwrap())).await;
-    assert_signed_out_and_cleared(&client, Cookie::new("logto_session", good[..good.len() / 2].to_string())).await;
-    assert_signed_out_and_cleared(&client, Cookie::new("logto_session", "garbage%%%".to_string())).await;
+    assert_signed_out_and_cleared(
+        &client,
+        Cookie::new("logto_session", String::from_utf8(tampered).unwrap()),
+    )
+    .await;
+    assert_signed_out_and_cleared(
+        &client,
+        Cookie::new("logto_session", good[..good.len() / 2].to_string()),
+    )
+    .await;
+    assert_signed_out_and_cleared(
+        &client,
+        Cookie::new("logto_session", "garbage%%%".to_string()),
+    )
+    .await;
 
     // The same cookie, read by an app with another secret key.
-    let other_key = Client::untracked(rocket_with(table(&fp), OTHER_SECRET_KEY)).await.unwrap();
+    let other_key = Client::untracked(rocket_with(table(&fp), OTHER_SECRET_KEY))
+        .await
+        .unwrap();
     assert_signed_out_and_cleared(&other_key, Cookie::new("logto_session", good)).await;
 }
 
@@ -542,20 +703,53 @@ async fn session_tampered_truncated_or_old_key_cookie_means_signed_out() {
 async fn session_expired_payload_means_signed_out_whatever_the_cookie_expiry() {
     let fp = FakeProvider::start().await;
     let client = untracked(table(&fp)).await;
-    let id_token = fp.sign_jwt(json!({"alg": "ES384", "kid": fp.current_kid()}), fp.id_token_claims("user-1", None));
+    let id_token = fp.sign_jwt(
+        json!({"alg": "ES384", "kid": fp.current_kid()}),
+        fp.id_token_claims("user-1", None),
+    );
     let old = |created: i64, seen: i64| json!({"i": id_token, "c": created, "s": seen}).to_string();
     let now = now();
     // Absolute lifetime (30 days) passed, although seen a minute ago.
-    let cookie = Cookie::new("logto_session", format!("g.0.1.{}", old(now - 31 * 86_400, now - 60)));
-    let r = client.get("/").private_cookie(cookie).header(rocket::http::Accept::JSON).dispatch().await;
-    assert_eq!(r.into_json::<Value>().await.unwrap()["authenticated"], false);
+    let cookie = Cookie::new(
+        "logto_session",
+        format!("g.0.1.{}", old(now - 31 * 86_400, now - 60)),
+    );
+    let r = client
+        .get("/")
+        .private_cookie(cookie)
+        .header(rocket::http::Accept::JSON)
+        .dispatch()
+        .await;
+    assert_eq!(
+        r.into_json::<Value>().await.unwrap()["authenticated"],
+        false
+    );
     // Inactive for 15 days (inactivity limit 14).
-    let cookie = Cookie::new("logto_session", format!("g.0.1.{}", old(now - 16 * 86_400, now - 15 * 86_400)));
-    let r = client.get("/").private_cookie(cookie).header(rocket::http::Accept::JSON).dispatch().await;
-    assert_eq!(r.into_json::<Value>().await.unwrap()["authenticated"], false);
+    let cookie = Cookie::new(
+        "logto_session",
+        format!("g.0.1.{}", old(now - 16 * 86_400, now - 15 * 86_400)),
+    );
+    let r = client
+        .get("/")
+        .private_cookie(cookie)
+        .header(rocket::http::Accept::JSON)
+        .dispatch()
+        .await;
+    assert_eq!(
+        r.into_json::<Value>().await.unwrap()["authenticated"],
+        false
+    );
     // Control: a current payload is signed in.
-    let cookie = Cookie::new("logto_session", format!("g.0.1.{}", old(now - 60, now - 60)));
-    let r = client.get("/").private_cookie(cookie).header(rocket::http::Accept::JSON).dispatch().await;
+    let cookie = Cookie::new(
+        "logto_session",
+        format!("g.0.1.{}", old(now - 60, now - 60)),
+    );
+    let r = client
+        .get("/")
+        .private_cookie(cookie)
+        .header(rocket::http::Accept::JSON)
+        .dispatch()
+        .await;
     assert_eq!(r.into_json::<Value>().await.unwrap()["authenticated"], true);
 }
 
@@ -566,29 +760,73 @@ async fn session_chunks_bounded_and_each_set_cookie_at_most_4096_bytes() {
     fp.set(|b| b.id_token_patch = Some(json!({"big": "x".repeat(6000)})));
     let client = untracked(table(&fp)).await;
     let response = client.get("/logto/sign-in").dispatch().await;
-    let tx: Vec<Cookie<'static>> = response.cookies().iter().map(|c| c.clone().into_owned()).collect();
+    let tx: Vec<Cookie<'static>> = response
+        .cookies()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
     let callback = fp.authorize(&location(&response), "user-1");
-    let response = client.get(path_and_query(&callback)).cookies(tx).dispatch().await;
+    let response = client
+        .get(path_and_query(&callback))
+        .cookies(tx)
+        .dispatch()
+        .await;
     assert_eq!(response.status(), Status::SeeOther);
     let lines = set_cookies(&response);
-    let chunks: Vec<&String> = lines.iter().filter(|l| l.starts_with("logto_session") && !l.contains("Max-Age=0")).collect();
+    let chunks: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("logto_session") && !l.contains("Max-Age=0"))
+        .collect();
     assert!(chunks.len() >= 3, "{} chunks", chunks.len());
-    assert!(lines.iter().all(|l| l.len() <= 4096), "{:?}", lines.iter().map(String::len).collect::<Vec<_>>());
-    let jar: Vec<Cookie<'static>> = response.cookies().iter().filter(|c| c.name().starts_with("logto_session")).map(|c| c.clone().into_owned()).collect();
-    let r = client.get("/").cookies(jar.clone()).header(rocket::http::Accept::JSON).dispatch().await;
-    assert_eq!(r.into_json::<Value>().await.unwrap()["sub"], "user-1", "the chunks reassemble");
+    assert!(
+        lines.iter().all(|l| l.len() <= 4096),
+        "{:?}",
+        lines.iter().map(String::len).collect::<Vec<_>>()
+    );
+    let jar: Vec<Cookie<'static>> = response
+        .cookies()
+        .iter()
+        .filter(|c| c.name().starts_with("logto_session"))
+        .map(|c| c.clone().into_owned())
+        .collect();
+    let r = client
+        .get("/")
+        .cookies(jar.clone())
+        .header(rocket::http::Accept::JSON)
+        .dispatch()
+        .await;
+    assert_eq!(
+        r.into_json::<Value>().await.unwrap()["sub"],
+        "user-1",
+        "the chunks reassemble"
+    );
 
     // A chunk missing, or a first chunk claiming more chunks than allowed: signed out.
-    let missing: Vec<Cookie<'static>> = jar.iter().filter(|c| c.name() != "logto_session_1").cloned().collect();
-    let r = client.get("/").cookies(missing).header(rocket::http::Accept::JSON).dispatch().await;
-    assert_eq!(r.into_json::<Value>().await.unwrap()["authenticated"], false);
+    let missing: Vec<Cookie<'static>> = jar
+        .iter()
+        .filter(|c| c.name() != "logto_session_1")
+        .cloned()
+        .collect();
+    let r = client
+        .get("/")
+        .cookies(missing)
+        .header(rocket::http::Accept::JSON)
+        .dispatch()
+        .await;
+    assert_eq!(
+        r.into_json::<Value>().await.unwrap()["authenticated"],
+        false
+    );
     let r = client
         .get("/")
         .private_cookie(Cookie::new("logto_session", "g.0.1000.{}"))
         .header(rocket::http::Accept::JSON)
         .dispatch()
         .await;
-    assert_eq!(r.into_json::<Value>().await.unwrap()["authenticated"], false);
+    assert_eq!(
+        r.into_json::<Value>().await.unwrap()["authenticated"],
+        false
+    );
 }
 
 #[rocket::async_test]
@@ -599,18 +837,47 @@ async fn session_chunks_from_two_writes_are_never_mixed() {
     let mut writes = Vec::new();
     for _ in 0..2 {
         let response = client.get("/logto/sign-in").dispatch().await;
-        let tx: Vec<Cookie<'static>> = response.cookies().iter().map(|c| c.clone().into_owned()).collect();
+        let tx: Vec<Cookie<'static>> = response
+            .cookies()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect();
         let callback = fp.authorize(&location(&response), "user-1");
-        let response = client.get(path_and_query(&callback)).cookies(tx).dispatch().await;
-        let jar: Vec<Cookie<'static>> = response.cookies().iter().filter(|c| c.name().starts_with("logto_session")).map(|c| c.clone().into_owned()).collect();
+        let response = client
+            .get(path_and_query(&callback))
+            .cookies(tx)
+            .dispatch()
+            .await;
+        let jar: Vec<Cookie<'static>> = response
+            .cookies()
+            .iter()
+            .filter(|c| c.name().starts_with("logto_session"))
+            .map(|c| c.clone().into_owned())
+            .collect();
         writes.push(jar);
     }
     let mixed = vec![
-        writes[0].iter().find(|c| c.name() == "logto_session").unwrap().clone(),
-        writes[1].iter().find(|c| c.name() == "logto_session_1").unwrap().clone(),
+        writes[0]
+            .iter()
+            .find(|c| c.name() == "logto_session")
+            .unwrap()
+            .clone(),
+        writes[1]
+            .iter()
+            .find(|c| c.name() == "logto_session_1")
+            .unwrap()
+            .clone(),
     ];
-    let r = client.get("/").cookies(mixed).header(rocket::http::Accept::JSON).dispatch().await;
-    assert_eq!(r.into_json::<Value>().await.unwrap()["authenticated"], false);
+    let r = client
+        .get("/")
+        .cookies(mixed)
+        .header(rocket::http::Accept::JSON)
+        .dispatch()
+        .await;
+    assert_eq!(
+        r.into_json::<Value>().await.unwrap()["authenticated"],
+        false
+    );
 }
 
 #[rocket::async_test]
@@ -625,7 +892,12 @@ async fn session_stale_chunks_are_removed_when_the_session_shrinks() {
     let callback = fp.authorize(&authorize, "user-1");
     let response = client.get(path_and_query(&callback)).dispatch().await;
     let lines = set_cookies(&response);
-    assert!(lines.iter().any(|l| l.starts_with("logto_session_2=") && l.contains("Max-Age=0")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("logto_session_2=") && l.contains("Max-Age=0")),
+        "{lines:?}"
+    );
     drop(response);
     assert!(client.cookies().get("logto_session_2").is_none());
     assert_eq!(signed_in_sub(&client).await.as_deref(), Some("user-1"));
@@ -656,7 +928,12 @@ async fn several_sign_ins_in_flight_each_complete() {
     let callbacks: Vec<String> = tabs.iter().map(|a| fp.authorize(a, "user-1")).collect();
     for callback in callbacks.iter().rev() {
         let response = client.get(path_and_query(callback)).dispatch().await;
-        assert_eq!(response.status(), Status::SeeOther, "{:?}", response.into_string().await);
+        assert_eq!(
+            response.status(),
+            Status::SeeOther,
+            "{:?}",
+            response.into_string().await
+        );
     }
     assert_eq!(signed_in_sub(&client).await.as_deref(), Some("user-1"));
 }
@@ -674,12 +951,21 @@ async fn return_to_is_honoured_and_travels_in_the_transaction() {
     let fp = FakeProvider::start().await;
     let client = app_for(&fp).await;
     let authorize = start_sign_in(&client, "/logto/sign-in?return_to=%2Forders%3Fpage%3D2").await;
-    assert!(!authorize.contains("orders"), "the return path is not in the authorize URL");
+    assert!(
+        !authorize.contains("orders"),
+        "the return path is not in the authorize URL"
+    );
     let callback = fp.authorize(&authorize, "user-1");
     let response = client.get(path_and_query(&callback)).dispatch().await;
     assert_eq!(location(&response), "/orders?page=2");
-    assert_eq!(response.headers().get_one("Cache-Control"), Some("no-store"));
-    assert_eq!(response.headers().get_one("Referrer-Policy"), Some("no-referrer"));
+    assert_eq!(
+        response.headers().get_one("Cache-Control"),
+        Some("no-store")
+    );
+    assert_eq!(
+        response.headers().get_one("Referrer-Policy"),
+        Some("no-referrer")
+    );
 }
 
 #[rocket::async_test]
@@ -688,14 +974,27 @@ async fn return_to_open_redirect_vectors_are_400() {
     let client = app_for(&fp).await;
     let long = format!("/{}", "a".repeat(10_000));
     for bad in [
-        "//evil.example", "/\\evil.example", "/\t/evil", "https://evil.example", "javascript:alert(1)",
-        "/%2F%2Fevil.example", "/%5Cevil.example", "/ok\r\nSet-Cookie:x=y", long.as_str(),
+        "//evil.example",
+        "/\\evil.example",
+        "/\t/evil",
+        "https://evil.example",
+        "javascript:alert(1)",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "/ok\r\nSet-Cookie:x=y",
+        long.as_str(),
     ] {
-        let response = client.get(format!("/logto/sign-in?return_to={}", urlencode(bad))).dispatch().await;
+        let response = client
+            .get(format!("/logto/sign-in?return_to={}", urlencode(bad)))
+            .dispatch()
+            .await;
         assert_eq!(response.status(), Status::BadRequest, "{bad:?}");
         assert!(response.headers().get_one("Location").is_none());
     }
-    let response = client.get("/logto/sign-in?return_to=%FF%FE").dispatch().await;
+    let response = client
+        .get("/logto/sign-in?return_to=%FF%FE")
+        .dispatch()
+        .await;
     assert_eq!(response.status(), Status::BadRequest, "non-UTF-8");
 }
 
@@ -708,7 +1007,10 @@ async fn me_is_401_when_signed_out_and_browsers_are_sent_to_sign_in() {
     assert_eq!(body["message"], "You are not signed in.");
     let response = client.get("/me?x=1").header(html_accept()).dispatch().await;
     assert_eq!(response.status(), Status::SeeOther);
-    assert_eq!(location(&response), "/logto/sign-in?return_to=%2Fme%3Fx%3D1");
+    assert_eq!(
+        location(&response),
+        "/logto/sign-in?return_to=%2Fme%3Fx%3D1"
+    );
 }
 
 #[rocket::async_test]
@@ -719,12 +1021,20 @@ async fn sign_out_revokes_clears_and_redirects_to_end_session() {
     let response = client.get("/logto/sign-out").dispatch().await;
     assert_eq!(response.status(), Status::SeeOther);
     let url = location(&response);
-    assert!(url.starts_with(&format!("{}/session/end", fp.issuer())), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/session/end", fp.issuer())),
+        "{url}"
+    );
     assert_eq!(param(&url, "client_id").as_deref(), Some("test-app"));
-    assert_eq!(param(&url, "post_logout_redirect_uri").as_deref(), Some("http://localhost:8000/"));
+    assert_eq!(
+        param(&url, "post_logout_redirect_uri").as_deref(),
+        Some("http://localhost:8000/")
+    );
     let hint = param(&url, "id_token_hint").unwrap();
     assert_eq!(fake_provider::jwt_claims(&hint)["sub"], "user-1");
-    assert!(set_cookies(&response).iter().any(|l| l.starts_with("logto_session=") && l.contains("Max-Age=0")));
+    assert!(set_cookies(&response)
+        .iter()
+        .any(|l| l.starts_with("logto_session=") && l.contains("Max-Age=0")));
     drop(response);
     assert_eq!(fp.revoked_tokens().len(), 1, "the refresh token is revoked");
     assert_eq!(signed_in_sub(&client).await, None);
@@ -750,5 +1060,8 @@ fn urlencode(s: &str) -> String {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
