@@ -182,3 +182,22 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn an_accepted_return_path_always_stays_on_this_site(path in "\\PC{0,64}|/[\\x00-\\x7f]{0,64}|/%[0-9a-fA-F]{2}.{0,20}") {
+            if let Ok(accepted) = ReturnPath::parse(&path) {
+                let s = accepted.as_str();
+                prop_assert!(s.starts_with('/') && !s.starts_with("//"), "{s:?}");
+                prop_assert!(!s.contains('\\') && !s.chars().any(char::is_control), "{s:?}");
+                let base = Url::parse("http://site.invalid/").unwrap();
+                prop_assert_eq!(base.join(s).unwrap().origin(), base.origin());
+            }
+        }
+    }
+}

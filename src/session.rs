@@ -25,6 +25,7 @@ pub(crate) fn now() -> i64 {
 
 /// A cached access token for one (resource, organization) pair.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds a token
 pub(crate) struct CachedToken {
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
@@ -39,6 +40,7 @@ pub(crate) struct CachedToken {
 /// What a signed-in browser carries. Field names are one letter: every byte is paid for
 /// in every request's `Cookie` header.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds tokens
 pub(crate) struct Session {
     /// The verified ID token (its claims are read from it; sent as `id_token_hint`).
     #[serde(rename = "i")]
@@ -112,33 +114,52 @@ pub(crate) fn load(jar: &CookieJar<'_>, config: &LogtoConfig) -> Result<Session,
     if jar.get(SESSION_COOKIE).is_none() {
         return Err(LoadError::Absent);
     }
-    let first = jar
-        .get_private(SESSION_COOKIE)
-        .ok_or(LoadError::Invalid("undecryptable"))?;
+    let session = decode(|i| {
+        jar.get_private(&chunk_name(i))
+            .map(|c| c.value().to_string())
+    })?;
+    if session.expired(config, now()) {
+        return Err(LoadError::Invalid("expired"));
+    }
+    Ok(session)
+}
+
+/// Reassembles a session from its decrypted chunks (`chunk(i)`), reading at most
+/// `MAX_CHUNKS` of them.
+pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<Session, LoadError> {
+    let first = chunk(0).ok_or(LoadError::Invalid("undecryptable"))?;
     let (generation, index, count, data) =
-        split_header(first.value()).ok_or(LoadError::Invalid("bad header"))?;
+        split_header(&first).ok_or(LoadError::Invalid("bad header"))?;
     if index != 0 || count == 0 || count > MAX_CHUNKS {
         return Err(LoadError::Invalid("bad chunk count"));
     }
     let mut json = String::with_capacity(count * CHUNK_PLAINTEXT);
     json.push_str(data);
     for i in 1..count {
-        let chunk = jar
-            .get_private(&chunk_name(i))
-            .ok_or(LoadError::Invalid("missing chunk"))?;
-        let (g, idx, n, data) =
-            split_header(chunk.value()).ok_or(LoadError::Invalid("bad header"))?;
+        let next = chunk(i).ok_or(LoadError::Invalid("missing chunk"))?;
+        let (g, idx, n, data) = split_header(&next).ok_or(LoadError::Invalid("bad header"))?;
         if g != generation || idx != i || n != count {
             return Err(LoadError::Invalid("chunks of different writes"));
         }
         json.push_str(data);
     }
-    let session: Session =
-        serde_json::from_str(&json).map_err(|_| LoadError::Invalid("unreadable"))?;
-    if session.expired(config, now()) {
-        return Err(LoadError::Invalid("expired"));
+    serde_json::from_str(&json).map_err(|_| LoadError::Invalid("unreadable"))
+}
+
+/// The plaintexts of the chunks of `session`, headers included.
+pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
+    let json = serde_json::to_string(session).expect("a session always serializes");
+    let chunks = split_utf8(&json, CHUNK_PLAINTEXT);
+    if chunks.len() > MAX_CHUNKS {
+        return Err(TooLarge(json.len()));
     }
-    Ok(session)
+    let generation = random_token(6);
+    let count = chunks.len();
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| format!("{generation}.{i}.{count}.{data}"))
+        .collect())
 }
 
 fn split_header(value: &str) -> Option<(&str, usize, usize, &str)> {
@@ -171,15 +192,9 @@ pub(crate) fn store(
     session: &Session,
     config: &LogtoConfig,
 ) -> Result<(), TooLarge> {
-    let json = serde_json::to_string(session).expect("a session always serializes");
-    let chunks = split_utf8(&json, CHUNK_PLAINTEXT);
-    if chunks.len() > MAX_CHUNKS {
-        return Err(TooLarge(json.len()));
-    }
-    let generation = random_token(6);
+    let chunks = encode(session)?;
     let count = chunks.len();
-    for (i, data) in chunks.into_iter().enumerate() {
-        let value = format!("{generation}.{i}.{count}.{data}");
+    for (i, value) in chunks.into_iter().enumerate() {
         jar.add_private(base_cookie(chunk_name(i), value, config));
     }
     for i in count..MAX_CHUNKS {
@@ -249,5 +264,64 @@ mod tests {
             Some(("abc", 1, 3, "{\"x\":1}"))
         );
         assert_eq!(split_header("abc.x.3.data"), None);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = CachedToken> {
+        (
+            proptest::option::of("[a-z:/.]{1,40}"),
+            proptest::option::of("[a-z_0-9]{1,20}"),
+            "\\PC{0,900}",
+            any::<i64>(),
+        )
+            .prop_map(|(resource, organization, token, expires_at)| CachedToken {
+                resource,
+                organization,
+                token,
+                expires_at,
+            })
+    }
+
+    fn session() -> impl Strategy<Value = Session> {
+        (
+            "\\PC{1,3000}",
+            proptest::option::of("[A-Za-z0-9_-]{0,80}"),
+            proptest::option::of(token()),
+            proptest::collection::vec(token(), 0..5),
+            any::<i64>(),
+            any::<i64>(),
+        )
+            .prop_map(
+                |(id_token, refresh_token, userinfo_token, tokens, created_at, seen_at)| Session {
+                    id_token,
+                    refresh_token,
+                    userinfo_token,
+                    tokens,
+                    user_info: None,
+                    created_at,
+                    seen_at,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn the_codec_round_trips_every_session_it_can_produce(s in session()) {
+            let chunks = encode(&s).unwrap();
+            prop_assert!(chunks.len() <= MAX_CHUNKS);
+            prop_assert!(chunks.iter().all(|c| c.len() <= CHUNK_PLAINTEXT + 32));
+            let back = decode(|i| chunks.get(i).cloned()).unwrap();
+            prop_assert!(back == s);
+        }
+
+        #[test]
+        fn arbitrary_chunks_never_panic(chunks in proptest::collection::vec("\\PC{0,200}", 0..10)) {
+            let _ = decode(|i| chunks.get(i).cloned());
+        }
     }
 }
