@@ -80,6 +80,12 @@ pub struct LogtoConfig {
     /// A session older than this is signed out whatever its use (key
     /// `session_lifetime_secs`, default 30 days).
     pub session_lifetime: Duration,
+    /// Most refresh tokens whose outcome is kept in memory for concurrent and stale
+    /// requests (key `refresh_cache_entries`, default 10000; each entry lives 2 minutes).
+    pub refresh_cache_entries: usize,
+    /// Most used sign-in `state` values remembered to refuse replays (key
+    /// `spent_state_entries`, default 100000; each lives 10 minutes).
+    pub spent_state_entries: usize,
 }
 
 /// The app secret. Its `Debug` and `Display` print `***`, so it never reaches a log.
@@ -156,6 +162,8 @@ struct RawConfig {
     token_refresh_margin_secs: Option<u64>,
     session_inactivity_secs: Option<u64>,
     session_lifetime_secs: Option<u64>,
+    refresh_cache_entries: Option<usize>,
+    spent_state_entries: Option<usize>,
 }
 
 const FIRST_SCREENS: [&str; 6] = [
@@ -196,6 +204,14 @@ fn secs(key: &str, value: Option<u64>, default: u64, max: u64) -> Result<Duratio
         return Err(err(key, format!("is {value}, more than the maximum {max}")));
     }
     Ok(Duration::from_secs(value))
+}
+
+fn entries(key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(err(key, "must be more than 0")),
+        n if n > 10_000_000 => Err(err(key, format!("is {n}, more than the maximum 10000000"))),
+        n => Ok(n),
+    }
 }
 
 fn http_url(key: &str, env: Option<&str>, value: Option<String>) -> Result<Url, ConfigError> {
@@ -423,6 +439,8 @@ impl LogtoConfig {
             )?,
             session_inactivity,
             session_lifetime,
+            refresh_cache_entries: entries("refresh_cache_entries", raw.refresh_cache_entries, 10_000)?,
+            spent_state_entries: entries("spent_state_entries", raw.spent_state_entries, 100_000)?,
         })
     }
 

@@ -20,10 +20,6 @@ use crate::transaction::SpentStates;
 /// How long the refresh coordinator remembers a refresh token's outcome: long enough for
 /// requests sent with a rotated-out cookie to arrive, short enough to stay small.
 const REFRESH_MEMORY: Duration = Duration::from_secs(120);
-/// Most refresh tokens remembered at once.
-const REFRESH_CAPACITY: usize = 10_000;
-/// Most spent `state` values remembered at once.
-const SPENT_STATES_CAPACITY: usize = 100_000;
 
 /// What the fairing shares with the routes and guards.
 pub(crate) struct LogtoState {
@@ -142,11 +138,12 @@ impl Fairing for Logto {
             config.redirect_uri()
         );
         let base = format!("/{}", config.routes_prefix);
+        let (refresh_entries, spent_entries) = (config.refresh_cache_entries, config.spent_state_entries);
         let state = LogtoState {
             config,
             provider,
-            refresh: RefreshCoordinator::new(REFRESH_MEMORY, REFRESH_CAPACITY),
-            spent: SpentStates::new(SPENT_STATES_CAPACITY),
+            refresh: RefreshCoordinator::new(REFRESH_MEMORY, refresh_entries),
+            spent: SpentStates::new(spent_entries),
             on_sign_in: self.on_sign_in.clone(),
             error_page: self.error_page.clone(),
         };

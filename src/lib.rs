@@ -63,6 +63,8 @@
 //! | `token_refresh_margin_secs` | integer | `60` | |
 //! | `session_inactivity_secs` | integer | `1209600` (14 days) | |
 //! | `session_lifetime_secs` | integer | `2592000` (30 days) | |
+//! | `refresh_cache_entries` | integer | `10000` | |
+//! | `spent_state_entries` | integer | `100000` | |
 //!
 //! Register `<base_url>/<routes_prefix>/sign-in-callback` as a redirect URI in Logto, and
 //! `post_sign_out_redirect` as a post sign-out redirect URI.
