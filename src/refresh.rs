@@ -33,6 +33,8 @@ pub(crate) struct Refreshed {
     pub id_token: Option<String>,
     pub access_token: String,
     pub expires_at: i64,
+    /// When Logto answered: a forced refresh accepts only answers newer than its request.
+    pub made_at: Instant,
 }
 
 #[derive(Default)]
@@ -54,9 +56,17 @@ struct Entry {
 /// The coordinator. One per app, shared by all requests.
 pub(crate) struct RefreshCoordinator {
     entries: SyncMutex<(HashMap<String, Arc<Entry>>, VecDeque<String>)>,
+    /// Rotated-out refresh token -> its successor, kept much longer than the entries: a
+    /// browser may keep a rotated-out token when two responses raced to set its cookie,
+    /// and sending that token to Logto again would revoke the grant.
+    rotations: SyncMutex<(HashMap<String, String>, VecDeque<(Instant, String)>)>,
     ttl: Duration,
     capacity: usize,
 }
+
+/// How long a rotation is remembered: longer than an access token lives, so the next
+/// refresh of a browser holding a rotated-out token still finds its successor.
+const ROTATION_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// How many rotations a stale request may follow before giving up.
 const MAX_CHAIN: usize = 16;
@@ -65,6 +75,7 @@ impl RefreshCoordinator {
     pub fn new(ttl: Duration, capacity: usize) -> RefreshCoordinator {
         RefreshCoordinator {
             entries: SyncMutex::new((HashMap::new(), VecDeque::new())),
+            rotations: SyncMutex::new((HashMap::new(), VecDeque::new())),
             ttl,
             capacity,
         }
@@ -95,6 +106,30 @@ impl RefreshCoordinator {
         entry
     }
 
+    fn remember_rotation(&self, from: &str, to: &str) {
+        let mut guard = self.rotations.lock().expect("rotations lock");
+        let (map, order) = &mut *guard;
+        while let Some((at, _)) = order.front() {
+            if at.elapsed() < ROTATION_MEMORY && map.len() < self.capacity {
+                break;
+            }
+            let (_, old) = order.pop_front().expect("front exists");
+            map.remove(&old);
+        }
+        if map.insert(from.to_string(), to.to_string()).is_none() {
+            order.push_back((Instant::now(), from.to_string()));
+        }
+    }
+
+    fn rotated_to(&self, token: &str) -> Option<String> {
+        self.rotations
+            .lock()
+            .expect("rotations lock")
+            .0
+            .get(token)
+            .cloned()
+    }
+
     /// Number of refresh tokens currently remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -103,12 +138,14 @@ impl RefreshCoordinator {
 
     /// Gets a token for `target`, refreshing with `refresh_token` (or its successors) at
     /// most once across concurrent callers. `fresh_after` is the earliest acceptable expiry
-    /// of a shared result; `call` performs the token request and checks any ID token.
+    /// of a shared result, `made_after` (for a forced refresh) its earliest acceptable
+    /// age; `call` performs the token request.
     pub async fn refresh<F, Fut>(
         &self,
         refresh_token: &str,
         target: Target,
         fresh_after: i64,
+        made_after: Option<Instant>,
         call: F,
     ) -> Result<Arc<Refreshed>, ProviderError>
     where
@@ -126,11 +163,11 @@ impl RefreshCoordinator {
             if let Some((_, e)) = state.failed_targets.iter().find(|(t, _)| *t == target) {
                 return Err(e.clone());
             }
-            if let Some((_, result)) = state
-                .results
-                .iter()
-                .find(|(t, r)| *t == target && r.expires_at > fresh_after)
-            {
+            if let Some((_, result)) = state.results.iter().find(|(t, r)| {
+                *t == target
+                    && r.expires_at > fresh_after
+                    && made_after.is_none_or(|m| r.made_at >= m)
+            }) {
                 let mut result = result.clone();
                 if let Some((successor, successor_id)) = &state.successor {
                     // Someone rotated this token after the result was made: hand out the
@@ -146,6 +183,12 @@ impl RefreshCoordinator {
                 id_token = successor_id.clone().or(id_token);
                 continue;
             }
+            if let Some(successor) = self.rotated_to(&token) {
+                // Rotated long ago (the entry is gone): follow it, never resend it.
+                drop(state);
+                token = successor;
+                continue;
+            }
             return match call(token.clone()).await {
                 Ok(response) => {
                     let next = response
@@ -155,12 +198,14 @@ impl RefreshCoordinator {
                     let new_id = response.id_token.clone().or(id_token);
                     if next != token {
                         state.successor = Some((next.clone(), response.id_token.clone()));
+                        self.remember_rotation(&token, &next);
                     }
                     let result = Arc::new(Refreshed {
                         refresh_token: next,
                         id_token: new_id,
                         access_token: response.access_token,
                         expires_at: now() + response.expires_in.unwrap_or(3600) as i64,
+                        made_at: Instant::now(),
                     });
                     state.results.retain(|(t, _)| *t != target);
                     state.results.push((target, result.clone()));
@@ -210,7 +255,7 @@ mod tests {
         for _ in 0..20 {
             let (c, calls) = (coordinator.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
-                c.refresh("rt1", (Some("api".into()), None), 0, |rt| {
+                c.refresh("rt1", (Some("api".into()), None), 0, None, |rt| {
                     calls.fetch_add(1, Ordering::SeqCst);
                     async move { Ok(response(&rt)) }
                 })
@@ -225,7 +270,7 @@ mod tests {
 
         // Another resource with the rotated-out token: refreshes with the successor.
         let r = coordinator
-            .refresh("rt1", (Some("other".into()), None), 0, |rt| {
+            .refresh("rt1", (Some("other".into()), None), 0, None, |rt| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
                     assert_eq!(rt, "rt1+", "must never spend a rotated-out token");
@@ -248,13 +293,13 @@ mod tests {
             description: String::new(),
         };
         let e = c
-            .refresh("rt", (None, None), 0, |_| async { Err(refused()) })
+            .refresh("rt", (None, None), 0, None, |_| async { Err(refused()) })
             .await
             .err()
             .expect("must fail");
         assert!(e.is_invalid_grant());
         let e = c
-            .refresh("rt", (Some("x".into()), None), 0, |_| async {
+            .refresh("rt", (Some("x".into()), None), 0, None, |_| async {
                 panic!("must not be called")
             })
             .await
@@ -268,11 +313,90 @@ mod tests {
         let c = RefreshCoordinator::new(Duration::from_secs(60), 50);
         for i in 0..1000 {
             let _ = c
-                .refresh(&format!("rt{i}"), (None, None), 0, |rt| async move {
+                .refresh(&format!("rt{i}"), (None, None), 0, None, |rt| async move {
                     Ok(response(&rt))
                 })
                 .await;
         }
         assert!(c.len() <= 50);
+    }
+}
+
+#[cfg(test)]
+mod rotation_memory {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rotated_out_token_is_followed_after_its_entry_expired() {
+        // Entries expire at once; the rotation is remembered.
+        let c = RefreshCoordinator::new(Duration::ZERO, 100);
+        let rotate = |rt: String| async move {
+            Ok::<_, ProviderError>(
+                serde_json::from_value::<TokenResponse>(serde_json::json!({
+                    "access_token": format!("at-{rt}"), "refresh_token": format!("{rt}+"), "expires_in": 3600
+                }))
+                .unwrap(),
+            )
+        };
+        c.refresh("rt", (None, None), 0, None, rotate)
+            .await
+            .unwrap();
+        // Someone evicts the entry (another token arrives), then the stale token is used.
+        c.refresh("other", (None, None), 0, None, rotate)
+            .await
+            .unwrap();
+        let r = c
+            .refresh(
+                "rt",
+                (Some("api".into()), None),
+                0,
+                None,
+                |rt: String| async move {
+                    assert_eq!(rt, "rt+", "the rotated-out token must not be sent again");
+                    rotate(rt).await
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.refresh_token, "rt++");
+    }
+
+    #[tokio::test]
+    async fn a_forced_refresh_accepts_only_newer_results_and_shares_them() {
+        let c = Arc::new(RefreshCoordinator::new(Duration::from_secs(60), 100));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let call = {
+            let calls = calls.clone();
+            move |rt: String| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    Ok::<_, ProviderError>(
+                        serde_json::from_value::<TokenResponse>(serde_json::json!({
+                            "access_token": format!("at-{rt}"), "refresh_token": format!("{rt}+")
+                        }))
+                        .unwrap(),
+                    )
+                }
+            }
+        };
+        c.refresh("rt", (None, None), 0, None, call.clone())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (c, call) = (c.clone(), call.clone());
+            tasks.push(tokio::spawn(async move {
+                c.refresh("rt", (None, None), 0, Some(started), call).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().refresh_token, "rt++");
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one normal, one forced"
+        );
     }
 }

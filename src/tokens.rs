@@ -135,12 +135,14 @@ pub(crate) async fn token_for(
             return Ok(AccessToken::new(cached.token.clone(), cached.expires_at));
         }
     }
+    let made_after = force.then(std::time::Instant::now);
     let refreshed = refresh_into(
         ctx,
         &mut guard,
         resource,
         organization,
-        if force { i64::MAX } else { fresh_after },
+        fresh_after,
+        made_after,
     )
     .await?;
     Ok(AccessToken::new(refreshed.token, refreshed.expires_at))
@@ -153,6 +155,7 @@ async fn refresh_into(
     resource: Option<&str>,
     organization: Option<&str>,
     fresh_after: i64,
+    made_after: Option<std::time::Instant>,
 ) -> Result<CachedToken, LogtoError> {
     let state = ctx.state;
     let session = guard.as_mut().ok_or(LogtoError::Unauthenticated)?;
@@ -169,7 +172,7 @@ async fn refresh_into(
     );
     let result = state
         .refresh
-        .refresh(&refresh_token, target, fresh_after, |rt| {
+        .refresh(&refresh_token, target, fresh_after, made_after, |rt| {
             let discovery = discovery.clone();
             async move {
                 state
@@ -305,7 +308,7 @@ pub(crate) async fn fetch_user_info(
         {
             Some(t) => t.token,
             None => {
-                refresh_into(ctx, &mut guard, None, None, now() + margin)
+                refresh_into(ctx, &mut guard, None, None, now() + margin, None)
                     .await?
                     .token
             }

@@ -26,7 +26,10 @@ impl log::Log for Capture {
     }
     fn log(&self, record: &log::Record<'_>) {
         if record.target().starts_with("rocket_logto") {
-            LINES.lock().unwrap().push((record.level(), record.args().to_string()));
+            LINES
+                .lock()
+                .unwrap()
+                .push((record.level(), record.args().to_string()));
         }
     }
     fn flush(&self) {}
@@ -43,15 +46,29 @@ async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secre
     let (_, userinfo) = get_json(&client, "/userinfo").await;
     assert_eq!(userinfo["sub"], "user-1");
     // A refusal: a callback nobody started.
-    assert_eq!(client.get("/logto/sign-in-callback?state=AAAAAAAAAAAAAAAAAAAAAA&code=x").dispatch().await.status(), Status::BadRequest);
+    assert_eq!(
+        client
+            .get("/logto/sign-in-callback?state=AAAAAAAAAAAAAAAAAAAAAA&code=x")
+            .dispatch()
+            .await
+            .status(),
+        Status::BadRequest
+    );
     // A tampered cookie.
     let other = untracked(table(&fp)).await;
-    other.get("/").cookie(Cookie::new("logto_session", "tampered")).dispatch().await;
+    other
+        .get("/")
+        .cookie(Cookie::new("logto_session", "tampered"))
+        .dispatch()
+        .await;
     let response = client.get("/logto/sign-out").dispatch().await;
     let end_session = location(&response);
     drop(response);
 
-    let mut secrets = vec![fp.client_secret().to_string(), token["access_token"].as_str().unwrap().to_string()];
+    let mut secrets = vec![
+        fp.client_secret().to_string(),
+        token["access_token"].as_str().unwrap().to_string(),
+    ];
     secrets.push(param(&end_session, "id_token_hint").expect("id_token_hint"));
     for request in fp.requests() {
         for key in ["code", "code_verifier", "refresh_token", "token"] {
@@ -69,15 +86,32 @@ async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secre
     let lines = LINES.lock().unwrap().clone();
     for (_, line) in &lines {
         for secret in &secrets {
-            assert!(!line.contains(secret.as_str()), "a token or secret reached the log: {line}");
+            assert!(
+                !line.contains(secret.as_str()),
+                "a token or secret reached the log: {line}"
+            );
         }
     }
     let has = |level: log::Level, words: &[&str]| {
-        lines.iter().any(|(l, line)| *l == level && words.iter().all(|w| line.contains(w)))
+        lines
+            .iter()
+            .any(|(l, line)| *l == level && words.iter().all(|w| line.contains(w)))
     };
-    assert!(has(log::Level::Info, &["signed in", "user-1"]), "{lines:#?}");
-    assert!(has(log::Level::Info, &["refreshed", "user-1"]), "{lines:#?}");
+    assert!(
+        has(log::Level::Info, &["signed in", "user-1"]),
+        "{lines:#?}"
+    );
+    assert!(
+        has(log::Level::Info, &["refreshed", "user-1"]),
+        "{lines:#?}"
+    );
     assert!(has(log::Level::Warn, &["callback refused"]), "{lines:#?}");
-    assert!(has(log::Level::Info, &["session cookie refused"]), "{lines:#?}");
-    assert!(has(log::Level::Info, &["signed out", "user-1"]), "{lines:#?}");
+    assert!(
+        has(log::Level::Info, &["session cookie refused"]),
+        "{lines:#?}"
+    );
+    assert!(
+        has(log::Level::Info, &["signed out", "user-1"]),
+        "{lines:#?}"
+    );
 }

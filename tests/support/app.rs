@@ -7,12 +7,17 @@ use rocket::http::{Accept, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, routes, Build, Rocket};
-use rocket_logto::{AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoError, LogtoUser, Resource, ResourceToken, UserInfo};
+use rocket_logto::{
+    AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoError, LogtoUser, Resource,
+    ResourceToken, UserInfo,
+};
 
 /// A fixed key so that cookies can be crafted; tests for "old key" use another one.
-pub const SECRET_KEY: &str = "w5IlXRemiq3AU6m7JjbnxfPSfpcDPs79isJU0BUjcBhBcaoPas/GsnhoFOLC8mZ18Iawc1t1+5n1Jn4kl/eLUg==";
+pub const SECRET_KEY: &str =
+    "w5IlXRemiq3AU6m7JjbnxfPSfpcDPs79isJU0BUjcBhBcaoPas/GsnhoFOLC8mZ18Iawc1t1+5n1Jn4kl/eLUg==";
 /// Another valid key: cookies written under [`SECRET_KEY`] must not open with it.
-pub const OTHER_SECRET_KEY: &str = "B9ESs3UdLEWDQKdPsR/4B8O2CxaCAs3o5eNp0eNzhivE/p3GMGsD0v0l+zwjzlY9GQqTwSOyyfpf2QJaogyNug==";
+pub const OTHER_SECRET_KEY: &str =
+    "B9ESs3UdLEWDQKdPsR/4B8O2CxaCAs3o5eNp0eNzhivE/p3GMGsD0v0l+zwjzlY9GQqTwSOyyfpf2QJaogyNug==";
 pub const BASE_URL: &str = "http://localhost:8000";
 pub const SHOPPING: &str = "https://shopping.example.com/api";
 pub const STORE: &str = "https://store.example.com/api";
@@ -30,7 +35,9 @@ impl Resource for ShoppingWriter {
 
 #[get("/")]
 fn home(user: LogtoUser) -> Json<Value> {
-    Json(json!({ "authenticated": user.is_authenticated(), "sub": user.claims().map(|c| c.sub.clone()), "user_info": user.user_info() }))
+    Json(
+        json!({ "authenticated": user.is_authenticated(), "sub": user.claims().map(|c| c.sub.clone()), "user_info": user.user_info() }),
+    )
 }
 
 #[get("/me")]
@@ -49,7 +56,10 @@ fn shopping_write(token: ResourceToken<ShoppingWriter>) -> Json<AccessToken> {
 }
 
 #[get("/token?<resource>")]
-async fn token(user: AuthenticatedUser<'_>, resource: &str) -> Result<Json<AccessToken>, LogtoError> {
+async fn token(
+    user: AuthenticatedUser<'_>,
+    resource: &str,
+) -> Result<Json<AccessToken>, LogtoError> {
     Ok(Json(user.access_token(resource).await?))
 }
 
@@ -103,21 +113,40 @@ pub fn rocket_with(logto: Value, secret_key: &str) -> Rocket<Build> {
         .merge(("logto", logto))
         .merge(("secret_key", secret_key))
         .merge(("log_level", "off"));
-    rocket::custom(figment)
-        .attach(Logto::fairing())
-        .mount("/", routes![home, me, shopping, shopping_write, token, org, orgs, userinfo, force_refresh])
+    rocket::custom(figment).attach(Logto::fairing()).mount(
+        "/",
+        routes![
+            home,
+            me,
+            shopping,
+            shopping_write,
+            token,
+            org,
+            orgs,
+            userinfo,
+            force_refresh
+        ],
+    )
 }
 
 pub async fn client(logto: Value) -> Client {
-    Client::tracked(rocket_with(logto, SECRET_KEY)).await.expect("valid rocket")
+    Client::tracked(rocket_with(logto, SECRET_KEY))
+        .await
+        .expect("valid rocket")
 }
 
 pub async fn untracked(logto: Value) -> Client {
-    Client::untracked(rocket_with(logto, SECRET_KEY)).await.expect("valid rocket")
+    Client::untracked(rocket_with(logto, SECRET_KEY))
+        .await
+        .expect("valid rocket")
 }
 
 pub fn location(response: &LocalResponse<'_>) -> String {
-    response.headers().get_one("Location").expect("a Location header").to_string()
+    response
+        .headers()
+        .get_one("Location")
+        .expect("a Location header")
+        .to_string()
 }
 
 /// `path?query` of an absolute URL.
@@ -132,29 +161,52 @@ pub fn path_and_query(url: &str) -> String {
 /// Starts a sign-in and returns the authorize URL.
 pub async fn start_sign_in(client: &Client, path: &str) -> String {
     let response = client.get(path.to_string()).dispatch().await;
-    assert_eq!(response.status(), Status::SeeOther, "{:?}", response.into_string().await);
+    assert_eq!(
+        response.status(),
+        Status::SeeOther,
+        "{:?}",
+        response.into_string().await
+    );
     location(&response)
 }
 
 /// The query parameters of a URL.
 pub fn query(url: &str) -> Vec<(String, String)> {
-    url::Url::parse(url).expect("URL").query_pairs().into_owned().collect()
+    url::Url::parse(url)
+        .expect("URL")
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 pub fn param(url: &str, name: &str) -> Option<String> {
-    query(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    query(url)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 /// The `Set-Cookie` lines of a response.
 pub fn set_cookies(response: &LocalResponse<'_>) -> Vec<String> {
-    response.headers().get("Set-Cookie").map(str::to_string).collect()
+    response
+        .headers()
+        .get("Set-Cookie")
+        .map(str::to_string)
+        .collect()
 }
 
 pub async fn get_json(client: &Client, path: &str) -> (Status, Value) {
-    let response = client.get(path.to_string()).header(Accept::JSON).dispatch().await;
+    let response = client
+        .get(path.to_string())
+        .header(Accept::JSON)
+        .dispatch()
+        .await;
     let status = response.status();
     let body = response.into_string().await.unwrap_or_default();
-    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
 }
 
 pub fn html_accept() -> Header<'static> {
