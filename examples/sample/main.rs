@@ -5,12 +5,16 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use rocket::response::Responder;
 use rocket::serde::json::Json;
 use rocket::{get, launch, routes};
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoError, LogtoUser, Resource, ResourceToken, UserInfo,
-    UserInfoClaims,
+    AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoError, LogtoUser, Resource,
+    ResourceToken, SignInDecision, SignedIn, UserInfo, UserInfoClaims,
 };
 
 /// The shopping API of the guide.
@@ -46,14 +50,50 @@ fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<AccessToken> {
 
 /// Tokens of every organization of the user (the guide's `organizationTokens`).
 #[get("/fetch-organization-token")]
-async fn fetch_organization_token(user: AuthenticatedUser<'_>) -> Result<Json<BTreeMap<String, AccessToken>>, LogtoError> {
+async fn fetch_organization_token(
+    user: AuthenticatedUser<'_>,
+) -> Result<Json<BTreeMap<String, AccessToken>>, LogtoError> {
     Ok(Json(user.organization_tokens().await?))
 }
 
+/// The app's own user records, created at first sign-in (a database in a real app).
+type Users = Arc<Mutex<BTreeSet<String>>>;
+
 #[launch]
 fn rocket() -> _ {
+    let users = Users::default();
+    let known = users.clone();
+    let logto = Logto::fairing()
+        // After each sign-in: create the app's own record of the user.
+        .on_sign_in(move |signed_in: SignedIn| {
+            let users = known.clone();
+            async move {
+                if users.lock().unwrap().insert(signed_in.claims.sub.clone()) {
+                    rocket::info!("sample: first sign-in of {}", signed_in.claims.sub);
+                }
+                Ok(SignInDecision::Continue)
+            }
+        })
+        // The library's error pages, in this app's own template.
+        .error_page(|error, request| {
+            Template::render(
+                "error",
+                context! { status: error.status().code, reason: error.status().reason_lossy(), message: error.message() },
+            )
+            .respond_to(request)
+        });
     rocket::build()
         .attach(Template::fairing())
-        .attach(Logto::fairing())
-        .mount("/", routes![home, me, userinfo, fetch_access_token, fetch_organization_token])
+        .attach(logto)
+        .manage(users)
+        .mount(
+            "/",
+            routes![
+                home,
+                me,
+                userinfo,
+                fetch_access_token,
+                fetch_organization_token
+            ],
+        )
 }
