@@ -439,7 +439,11 @@ impl LogtoConfig {
             )?,
             session_inactivity,
             session_lifetime,
-            refresh_cache_entries: entries("refresh_cache_entries", raw.refresh_cache_entries, 10_000)?,
+            refresh_cache_entries: entries(
+                "refresh_cache_entries",
+                raw.refresh_cache_entries,
+                10_000,
+            )?,
             spent_state_entries: entries("spent_state_entries", raw.spent_state_entries, 100_000)?,
         })
     }

@@ -138,7 +138,8 @@ impl Fairing for Logto {
             config.redirect_uri()
         );
         let base = format!("/{}", config.routes_prefix);
-        let (refresh_entries, spent_entries) = (config.refresh_cache_entries, config.spent_state_entries);
+        let (refresh_entries, spent_entries) =
+            (config.refresh_cache_entries, config.spent_state_entries);
         let state = LogtoState {
             config,
             provider,

@@ -1,11 +1,21 @@
 //! Sign users in to a [Rocket](https://rocket.rs) application with
-//! [Logto](https://logto.io) (OpenID Connect): attach a fairing, add guards to route
-//! signatures, configure it in `Rocket.toml`.
+//! [Logto](https://logto.io) (OpenID Connect), the way Logto's Express SDK does for Express:
+//! attach a fairing, add guards to your route signatures, and configure it in `Rocket.toml`.
 //!
 //! ```no_run
-//! use rocket::{get, launch, routes, response::content::RawHtml, serde::json::Json};
-//! use rocket_logto::{AuthenticatedUser, IdTokenClaims, Logto, LogtoUser};
+//! use rocket::{get, launch, routes};
+//! use rocket::response::content::RawHtml;
+//! use rocket::serde::json::Json;
+//! use rocket_logto::{AuthenticatedUser, IdTokenClaims, Logto, LogtoUser, Resource, ResourceToken};
 //!
+//! /// An API resource registered in Logto.
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//! }
+//!
+//! /// Everyone: a "Sign In" link, or a greeting and a "Sign Out" link.
 //! #[get("/")]
 //! fn home(user: LogtoUser) -> RawHtml<String> {
 //!     RawHtml(match user.claims() {
@@ -14,64 +24,752 @@
 //!     })
 //! }
 //!
+//! /// Signed-in users only. A browser that is signed out is sent to sign-in first.
 //! #[get("/me")]
 //! fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
 //!     Json(user.claims().clone())
 //! }
 //!
+//! /// An access token for the shopping API, cached in the session and refreshed when needed.
+//! #[get("/shopping")]
+//! fn shopping(token: ResourceToken<Shopping>) -> String {
+//!     format!("Bearer token with scopes {:?}", token.scopes())
+//! }
+//!
 //! #[launch]
 //! fn rocket() -> _ {
-//!     rocket::build().attach(Logto::fairing()).mount("/", routes![home, me])
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .mount("/", routes![home, me, shopping])
 //! }
 //! ```
 //!
 //! ```toml
 //! # Rocket.toml
 //! [default.logto]
-//! endpoint = "http://localhost:3001"
+//! endpoint = "http://localhost:3001"              # your Logto endpoint
 //! app_id = "<your-application-id>"
-//! app_secret = "<your-application-secret>"   # or LOGTO_APP_SECRET
-//! base_url = "http://localhost:8000"
+//! app_secret = "<your-application-secret>"        # better: LOGTO_APP_SECRET in the environment
+//! base_url = "http://localhost:8000"              # where this app is served
+//! scopes = ["email", "phone"]
+//! resources = ["https://shopping.your-app.com/api"]
 //! ```
+//!
+//! In Logto Console, create a *traditional web* application and register
+//! `http://localhost:8000/logto/sign-in-callback` as its redirect URI and
+//! `http://localhost:8000/` as its post sign-out redirect URI.
+//!
+//! The sections below follow Logto's guide "Integrate Logto with Express" in the same order,
+//! with the Rocket way to do each step.
+//!
+//! # Prepare config
+//!
+//! The guide builds a `LogtoExpressConfig` object and sets up `express-session`. Here the
+//! configuration is the `logto` table of Rocket's own configuration, and sessions need no
+//! setup: they live in encrypted cookies (see [Sessions and cookies](#sessions-and-cookies)).
+//! Every key of `LogtoExpressConfig` has a snake_case counterpart: `appId` is `app_id`,
+//! `baseUrl` is `base_url`, and so on. [Configuration](#configuration) lists every key.
+//!
+//! - **`Rocket.toml`**: put the keys under `[default.logto]`. Rocket profiles work as usual:
+//!   `[release.logto]` overrides `[default.logto]` when the release profile is selected (for
+//!   example to set the production `base_url`).
+//! - **Environment**: `LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET` and `LOGTO_BASE_URL`
+//!   win over the file. Any key can also be given with Rocket's own variable,
+//!   `ROCKET_LOGTO={app_id="...", scopes=["email"]}`.
+//! - **The secret**: keep `app_secret` out of files you commit and set `LOGTO_APP_SECRET`
+//!   instead.
+//!
+//! A missing or malformed key stops the launch with one log line that names the key and
+//! says how to fix it, for example
+//! ``logto config: `app_id` is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID``.
+//!
+//! The configuration can also come from code, through the figment you give Rocket:
+//!
+//! ```no_run
+//! use rocket::launch;
+//! use rocket_logto::{Logto, UserScope};
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     let figment = rocket::Config::figment()
+//!         .merge(("logto.endpoint", "http://localhost:3001"))
+//!         .merge(("logto.app_id", "<your-application-id>"))
+//!         .merge(("logto.base_url", "http://localhost:8000"))
+//!         .merge(("logto.scopes", [UserScope::Email.as_str(), UserScope::Phone.as_str()]));
+//!     // app_secret comes from LOGTO_APP_SECRET.
+//!     rocket::custom(figment).attach(Logto::fairing())
+//! }
+//! ```
+//!
+//! [`LogtoConfig::from_figment`] is what the fairing runs at launch; you can call it to
+//! check a configuration, for example in a test:
+//!
+//! ```
+//! use rocket::figment::Figment;
+//! use rocket::figment::providers::{Format, Toml};
+//! use rocket_logto::LogtoConfig;
+//!
+//! let figment = Figment::from(Toml::string(r#"
+//!     [logto]
+//!     endpoint = "http://localhost:3001"
+//!     app_id = "my-app"
+//!     app_secret = "my-secret"
+//!     base_url = "http://localhost:8000"
+//! "#));
+//! let config = LogtoConfig::from_figment(&figment).expect("a valid configuration");
+//! assert!(config.redirect_uri().ends_with("/logto/sign-in-callback"));
+//! assert_eq!(config.requested_scopes()[..3], ["openid", "offline_access", "profile"]);
+//! ```
+//!
+//! # Register routes
+//!
+//! The guide's `handleAuthRoutes` is the fairing: [`Logto::fairing()`] mounts these routes
+//! under `/logto` (change the prefix with `routes_prefix`):
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET /logto/sign-in` | starts a sign-in: redirects (303) to Logto's sign-in page. Takes an optional `return_to` path. |
+//! | `GET /logto/sign-up` | the same, opening Logto's registration screen (`first_screen=register`). |
+//! | `GET /logto/sign-in-callback` | where Logto sends the browser back: checks the answer, exchanges the code, starts the session, redirects to the return path. |
+//! | `GET /logto/sign-out` | ends the session: clears the session cookies, revokes the refresh token, redirects to Logto's sign-out, which sends the browser to `post_sign_out_redirect`. |
+//!
+//! Attach the fairing once; it reads the configuration when Rocket ignites. A guard used
+//! without the fairing stops the launch with a message saying so.
+//!
+//! In Logto Console, on the application's page, register:
+//!
+//! - the **redirect URI** `<base_url>/<routes_prefix>/sign-in-callback`, e.g.
+//!   `http://localhost:8000/logto/sign-in-callback` (the guide's `/callback`);
+//! - the **post sign-out redirect URI**: `post_sign_out_redirect`, which defaults to
+//!   `base_url` written as a URL, e.g. `http://localhost:8000/` (with the trailing slash).
+//!
+//! The fairing logs the redirect URI at launch. You can also read it from the loaded
+//! configuration with [`Logto::config`]:
+//!
+//! ```no_run
+//! use rocket::fairing::AdHoc;
+//! use rocket::launch;
+//! use rocket_logto::Logto;
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .attach(AdHoc::on_liftoff("Show the redirect URI", |rocket| {
+//!             Box::pin(async move {
+//!                 if let Some(config) = Logto::config(rocket) {
+//!                     println!("register {} in Logto", config.redirect_uri());
+//!                 }
+//!             })
+//!         }))
+//! }
+//! ```
+//!
+//! # Sign-in and sign-out
+//!
+//! Sign-in and sign-out are plain links to the routes above. The guide's
+//! `withLogto(config)` middleware and `req.user` are the [`LogtoUser`] guard: it never
+//! fails, and tells whether someone is signed in ([`LogtoUser::is_authenticated`]) and
+//! who ([`LogtoUser::claims`]).
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket::http::RawStr;
+//! use rocket::response::content::RawHtml;
+//! use rocket_logto::{AuthenticatedUser, Logto, LogtoUser};
+//!
+//! #[get("/")]
+//! fn home(user: LogtoUser) -> RawHtml<String> {
+//!     RawHtml(if user.is_authenticated() {
+//!         let sub = &user.claims().expect("signed in").sub;
+//!         format!(r#"<div>Hello {}, <a href="/logto/sign-out">Sign Out</a></div>"#,
+//!             rocket_logto::html_escape(sub))
+//!     } else {
+//!         // Come back to /orders?page=2 after signing in.
+//!         let return_to = RawStr::new("/orders?page=2").percent_encode();
+//!         format!(r#"<div><a href="/logto/sign-in?return_to={return_to}">Sign In</a>
+//!             or <a href="/logto/sign-up">Sign Up</a></div>"#)
+//!     })
+//! }
+//!
+//! /// Only for signed-in users: a browser that is signed out is redirected to sign-in and
+//! /// brought back here afterwards; other clients get 401.
+//! #[get("/orders?<page>")]
+//! fn orders(user: AuthenticatedUser, page: Option<u32>) -> String {
+//!     format!("Orders of {}, page {}", user.id(), page.unwrap_or(1))
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build().attach(Logto::fairing()).mount("/", routes![home, orders])
+//! }
+//! ```
+//!
+//! - `return_to` must be a relative path on this site (`/orders?page=2`); anything else
+//!   (`//evil.example`, `https://...`, backslashes, control characters, their encoded forms)
+//!   is refused with 400. Without it, the browser lands on `post_sign_in_redirect` (the
+//!   path of `base_url` by default). An [`on_sign_in`](Logto::on_sign_in) hook can choose
+//!   another landing page.
+//! - [`AuthenticatedUser`] is the guard for routes that need a signed-in user. When nobody
+//!   is signed in, a browser `GET` (its `Accept` header includes HTML) is redirected (303)
+//!   to `/logto/sign-in?return_to=<this page>`; other requests get 401. Its methods fetch
+//!   tokens and user info, described below.
+//! - Several tabs can sign in at the same time: each sign-in keeps its own `state` in its
+//!   own cookie.
+//! - Sign-out ends the session here, revokes the refresh token at Logto and sends the
+//!   browser to Logto's sign-out page with `id_token_hint`; Logto then sends it to
+//!   `post_sign_out_redirect`. If Logto cannot be reached, the user is signed out here only
+//!   and sent straight to `post_sign_out_redirect`.
+//!
+//! # Get user information
+//!
+//! The guide's `req.user.claims` is [`LogtoUser::claims`] or [`AuthenticatedUser::claims`]:
+//! the claims of the ID token verified at sign-in, typed as [`IdTokenClaims`]. Reading them
+//! costs no network request and no signature check.
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket::serde::json::Json;
+//! use rocket_logto::{AuthenticatedUser, IdTokenClaims, Logto, LogtoUser};
+//!
+//! /// The guide's `response.json(request.user.claims)`; `null` when signed out.
+//! #[get("/claims")]
+//! fn claims(user: LogtoUser) -> Json<Option<IdTokenClaims>> {
+//!     Json(user.claims().cloned())
+//! }
+//!
+//! #[get("/profile")]
+//! fn profile(user: AuthenticatedUser) -> String {
+//!     let claims = user.claims();
+//!     format!(
+//!         "id {}, username {:?}, name {:?}, given name {:?}, created at {:?} ms",
+//!         claims.sub,
+//!         claims.username,
+//!         claims.name,
+//!         claims.profile.given_name,
+//!         claims.created_at,
+//!     )
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build().attach(Logto::fairing()).mount("/", routes![claims, profile])
+//! }
+//! ```
+//!
+//! As in the guide, `name`, `username` and `picture` are `None` when empty; the other
+//! standard `profile` claims are in [`IdTokenClaims::profile`]; `created_at` and
+//! `updated_at` are milliseconds since the epoch. Claims the struct does not name (custom
+//! claims) are kept in [`IdTokenClaims::extra`].
+//!
+//! The claims are those of the ID token at sign-in (or at the last refresh that returned a
+//! new ID token). After a user's profile changes in Logto,
+//! [`AuthenticatedUser::force_refresh`] gets a fresh one.
+//!
+//! # Request additional claims
+//!
+//! The SDK always requests `openid`, `profile` and `offline_access`. Add more with the
+//! `scopes` key; [`UserScope`] names the guide's scopes, and `scopes` takes the same strings
+//! as [`UserScope::as_str`]:
+//!
+//! ```toml
+//! [default.logto]
+//! # ...
+//! scopes = ["email", "phone"]   # UserScope::Email, UserScope::Phone
+//! ```
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket_logto::{AuthenticatedUser, Logto, UserScope};
+//!
+//! #[get("/email")]
+//! fn email(user: AuthenticatedUser) -> String {
+//!     match &user.claims().email {
+//!         Some(email) => format!("User email: {email}"),
+//!         None => "No email address (is the `email` scope configured?)".into(),
+//!     }
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     // The same as `scopes = ["email", "phone"]` in Rocket.toml.
+//!     let scopes = [UserScope::Email, UserScope::Phone].map(UserScope::as_str);
+//!     rocket::custom(rocket::Config::figment().merge(("logto.scopes", scopes)))
+//!         .attach(Logto::fairing())
+//!         .mount("/", routes![email])
+//! }
+//! ```
+//!
+//! | scope | [`UserScope`] | claims in [`IdTokenClaims`] |
+//! |---|---|---|
+//! | `openid` | `OpenId` (always) | `sub` |
+//! | `profile` | `Profile` (always) | `name`, `username`, `picture`, `created_at`, `updated_at`, [`profile`](IdTokenClaims::profile) |
+//! | `offline_access` | `OfflineAccess` (always) | none: it gets the refresh token |
+//! | `email` | `Email` | `email`, `email_verified` |
+//! | `phone` | `Phone` | `phone_number`, `phone_number_verified` |
+//! | `address` | `Address` | `address` |
+//! | `roles` | `Roles` | `roles` |
+//! | `custom_data` | `CustomData` | none: userinfo only |
+//! | `identities` | `Identities` | none: userinfo only |
+//! | `urn:logto:scope:organizations` | `Organizations` | `organizations` (`organization_data` in userinfo) |
+//! | `urn:logto:scope:organization_roles` | `OrganizationRoles` | `organization_roles` |
+//!
+//! # Claims that need network requests
+//!
+//! Some claims (`custom_data`, `identities`, `sso_identities`, `organization_data`) are
+//! never in the ID token; Logto returns them only from its userinfo endpoint. There are three
+//! ways to get them:
+//!
+//! - the [`UserInfo`] guard, which calls the userinfo endpoint for the request;
+//! - [`AuthenticatedUser::user_info`], the same from inside a handler;
+//! - the guide's `fetchUserInfo`: with `fetch_user_info = true`, the answer is fetched once
+//!   right after sign-in and kept in the session. [`LogtoUser::user_info`] then returns it,
+//!   and the guard and the method above return it without a request. It is not updated
+//!   until the next sign-in, and it makes the session cookies bigger.
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket::serde::json::{Json, Value};
+//! use rocket_logto::{AuthenticatedUser, Logto, LogtoError, UserInfo};
+//!
+//! /// The user's custom data (needs the `custom_data` scope).
+//! #[get("/custom-data")]
+//! fn custom_data(info: UserInfo) -> Json<Option<Value>> {
+//!     Json(info.custom_data.clone())
+//! }
+//!
+//! /// The organizations with their names (needs `urn:logto:scope:organizations`).
+//! #[get("/organizations")]
+//! async fn organizations(user: AuthenticatedUser<'_>) -> Result<String, LogtoError> {
+//!     let info = user.user_info().await?;
+//!     let names: Vec<String> = info.organization_data.unwrap_or_default()
+//!         .into_iter().map(|org| org.name).collect();
+//!     Ok(names.join(", "))
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build().attach(Logto::fairing()).mount("/", routes![custom_data, organizations])
+//! }
+//! ```
+//!
+//! The userinfo answer is checked to be about the signed-in user (same `sub`); one about
+//! someone else gives 502.
+//!
+//! # API resources
+//!
+//! API resources work as in the guide. List their indicators in `resources`, and the
+//! permissions you want in `scopes`. Logto issues the cartesian product of the two:
+//! `scopes = ["read", "write"]` asks for both on every resource. Scopes that a resource does
+//! not define are ignored.
+//!
+//! ```toml
+//! [default.logto]
+//! # ...
+//! scopes = ["shopping:read", "shopping:write", "store:read", "store:write"]
+//! resources = ["https://shopping.your-app.com/api", "https://store.your-app.com/api"]
+//! ```
+//!
+//! In code, a resource is a type that implements [`Resource`]: its indicator, and the
+//! scopes a route needs. A [`ResourceToken`] guard whose token lacks one of
+//! [`Resource::REQUIRED_SCOPES`] answers 403. A resource missing from `resources` stops the
+//! launch: Logto only issues tokens for resources requested at sign-in.
+//!
+//! ```
+//! use rocket_logto::Resource;
+//!
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//!     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+//! }
+//!
+//! struct Store;
+//!
+//! impl Resource for Store {
+//!     const INDICATOR: &'static str = "https://store.your-app.com/api";
+//! }
+//! ```
+//!
+//! # Access tokens
+//!
+//! The guide's `getAccessToken: true, resource: ...` is the [`ResourceToken<R>`] guard. It
+//! gives a valid access token (a JWT) for the resource `R`, which you send to your API as
+//! `Authorization: Bearer <token>`. For a resource chosen at run time, call
+//! [`AuthenticatedUser::access_token`] with its indicator.
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket::serde::json::Json;
+//! use rocket_logto::{AccessToken, AuthenticatedUser, Logto, LogtoError, Resource, ResourceToken};
+//!
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//!     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+//! }
+//!
+//! /// 401 when signed out, 403 without `shopping:read`.
+//! #[get("/fetch-access-token")]
+//! fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<AccessToken> {
+//!     // token.access_token() is the bearer token; token.claims() its decoded claims.
+//!     Json(token.token().clone())
+//! }
+//!
+//! /// The same for a resource named at run time, e.g. from the path.
+//! #[get("/token/<api>")]
+//! async fn token_for(user: AuthenticatedUser<'_>, api: &str) -> Result<String, LogtoError> {
+//!     let indicator = format!("https://{api}.your-app.com/api");
+//!     let token = user.access_token(&indicator).await?;
+//!     Ok(format!("expires at {}, scopes {:?}", token.expires_at(), token.scopes()))
+//! }
+//!
+//! /// After the user's roles changed in Logto: new tokens that show it.
+//! #[get("/reload")]
+//! async fn reload(user: AuthenticatedUser<'_>) -> Result<String, LogtoError> {
+//!     let token = user.force_refresh(Some(Shopping::INDICATOR)).await?;
+//!     Ok(format!("scopes now: {:?}", token.scopes()))
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .mount("/", routes![fetch_access_token, token_for, reload])
+//! }
+//! ```
+//!
+//! How tokens are kept:
+//!
+//! - Each token is cached in the session cookies, one per (resource, organization), and
+//!   served from there while it has more than `token_refresh_margin_secs` (60 s by default)
+//!   of life left. Serving a cached token costs no request to Logto.
+//! - Past the margin, the refresh token gets a new one, and the new tokens are written to
+//!   the cookies of the same response. Logto may rotate the refresh token on each use;
+//!   concurrent requests of one browser that need the same token share one refresh.
+//! - A refresh token that Logto refuses (`invalid_grant`: revoked, expired) ends the session:
+//!   the request gets 401 (through a guard, a browser is sent to sign-in). When Logto is
+//!   unreachable, the request gets 503 and the session is kept.
+//! - [`AuthenticatedUser::force_refresh`] refreshes now, whatever the cache holds, for
+//!   example after a change of roles. With `None` it refreshes the token used for userinfo.
+//!   A refresh that returns a new ID token updates the claims too, from the next request on.
+//!
+//! # Organization tokens
+//!
+//! Add the organizations scope, as in the guide. The resource
+//! `urn:logto:resource:organizations` ([`ORGANIZATIONS_RESOURCE`]) is then requested
+//! for you:
+//!
+//! ```toml
+//! [default.logto]
+//! # ...
+//! scopes = ["urn:logto:scope:organizations", "urn:logto:scope:organization_roles"]
+//! ```
+//!
+//! The guide's `getOrganizationToken` and `organizationTokens` are methods of
+//! [`AuthenticatedUser`]:
+//!
+//! - [`organization_token(id)`](AuthenticatedUser::organization_token): a token for one
+//!   organization (`aud` is `urn:logto:organization:<id>`); 403 when the user is not a member;
+//! - [`organization_tokens()`](AuthenticatedUser::organization_tokens): a token for each
+//!   organization in the user's `organizations` claim, keyed by organization id;
+//! - [`organization_resource_token(id, indicator)`](AuthenticatedUser::organization_resource_token):
+//!   a token for an API resource, limited to the user's roles in that organization.
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//!
+//! use rocket::{get, launch, routes};
+//! use rocket::serde::json::Json;
+//! use rocket_logto::{AccessToken, AuthenticatedUser, Logto, LogtoError};
+//!
+//! #[get("/fetch-organization-token")]
+//! async fn all_tokens(
+//!     user: AuthenticatedUser<'_>,
+//! ) -> Result<Json<BTreeMap<String, AccessToken>>, LogtoError> {
+//!     Ok(Json(user.organization_tokens().await?))
+//! }
+//!
+//! #[get("/organizations/<id>")]
+//! async fn one(user: AuthenticatedUser<'_>, id: &str) -> Result<String, LogtoError> {
+//!     let token = user.organization_token(id).await?;
+//!     let roles: Vec<&str> = user.claims().roles_in_organization(id).collect();
+//!     Ok(format!("organization {id}: scopes {:?}, roles {roles:?}", token.scopes()))
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build().attach(Logto::fairing()).mount("/", routes![all_tokens, one])
+//! }
+//! ```
+//!
+//! Without the organizations scope in `scopes`, `organization_token` and
+//! `organization_resource_token` return a configuration error (500) that says so, and
+//! `organization_tokens` returns no tokens (there is no `organizations` claim).
+//!
+//! # Hooks
+//!
+//! Two hooks are set on the fairing.
+//!
+//! [`Logto::on_sign_in`] runs your async code after each successful sign-in, once the ID
+//! token is verified and before the session starts. It receives [`SignedIn`] (the claims,
+//! the userinfo answer with `fetch_user_info = true`, the return path) and can:
+//!
+//! - create or update your own user record;
+//! - refuse the sign-in by returning `Err(LogtoError)`: the user sees your error with its
+//!   status, no session starts, and the refresh token is revoked;
+//! - choose where the browser lands with [`SignInDecision::RedirectTo`].
+//!
+//! The hook is a `'static` closure, so give it what it needs by cloning a handle (a
+//! database pool, an `Arc`) into it:
+//!
+//! ```no_run
+//! use std::collections::HashSet;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use rocket::launch;
+//! use rocket_logto::{Logto, LogtoError, ReturnPath, SignInDecision, SignedIn};
+//!
+//! /// Your own user table.
+//! #[derive(Clone, Default)]
+//! struct Users(Arc<Mutex<HashSet<String>>>);
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     let users = Users::default();
+//!     let known = users.clone();
+//!     let logto = Logto::fairing().on_sign_in(move |user: SignedIn| {
+//!         let users = known.clone();
+//!         async move {
+//!             if user.claims.email_verified == Some(false) {
+//!                 return Err(LogtoError::Forbidden("Verify your email address first.".into()));
+//!             }
+//!             let is_new = users.0.lock().unwrap().insert(user.claims.sub.clone());
+//!             if is_new {
+//!                 // First visit: show the welcome page instead of the return path.
+//!                 let welcome = ReturnPath::parse("/welcome").expect("a relative path");
+//!                 return Ok(SignInDecision::RedirectTo(welcome));
+//!             }
+//!             Ok(SignInDecision::Continue)
+//!         }
+//!     });
+//!     rocket::build().manage(users).attach(logto)
+//! }
+//! ```
+//!
+//! [`Logto::error_page`] renders the library's error pages (a failed sign-in, and the
+//! 401/403/502/503 answers of the guards) with your own responder, for example a template.
+//! The status and the `Cache-Control`, `Referrer-Policy` and `Retry-After` headers stay the
+//! error's. If your responder fails (say, the template is missing), the built-in page is
+//! used. Clients that ask for JSON always get the JSON body.
+//!
+//! ```no_run
+//! use rocket::launch;
+//! use rocket::response::Responder;
+//! use rocket_dyn_templates::{context, Template};
+//! use rocket_logto::Logto;
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     let logto = Logto::fairing().error_page(|error, request| {
+//!         // templates/error.html.j2 gets `status` and `message`.
+//!         Template::render("error", context! {
+//!             status: error.status().code,
+//!             message: error.message(),
+//!         })
+//!         .respond_to(request)
+//!     });
+//!     rocket::build().attach(Template::fairing()).attach(logto)
+//! }
+//! ```
+//!
+//! # Errors and statuses
+//!
+//! Every failure is a [`LogtoError`], whose [`status`](LogtoError::status) is:
+//!
+//! | status | variant | when |
+//! |---|---|---|
+//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to`; a callback with an unknown, expired (10 min) or reused `state`; Logto's `error` in the callback; an ID token that fails a check |
+//! | 401 | [`Unauthenticated`](LogtoError::Unauthenticated) | nobody is signed in, or the session ended (expired, refresh token refused). Browsers get a 303 to sign-in instead. |
+//! | 403 | [`Forbidden`](LogtoError::Forbidden) | a token lacks [`Resource::REQUIRED_SCOPES`]; not a member of the organization; your `on_sign_in` hook refused |
+//! | 500 | [`Config`](LogtoError::Config) | the configuration does not allow the call: a resource not in `resources`, an organization token without the organizations scope, no refresh token |
+//! | 502 | [`BadGateway`](LogtoError::BadGateway) | Logto answered with something unusable: HTML, truncated JSON, an HTTP 5xx, a refusal, userinfo about another user |
+//! | 503 | [`Unavailable`](LogtoError::Unavailable) | Logto cannot be reached or did not answer within `http_timeout_secs`; or it rate-limited us (HTTP 429), then with `Retry-After` when Logto sent one |
+//!
+//! As a responder, a `LogtoError` renders a short HTML page, or JSON
+//! (`{"error": "Unauthorized", "message": "..."}`) for clients whose `Accept` prefers
+//! JSON, with `Cache-Control: no-store`. Rocket's usual wrappers work with every guard:
+//!
+//! - `Option<G>` is `None` on any failure. Use it when the route works without the guard;
+//!   but note that it also hides 502/503, so for "signed in or not" prefer [`LogtoUser`].
+//! - `Result<G, LogtoError>` gives the error itself. Returning it from the handler answers
+//!   just as the bare guard would, browser redirect to sign-in included.
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket_logto::{AuthenticatedUser, Logto, LogtoError, Resource, ResourceToken};
+//!
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//! }
+//!
+//! #[get("/dashboard")]
+//! fn dashboard(user: Option<AuthenticatedUser>) -> String {
+//!     match user {
+//!         Some(user) => format!("Dashboard of {}", user.id()),
+//!         None => "Public dashboard".into(),
+//!     }
+//! }
+//!
+//! #[get("/cart")]
+//! fn cart(token: Result<ResourceToken<Shopping>, LogtoError>) -> Result<String, LogtoError> {
+//!     match token {
+//!         Ok(token) => Ok(format!("cart with scopes {:?}", token.scopes())),
+//!         // Logto is down: show something rather than an error page.
+//!         Err(LogtoError::Unavailable { .. }) => Ok("The cart is unavailable right now.".into()),
+//!         Err(other) => Err(other),
+//!     }
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build().attach(Logto::fairing()).mount("/", routes![dashboard, cart])
+//! }
+//! ```
+//!
+//! Every refusal is logged through Rocket's logging with its reason (and the user id when
+//! known); tokens and secrets never are.
+//!
+//! # Security
+//!
+//! What the library checks, in short:
+//!
+//! - **Sign-in**: a fresh random `state`, `nonce` and PKCE verifier (S256) per sign-in,
+//!   kept in an encrypted cookie named after the `state`, usable once, for 10 minutes. The
+//!   redirect URI comes from `base_url`, never from request headers.
+//! - **Callback**: the `state` must match a sign-in in progress; duplicate parameters are
+//!   refused; `iss` must be Logto's issuer (RFC 9207); Logto's `error` is shown escaped. The
+//!   code is exchanged with the PKCE verifier and `client_secret_basic`.
+//! - **ID token**: signature with Logto's published keys (fetched again once when a key id
+//!   is unknown), algorithm from the allow-list in Logto's discovery (never `none`), `iss`,
+//!   `aud` (the app id, no other audience), `exp` and `iat` within `clock_skew_secs`,
+//!   `nonce`. Discovery must name the issuer `<endpoint>/oidc`. A refreshed ID token must
+//!   name the same issuer, user and app; userinfo must name the same user.
+//! - **Sessions**: a new session on every sign-in; encrypted, `HttpOnly`, `SameSite=Lax`
+//!   cookies, `Secure` with an https `base_url`; a tampered, truncated or expired cookie
+//!   means signed out; lifetimes enforced from inside the encrypted payload.
+//! - **Redirects**: return paths are same-origin relative paths only ([`ReturnPath`]); the
+//!   post sign-out URI comes from the configuration.
+//! - **Tokens**: never in URLs or logs; auth responses carry `Cache-Control: no-store` and
+//!   `Referrer-Policy: no-referrer`; one refresh at a time per refresh token.
+//!
+//! The full list, with the attack each line stops, is the project's `SECURITY.md`; each of
+//! its lines is covered by tests in the repository's `tests/` directory.
 //!
 //! # Configuration
 //!
-//! The fairing reads the `logto` table of Rocket's configuration. `LOGTO_ENDPOINT`,
-//! `LOGTO_APP_ID`, `LOGTO_APP_SECRET` and `LOGTO_BASE_URL` override the file, as does
-//! `ROCKET_LOGTO={...}`. A missing or malformed key stops the launch with one line naming it.
+//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The four
+//! variables in the last column win over the file; any key can also be set through
+//! `ROCKET_LOGTO={key=value, ...}`.
 //!
 //! | key | type | default | environment |
 //! |---|---|---|---|
-//! | `endpoint` | URL | required | `LOGTO_ENDPOINT` |
+//! | `endpoint` | http(s) URL | required | `LOGTO_ENDPOINT` |
 //! | `app_id` | string | required | `LOGTO_APP_ID` |
 //! | `app_secret` | string | required | `LOGTO_APP_SECRET` |
-//! | `base_url` | URL | required | `LOGTO_BASE_URL` |
-//! | `scopes` | list of strings | `[]` (always `openid offline_access profile`) | |
-//! | `resources` | list of URIs | `[]` | |
-//! | `prompt` | string | `"consent"` | |
+//! | `base_url` | http(s) URL, where this app is served | required | `LOGTO_BASE_URL` |
+//! | `scopes` | list of strings, each one word | `[]` (`openid offline_access profile` are always requested) | |
+//! | `resources` | list of absolute URIs | `[]` (plus `urn:logto:resource:organizations` with the organizations scope) | |
+//! | `prompt` | space-separated `none`, `login`, `consent`, `select_account` | `"consent"` | |
 //! | `fetch_user_info` | bool | `false` | |
-//! | `routes_prefix` | string | `"logto"` | |
-//! | `post_sign_in_redirect` | path or same-origin URL | path of `base_url` | |
-//! | `post_sign_out_redirect` | URL | `base_url` | |
+//! | `routes_prefix` | path segments of letters, digits, `-`, `_`, `.` | `"logto"` | |
+//! | `post_sign_in_redirect` | relative path, or a URL on `base_url`'s origin | the path of `base_url` (`/`) | |
+//! | `post_sign_out_redirect` | http(s) URL | `base_url` (as a URL: `http://localhost:8000/`) | |
 //! | `first_screen` | `sign_in`, `register`, `reset_password`, `identifier:sign_in`, `identifier:register`, `single_sign_on` | none | |
 //! | `identifiers` | list of `email`, `phone`, `username` | `[]` | |
 //! | `direct_sign_in` | `social:<target>` or `sso:<connector-id>` | none | |
 //! | `login_hint` | string | none | |
-//! | `extra_params` | table of strings | `{}` | |
-//! | `clock_skew_secs` | integer | `60` | |
-//! | `http_timeout_secs` | integer | `10` | |
-//! | `token_refresh_margin_secs` | integer | `60` | |
-//! | `session_inactivity_secs` | integer | `1209600` (14 days) | |
-//! | `session_lifetime_secs` | integer | `2592000` (30 days) | |
-//! | `refresh_cache_entries` | integer | `10000` | |
-//! | `spent_state_entries` | integer | `100000` | |
+//! | `extra_params` | table of strings, added to the authorize URL; not a parameter the library sets | `{}` | |
+//! | `clock_skew_secs` | integer, 0 to 600 | `60` | |
+//! | `http_timeout_secs` | integer, 1 to 120: timeout of each request to Logto | `10` | |
+//! | `token_refresh_margin_secs` | integer, 0 to 86400 | `60` | |
+//! | `session_inactivity_secs` | integer, 1 to 34560000 (400 days) | `1209600` (14 days) | |
+//! | `session_lifetime_secs` | integer, 1 to 34560000 (400 days) | `2592000` (30 days) | |
+//! | `refresh_cache_entries` | integer, 1 to 10000000 | `10000` | |
+//! | `spent_state_entries` | integer, 1 to 10000000 | `100000` | |
 //!
-//! Register `<base_url>/<routes_prefix>/sign-in-callback` as a redirect URI in Logto, and
-//! `post_sign_out_redirect` as a post sign-out redirect URI.
+//! Notes:
+//!
+//! - `endpoint` may carry a path (a tenant); the issuer is `<endpoint>/oidc`.
+//! - The guide's `scopes` and `resources` are the same keys; duplicates and the three
+//!   default scopes are dropped from `scopes`.
+//! - `prompt = "consent"` is what makes Logto issue a refresh token for `offline_access`;
+//!   without a refresh token no access token can be fetched.
+//! - `first_screen`, `identifiers`, `direct_sign_in` and `login_hint` are Logto's sign-in
+//!   experience parameters. `/logto/sign-up` sets `first_screen=register` for that
+//!   sign-in.
+//! - `refresh_cache_entries` bounds the in-memory record of recent refreshes (each entry
+//!   lives 2 minutes); `spent_state_entries` bounds the record of used `state` values (each
+//!   lives 10 minutes) that refuses replayed callbacks.
+//! - Unknown keys are refused, so a typo does not go unnoticed.
+//! - Rocket's own `secret_key` matters too: see below.
+//!
+//! # Cargo features
+//!
+//! The crate has no cargo features of its own. It enables Rocket's `secrets` (private
+//! cookies) and `json` features, and uses `rustls` for its HTTPS client.
+//!
+//! # Sessions and cookies
+//!
+//! The guide needs `express-session`; here the session is in the browser, in Rocket
+//! [private cookies](https://rocket.rs/guide/v0.5/requests/#private-cookies):
+//!
+//! - **Contents**: the ID token, the refresh token, the cached access tokens and, with
+//!   `fetch_user_info`, the userinfo answer, encrypted and authenticated with AES-256-GCM
+//!   under Rocket's `secret_key`. The cookie name is bound into the encryption, so a value
+//!   cannot be moved to another cookie. Nothing about sessions is stored on the server.
+//! - **Names and size**: `logto_session`, then `logto_session_1` ... `logto_session_7`
+//!   when the session outgrows one cookie, so that each `Set-Cookie` line stays under the
+//!   4096 bytes browsers accept. A session that needs more than 8 cookies is refused. When
+//!   a refreshed session no longer fits, the other cached access tokens are dropped (they
+//!   can be fetched again) rather than the sign-in. Sign-ins in progress use
+//!   `logto_tx_<id>` cookies, at most 6 per browser, each for 10 minutes.
+//! - **Attributes**: `Path=/`, `HttpOnly`, `SameSite=Lax` (Rocket's default, `Strict`,
+//!   would drop the sign-in cookie when Logto redirects back), and `Secure` when
+//!   `base_url` is `https://`.
+//! - **`secret_key`**: set one (`openssl rand -base64 32`) as `secret_key` in
+//!   `Rocket.toml` or `ROCKET_SECRET_KEY`. Rocket refuses to launch in release without one.
+//!   In debug it makes up a random key at each launch, so every restart signs everyone out.
+//!   Changing the key signs everyone out too.
+//! - **Lifetimes**: a session unused for `session_inactivity_secs` (14 days) or older than
+//!   `session_lifetime_secs` (30 days) is signed out. Both are checked from timestamps inside
+//!   the encrypted payload, not from the cookie's expiry; the cookie's `Max-Age` is the
+//!   absolute lifetime. The last-use timestamp is rewritten only once it is older than a
+//!   tenth of the inactivity lifetime (at most an hour), so most requests set no cookie.
+//! - **Reading**: the cookies are decrypted once per request, whatever the number of guards.
+//!   A cookie that cannot be read (tampered, truncated, from an older key, expired) means
+//!   signed out, and the response removes it.
+//!
+//! # Running several instances
+//!
+//! Sessions live in cookies, so several instances of the app behind a load balancer work
+//! when they share the same `secret_key` (and the same `logto` configuration).
+//!
+//! Refresh coordination is per process: concurrent requests that need a refresh share one
+//! call only within one instance. Logto may rotate refresh tokens, and reusing a rotated-out
+//! token revokes the grant; if two instances refresh the same session at the same moment,
+//! that user is signed out. Sticky sessions (routing a browser to the same instance) avoid
+//! it. The record of used `state` values is per process too; a replayed callback on another
+//! instance still fails, because Logto accepts an authorization code only once.
 
 #![warn(missing_docs)]
 
 mod claims;
+mod codec;
 mod config;
 mod context;
 mod error;

@@ -3,8 +3,8 @@
 //! it outgrows one, with bounded reassembly.
 
 use rocket::http::{Cookie, CookieJar, SameSite};
-use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::config::LogtoConfig;
 
 /// Name of the first session cookie; later chunks are `logto_session_1`, `_2`, ...
@@ -24,42 +24,30 @@ pub(crate) fn now() -> i64 {
 }
 
 /// A cached access token for one (resource, organization) pair.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, PartialEq)]
 #[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds a token
 pub(crate) struct CachedToken {
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
-    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
-    #[serde(rename = "t")]
     pub token: String,
-    #[serde(rename = "e")]
     pub expires_at: i64,
 }
 
-/// What a signed-in browser carries. Field names are one letter: every byte is paid for
-/// in every request's `Cookie` header.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+/// What a signed-in browser carries (its byte format is in `codec`).
+#[derive(Clone, PartialEq)]
 #[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds tokens
 pub(crate) struct Session {
     /// The verified ID token (its claims are read from it; sent as `id_token_hint`).
-    #[serde(rename = "i")]
     pub id_token: String,
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     /// The opaque access token of the code exchange: userinfo only accepts this one.
-    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub userinfo_token: Option<CachedToken>,
-    #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<CachedToken>,
     /// The userinfo answer, kept when `fetch_user_info` is on.
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub user_info: Option<serde_json::Value>,
     /// When the session started (absolute lifetime).
-    #[serde(rename = "c")]
     pub created_at: i64,
     /// When the session was last written (inactivity lifetime).
-    #[serde(rename = "s")]
     pub seen_at: i64,
 }
 
@@ -118,7 +106,13 @@ pub(crate) fn load(jar: &CookieJar<'_>, config: &LogtoConfig) -> Result<Session,
         jar.get_private(&chunk_name(i))
             .map(|c| c.value().to_string())
     })?;
-    if session.expired(config, now()) {
+    check_lifetimes(session, config, now())
+}
+
+/// Refuses a session past its inactivity or absolute lifetime, read from the encrypted
+/// payload (the cookie's own expiry is only a hint to the browser).
+fn check_lifetimes(session: Session, config: &LogtoConfig, now: i64) -> Result<Session, LoadError> {
+    if session.expired(config, now) {
         return Err(LoadError::Invalid("expired"));
     }
     Ok(session)
@@ -133,25 +127,25 @@ pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<Session,
     if index != 0 || count == 0 || count > MAX_CHUNKS {
         return Err(LoadError::Invalid("bad chunk count"));
     }
-    let mut json = String::with_capacity(count * CHUNK_PLAINTEXT);
-    json.push_str(data);
+    let mut text = String::with_capacity(count * CHUNK_PLAINTEXT);
+    text.push_str(data);
     for i in 1..count {
         let next = chunk(i).ok_or(LoadError::Invalid("missing chunk"))?;
         let (g, idx, n, data) = split_header(&next).ok_or(LoadError::Invalid("bad header"))?;
         if g != generation || idx != i || n != count {
             return Err(LoadError::Invalid("chunks of different writes"));
         }
-        json.push_str(data);
+        text.push_str(data);
     }
-    serde_json::from_str(&json).map_err(|_| LoadError::Invalid("unreadable"))
+    codec::from_text(&text).ok_or(LoadError::Invalid("unreadable"))
 }
 
 /// The plaintexts of the chunks of `session`, headers included.
 pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
-    let json = serde_json::to_string(session).expect("a session always serializes");
-    let chunks = split_utf8(&json, CHUNK_PLAINTEXT);
+    let text = codec::to_text(session);
+    let chunks = split_utf8(&text, CHUNK_PLAINTEXT);
     if chunks.len() > MAX_CHUNKS {
-        return Err(TooLarge(json.len()));
+        return Err(TooLarge(text.len()));
     }
     let generation = random_token(6);
     let count = chunks.len();
@@ -248,6 +242,51 @@ pub(crate) fn random_token(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> LogtoConfig {
+        let toml = "[logto]\nendpoint='http://l'\napp_id='a'\napp_secret='s'\nbase_url='http://b'";
+        let figment = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(toml),
+        );
+        LogtoConfig::from_figment_with_env(&figment, |_| None).unwrap()
+    }
+
+    fn session(created_at: i64, seen_at: i64) -> Session {
+        Session {
+            id_token: "a.b.c".into(),
+            refresh_token: None,
+            userinfo_token: None,
+            tokens: vec![],
+            user_info: None,
+            created_at,
+            seen_at,
+        }
+    }
+
+    #[test]
+    fn session_lifetimes_are_enforced_from_the_payload() {
+        let (config, now) = (config(), 1_800_000_000);
+        let through_codec = |s: Session| {
+            let chunks = encode(&s).unwrap();
+            decode(|i| chunks.get(i).cloned()).and_then(|s| check_lifetimes(s, &config, now))
+        };
+        // Absolute lifetime (30 days) passed although seen a minute ago.
+        assert_eq!(
+            through_codec(session(now - 31 * 86_400, now - 60)).err(),
+            Some(LoadError::Invalid("expired"))
+        );
+        // Unused for 15 days (inactivity limit 14).
+        assert_eq!(
+            through_codec(session(now - 16 * 86_400, now - 15 * 86_400)).err(),
+            Some(LoadError::Invalid("expired"))
+        );
+        // Created in the future (a forged clock): refused.
+        assert_eq!(
+            through_codec(session(now + 3600, now)).err(),
+            Some(LoadError::Invalid("expired"))
+        );
+        assert!(through_codec(session(now - 86_400, now - 60)).is_ok());
+    }
 
     #[test]
     fn split_keeps_multibyte_characters_whole() {
