@@ -30,7 +30,7 @@ pub const DEFAULT_SCOPES: [UserScope; 3] = [
 
 /// The validated configuration. Built by the fairing from the `logto` table of Rocket's
 /// figment (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`) and the
-/// variables of [`ENV_OVERRIDES`], which win over the file. The [crate docs](crate#configuration)
+/// variables of `ENV_OVERRIDES` (`LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET`, `LOGTO_BASE_URL`), which win over the file. The [crate docs](crate#configuration)
 /// list every key with its type and default.
 #[derive(Clone)]
 #[non_exhaustive]

@@ -25,7 +25,21 @@ pub(crate) struct RequestSession {
 impl RequestSession {
     /// The session of `request`, loading it on first use.
     pub fn of<'r>(request: &'r Request<'_>, state: &LogtoState) -> &'r RequestSession {
-        request.local_cache(|| RequestSession::load(request.cookies(), state))
+        request.local_cache(|| {
+            request
+                .local_cache(SessionRead::default)
+                .0
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            RequestSession::load(request.cookies(), state)
+        })
+    }
+
+    /// Whether something in this request read the session (without reading it).
+    pub fn was_read(request: &Request<'_>) -> bool {
+        request
+            .local_cache(SessionRead::default)
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
@@ -79,6 +93,10 @@ impl RequestSession {
         session::clear(jar);
     }
 }
+
+/// Set once a guard read the session of this request.
+#[derive(Default)]
+struct SessionRead(std::sync::atomic::AtomicBool);
 
 /// A guard's failure, kept for the response fairing: Rocket hands a failing guard's
 /// request to a catcher, which knows only the status. The fairing turns it into the

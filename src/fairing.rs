@@ -173,6 +173,11 @@ impl Fairing for Logto {
             };
             response.merge(replacement);
         }
+        // A page made from the session is the user's own: no shared cache may keep it, and
+        // the browser must not show a stale copy (signed out, or another user's) on Back.
+        if RequestSession::was_read(request) && !response.headers().contains("Cache-Control") {
+            response.set_raw_header("Cache-Control", "private, no-store");
+        }
         // An error answer loses the cookie changes a guard made (Rocket only keeps the
         // catcher's), so removals of a broken or ended session are re-added here.
         if response.status().code >= 400 {

@@ -14,7 +14,7 @@ pub const MAX_RETURN_PATH: usize = 2048;
 ///
 /// Rejected: absolute URLs, scheme-relative `//host`, `/\host`, a backslash anywhere,
 /// control characters (TAB, CR, LF, ...), the percent-encoded forms of all of these, paths
-/// that are not UTF-8, and paths longer than [`MAX_RETURN_PATH`].
+/// that are not UTF-8, and paths longer than `MAX_RETURN_PATH` (2048).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ReturnPath(String);

@@ -1027,3 +1027,18 @@ fn noise(len: usize) -> String {
         })
         .collect()
 }
+
+#[rocket::async_test]
+async fn pages_made_from_the_session_are_never_stored_by_caches() {
+    let fp = FakeProvider::start().await;
+    let client = app_for(&fp).await;
+    assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::SeeOther);
+    for path in ["/", "/me"] {
+        let response = client.get(path).dispatch().await;
+        assert_eq!(
+            response.headers().get_one("Cache-Control"),
+            Some("private, no-store"),
+            "{path}"
+        );
+    }
+}

@@ -42,6 +42,9 @@ const APP_SECRET = env.APP_SECRET || 'sample-secret';
 const REDIRECT_URIS = list(env.REDIRECT_URIS, ['http://localhost:8000/logto/sign-in-callback']);
 const POST_LOGOUT_REDIRECT_URIS = list(env.POST_LOGOUT_REDIRECT_URIS, ['http://localhost:8000']);
 const SIGNING_ALG = (env.SIGNING_ALG || 'ES384').toUpperCase();
+// Logto's "Unknown session redirect URL" (sign-in experience, advanced settings): where a
+// browser that reaches a finished or unknown sign-in page (e.g. with Back) is sent.
+const UNKNOWN_SESSION_REDIRECT_URL = env.UNKNOWN_SESSION_REDIRECT_URL || '';
 const LOG_REQUESTS = Boolean(env.LOG_REQUESTS);
 const WATCH_STDIN = !env.PROVIDER_IGNORE_STDIN;
 
@@ -595,6 +598,11 @@ async function handleInteraction(provider, req, res, uid, action) {
   try {
     interaction = await provider.interactionDetails(req, res);
   } catch (err) {
+    if (UNKNOWN_SESSION_REDIRECT_URL) {
+      res.writeHead(302, { Location: UNKNOWN_SESSION_REDIRECT_URL, 'Cache-Control': 'no-store' });
+      res.end();
+      return;
+    }
     send(res, 400, `<!DOCTYPE html><html><body><h1>Sign-in session not found</h1><p>${escapeHtml(err.message)}</p></body></html>`);
     return;
   }

@@ -50,6 +50,9 @@ pub struct ProviderOptions {
     pub post_logout_redirect_uris: Vec<String>,
     /// `None`: an EC P-384 key and ES384 (Logto's default); `Some("RS256")`: an RSA key.
     pub signing_alg: Option<String>,
+    /// Logto's "Unknown session redirect URL": where a finished sign-in page sends the
+    /// browser (e.g. after Back); `None` shows an error page.
+    pub unknown_session_redirect_url: Option<String>,
 }
 
 impl Default for ProviderOptions {
@@ -60,6 +63,7 @@ impl Default for ProviderOptions {
             redirect_uris: vec!["http://localhost:8000/logto/sign-in-callback".into()],
             post_logout_redirect_uris: vec!["http://localhost:8000".into()],
             signing_alg: None,
+            unknown_session_redirect_url: None,
         }
     }
 }
@@ -121,6 +125,10 @@ impl RealProvider {
         match &opts.signing_alg {
             Some(alg) => command.env("SIGNING_ALG", alg),
             None => command.env_remove("SIGNING_ALG"),
+        };
+        match &opts.unknown_session_redirect_url {
+            Some(url) => command.env("UNKNOWN_SESSION_REDIRECT_URL", url),
+            None => command.env_remove("UNKNOWN_SESSION_REDIRECT_URL"),
         };
         if std::env::var_os("LOGTO_TEST_PROVIDER_LOG").is_some() {
             command.env("LOG_REQUESTS", "1");
