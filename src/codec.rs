@@ -44,7 +44,7 @@ pub(crate) fn to_text(session: &Session) -> String {
         .as_ref()
         .map(|v| serde_json::to_vec(v).expect("JSON values serialize"));
     put_opt(&mut out, user_info.as_deref());
-    out.extend_from_slice(&session.created_at.to_le_bytes());
+    out.extend_from_slice(&session.created_at_ms.to_le_bytes());
     out.extend_from_slice(&session.seen_at.to_le_bytes());
     pack7(&miniz_oxide::deflate::compress_to_vec(&out, 6))
 }
@@ -74,7 +74,7 @@ pub(crate) fn from_text(text: &str) -> Option<Session> {
         Some(json) => Some(serde_json::from_slice(json).ok()?),
         None => None,
     };
-    let created_at = r.i64()?;
+    let created_at_ms = r.i64()?;
     let seen_at = r.i64()?;
     if !r.0.is_empty() {
         return None;
@@ -85,7 +85,7 @@ pub(crate) fn from_text(text: &str) -> Option<Session> {
         userinfo_token,
         tokens,
         user_info,
-        created_at,
+        created_at_ms,
         seen_at,
     })
 }

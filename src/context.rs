@@ -47,6 +47,9 @@ impl RequestSession {
         let loaded = session::load(jar, config).and_then(|s| {
             let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
                 .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
+            if state.logouts.ended(&claims, s.created_at_ms) {
+                return Err(LoadError::Invalid("ended by a back-channel logout"));
+            }
             Ok((s, claims))
         });
         match loaded {

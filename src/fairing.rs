@@ -13,6 +13,7 @@ use crate::config::LogtoConfig;
 use crate::context::{GuardFailure, RequestSession};
 use crate::error::{wants_html, wants_json, LogtoError};
 use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
+use crate::logout::Logouts;
 use crate::provider::Provider;
 use crate::refresh::RefreshCoordinator;
 use crate::transaction::SpentStates;
@@ -27,6 +28,7 @@ pub(crate) struct LogtoState {
     pub provider: Provider,
     pub refresh: RefreshCoordinator,
     pub spent: SpentStates,
+    pub logouts: Logouts,
     pub on_sign_in: Option<SignInHook>,
     pub error_page: Option<ErrorPage>,
 }
@@ -140,11 +142,13 @@ impl Fairing for Logto {
         let base = format!("/{}", config.routes_prefix);
         let (refresh_entries, spent_entries) =
             (config.refresh_cache_entries, config.spent_state_entries);
+        let session_lifetime = config.session_lifetime;
         let state = LogtoState {
             config,
             provider,
             refresh: RefreshCoordinator::new(REFRESH_MEMORY, refresh_entries),
             spent: SpentStates::new(spent_entries),
+            logouts: Logouts::new(session_lifetime, spent_entries),
             on_sign_in: self.on_sign_in.clone(),
             error_page: self.error_page.clone(),
         };

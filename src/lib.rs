@@ -768,6 +768,7 @@
 
 #![warn(missing_docs)]
 
+mod bounded;
 mod claims;
 mod codec;
 mod config;
@@ -776,6 +777,7 @@ mod error;
 mod fairing;
 mod guards;
 mod hooks;
+mod logout;
 mod provider;
 mod redirect;
 mod refresh;

@@ -59,10 +59,17 @@ pub(crate) struct DiscoveryDocument {
 /// A fetched discovery document with its keys.
 pub(crate) struct Discovery {
     pub doc: DiscoveryDocument,
-    algs: Vec<CoreJwsSigningAlgorithm>,
+    pub algs: Vec<CoreJwsSigningAlgorithm>,
     jwks: SyncMutex<Arc<CoreJsonWebKeySet>>,
     jwks_refetch: Mutex<JwksRefetch>,
     fetched_at: Instant,
+}
+
+impl Discovery {
+    /// Logto's current signing keys.
+    pub fn jwks(&self) -> Arc<CoreJsonWebKeySet> {
+        self.jwks.lock().expect("jwks lock").clone()
+    }
 }
 
 /// When the JWKS was last fetched, and which unknown key ids caused a refetch.
@@ -271,7 +278,11 @@ impl Provider {
 
     /// Refetches the JWKS for an unknown `kid`: at once for a key id not tried yet (a
     /// rotation), otherwise at most every `JWKS_REFETCH_INTERVAL`.
-    async fn refetch_jwks(&self, d: &Discovery, kid: Option<String>) -> Result<bool, LogtoError> {
+    pub(crate) async fn refetch_jwks(
+        &self,
+        d: &Discovery,
+        kid: Option<String>,
+    ) -> Result<bool, LogtoError> {
         let mut refetch = d.jwks_refetch.lock().await;
         let new_kid = kid.as_ref().is_some_and(|k| !refetch.tried.contains(k));
         if !new_kid && refetch.last.elapsed() < JWKS_REFETCH_INTERVAL {

@@ -11,13 +11,13 @@
 //! Entries live for a short while (`ttl`) and their number is bounded (`capacity`), so
 //! memory stays flat whatever the traffic.
 
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use crate::bounded::ExpiringMap;
 use crate::provider::{ProviderError, TokenResponse};
 use crate::session::now;
 
@@ -49,19 +49,16 @@ struct EntryState {
 }
 
 struct Entry {
-    created: Instant,
     state: Mutex<EntryState>,
 }
 
 /// The coordinator. One per app, shared by all requests.
 pub(crate) struct RefreshCoordinator {
-    entries: SyncMutex<(HashMap<String, Arc<Entry>>, VecDeque<String>)>,
+    entries: ExpiringMap<Arc<Entry>>,
     /// Rotated-out refresh token -> its successor, kept much longer than the entries: a
     /// browser may keep a rotated-out token when two responses raced to set its cookie,
     /// and sending that token to Logto again would revoke the grant.
-    rotations: SyncMutex<(HashMap<String, String>, VecDeque<(Instant, String)>)>,
-    ttl: Duration,
-    capacity: usize,
+    rotations: ExpiringMap<String>,
 }
 
 /// How long a rotation is remembered: longer than an access token lives, so the next
@@ -74,66 +71,31 @@ const MAX_CHAIN: usize = 16;
 impl RefreshCoordinator {
     pub fn new(ttl: Duration, capacity: usize) -> RefreshCoordinator {
         RefreshCoordinator {
-            entries: SyncMutex::new((HashMap::new(), VecDeque::new())),
-            rotations: SyncMutex::new((HashMap::new(), VecDeque::new())),
-            ttl,
-            capacity,
+            entries: ExpiringMap::new(ttl, capacity),
+            rotations: ExpiringMap::new(ROTATION_MEMORY, capacity),
         }
     }
 
     fn entry(&self, refresh_token: &str) -> Arc<Entry> {
-        let mut guard = self.entries.lock().expect("refresh entries lock");
-        let (map, order) = &mut *guard;
-        if let Some(entry) = map.get(refresh_token) {
-            return entry.clone();
-        }
-        while let Some(oldest) = order.front() {
-            let stale = map
-                .get(oldest)
-                .is_none_or(|e| e.created.elapsed() > self.ttl);
-            if !stale && map.len() < self.capacity {
-                break;
-            }
-            let oldest = order.pop_front().expect("front exists");
-            map.remove(&oldest);
-        }
-        let entry = Arc::new(Entry {
-            created: Instant::now(),
-            state: Mutex::new(EntryState::default()),
-        });
-        map.insert(refresh_token.to_string(), entry.clone());
-        order.push_back(refresh_token.to_string());
-        entry
+        self.entries.get_or_insert_with(refresh_token, || {
+            Arc::new(Entry {
+                state: Mutex::new(EntryState::default()),
+            })
+        })
     }
 
     fn remember_rotation(&self, from: &str, to: &str) {
-        let mut guard = self.rotations.lock().expect("rotations lock");
-        let (map, order) = &mut *guard;
-        while let Some((at, _)) = order.front() {
-            if at.elapsed() < ROTATION_MEMORY && map.len() < self.capacity {
-                break;
-            }
-            let (_, old) = order.pop_front().expect("front exists");
-            map.remove(&old);
-        }
-        if map.insert(from.to_string(), to.to_string()).is_none() {
-            order.push_back((Instant::now(), from.to_string()));
-        }
+        self.rotations.insert(from, to.to_string());
     }
 
     fn rotated_to(&self, token: &str) -> Option<String> {
-        self.rotations
-            .lock()
-            .expect("rotations lock")
-            .0
-            .get(token)
-            .cloned()
+        self.rotations.get(token)
     }
 
     /// Number of refresh tokens currently remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("refresh entries lock").0.len()
+        self.entries.len()
     }
 
     /// Gets a token for `target`, refreshing with `refresh_token` (or its successors) at

@@ -5,10 +5,11 @@ use std::io::Cursor;
 
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use percent_encoding::percent_decode_str;
+use rocket::form::{Form, FromForm};
 use rocket::http::{CookieJar, Header, Status};
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{self, Responder, Response};
-use rocket::{get, Route, State};
+use rocket::{get, post, Route, State};
 use url::Url;
 
 use crate::config::LogtoConfig;
@@ -23,7 +24,13 @@ use crate::tokens;
 use crate::transaction::{self, TakeError, Transaction};
 
 pub(crate) fn routes() -> Vec<Route> {
-    rocket::routes![sign_in, sign_up, sign_in_callback, sign_out]
+    rocket::routes![
+        sign_in,
+        sign_up,
+        sign_in_callback,
+        sign_out,
+        backchannel_logout
+    ]
 }
 
 /// A 303 redirect that must not be cached nor leak its URL through `Referer`.
@@ -276,7 +283,7 @@ async fn complete_sign_in(
         }),
         tokens: Vec::new(),
         user_info: None,
-        created_at: now,
+        created_at_ms: crate::session::now_ms(),
         seen_at: now,
     };
     if config.fetch_user_info {
@@ -396,4 +403,63 @@ impl<'r> FromRequest<'r> for SignOutContext<'r> {
             )),
         }
     }
+}
+
+/// The form Logto posts to the back-channel logout URI.
+#[derive(FromForm)]
+struct LogoutForm<'r> {
+    logout_token: &'r str,
+}
+
+/// The answer to a back-channel logout: 200, or 400 with an OAuth error body.
+struct LogoutAnswer(Result<(), String>);
+
+impl<'r> Responder<'r, 'static> for LogoutAnswer {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let (status, body) = match self.0 {
+            Ok(()) => (Status::Ok, String::new()),
+            Err(why) => (
+                Status::BadRequest,
+                serde_json::json!({ "error": "invalid_request", "error_description": format!("The logout token is refused: {why}.") })
+                    .to_string(),
+            ),
+        };
+        Response::build()
+            .status(status)
+            .header(rocket::http::ContentType::JSON)
+            .header(Header::new("Cache-Control", "no-store"))
+            .sized_body(body.len(), Cursor::new(body))
+            .ok()
+    }
+}
+
+/// Logto's back-channel logout: register `<base_url>/<routes_prefix>/backchannel-logout`
+/// as the app's back-channel logout URI.
+#[post(
+    "/backchannel-logout",
+    format = "application/x-www-form-urlencoded",
+    data = "<form>"
+)]
+async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState>) -> LogoutAnswer {
+    let discovery = match state.provider.discovery().await {
+        Ok(d) => d,
+        Err(e) => return LogoutAnswer(Err(e.message().to_string())),
+    };
+    let result = crate::logout::accept(
+        form.logout_token,
+        &state.provider,
+        &discovery,
+        &state.config,
+        &state.logouts,
+    )
+    .await;
+    match &result {
+        Ok(logout) => log::info!(
+            "logto: back-channel logout of user {} (session {})",
+            logout.sub.as_deref().unwrap_or("?"),
+            logout.sid.as_deref().unwrap_or("any")
+        ),
+        Err(why) => log::warn!("logto: back-channel logout refused: {why}"),
+    }
+    LogoutAnswer(result.map(|_| ()))
 }

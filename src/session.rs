@@ -23,6 +23,11 @@ pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// A cached access token for one (resource, organization) pair.
 #[derive(Clone, PartialEq)]
 #[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds a token
@@ -46,7 +51,7 @@ pub(crate) struct Session {
     /// The userinfo answer, kept when `fetch_user_info` is on.
     pub user_info: Option<serde_json::Value>,
     /// When the session started (absolute lifetime).
-    pub created_at: i64,
+    pub created_at_ms: i64,
     /// When the session was last written (inactivity lifetime).
     pub seen_at: i64,
 }
@@ -70,9 +75,9 @@ impl Session {
 
     /// Whether the session has outlived its absolute or inactivity lifetime.
     pub fn expired(&self, config: &LogtoConfig, now: i64) -> bool {
-        now - self.created_at > config.session_lifetime.as_secs() as i64
+        now - self.created_at_ms / 1000 > config.session_lifetime.as_secs() as i64
             || now - self.seen_at > config.session_inactivity.as_secs() as i64
-            || self.created_at > now + 300
+            || self.created_at_ms / 1000 > now + 300
     }
 }
 
@@ -258,7 +263,7 @@ mod tests {
             userinfo_token: None,
             tokens: vec![],
             user_info: None,
-            created_at,
+            created_at_ms: created_at * 1000,
             seen_at,
         }
     }
@@ -342,7 +347,7 @@ mod properties {
                     userinfo_token,
                     tokens,
                     user_info: None,
-                    created_at,
+                    created_at_ms: created_at,
                     seen_at,
                 },
             )

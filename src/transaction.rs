@@ -2,12 +2,12 @@
 //! sign-in in flight, kept in a private cookie named after its `state` so that several
 //! tabs can sign in at once, and spent exactly once.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::time::Duration;
 
 use rocket::http::{Cookie, CookieJar, SameSite};
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::ExpiringMap;
 use crate::config::LogtoConfig;
 use crate::redirect::ReturnPath;
 use crate::session::now;
@@ -119,42 +119,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// States already used, for `TRANSACTION_TTL_SECS`; bounded so that memory stays flat.
-pub(crate) struct SpentStates {
-    inner: Mutex<(HashMap<String, i64>, VecDeque<(i64, String)>)>,
-    capacity: usize,
-}
+pub(crate) struct SpentStates(ExpiringMap<()>);
 
 impl SpentStates {
     pub fn new(capacity: usize) -> SpentStates {
-        SpentStates {
-            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+        SpentStates(ExpiringMap::new(
+            Duration::from_secs(TRANSACTION_TTL_SECS as u64),
             capacity,
-        }
+        ))
     }
 
     /// Marks `state` spent; false if it already was.
     pub fn spend(&self, state: &str) -> bool {
-        let now = now();
-        let mut guard = self.inner.lock().expect("spent states lock");
-        let (set, order) = &mut *guard;
-        while let Some((at, _)) = order.front() {
-            if now - at <= TRANSACTION_TTL_SECS && order.len() < self.capacity {
-                break;
-            }
-            let (_, old) = order.pop_front().expect("front exists");
-            set.remove(&old);
-        }
-        if set.contains_key(state) {
-            return false;
-        }
-        set.insert(state.to_string(), now);
-        order.push_back((now, state.to_string()));
-        true
+        self.0.insert_new(state, ())
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.inner.lock().unwrap().0.len()
+        self.0.len()
     }
 }
 

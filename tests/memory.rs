@@ -29,11 +29,20 @@ impl Drop for App {
 fn sample_binary() -> std::path::PathBuf {
     // target/<profile>/deps/memory-<hash> -> target/<profile>/examples/sample
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join("sample")
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("sample")
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -44,22 +53,39 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// One browser: sign in as `sub`, then get an API token (a refresh through the library).
 async fn one_session(app: &str, fp: &FakeProvider, sub: &str) {
-    let http = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let response = http.get(format!("{app}/logto/sign-in")).send().await.unwrap();
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = http
+        .get(format!("{app}/logto/sign-in"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 303);
     let authorize = response.headers()["location"].to_str().unwrap().to_string();
     let callback = fp.authorize(&authorize, sub);
     let callback = callback.replace("http://localhost:", "http://127.0.0.1:");
     let response = http.get(callback).send().await.unwrap();
     assert_eq!(response.status(), 303, "{:?}", response.text().await);
-    let response = http.get(format!("{app}/fetch-access-token")).header("Accept", "application/json").send().await.unwrap();
+    let response = http
+        .get(format!("{app}/fetch-access-token"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_levels_off_across_thousands_of_refreshed_sessions() {
     let binary = sample_binary();
-    assert!(binary.exists(), "{} is missing: `cargo test` builds examples first", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test` builds examples first",
+        binary.display()
+    );
     let fp = Arc::new(
         FakeProvider::start_with(Options {
             client_id: "sample-app".into(),
@@ -70,19 +96,22 @@ async fn memory_levels_off_across_thousands_of_refreshed_sessions() {
     );
     let port = free_port();
     let base_url = format!("http://localhost:{port}");
-    let app = App(
-        Command::new(&binary)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("ROCKET_PORT", port.to_string())
-            .env("ROCKET_LOG_LEVEL", "off")
-            .env("ROCKET_LOGTO", format!("{{refresh_cache_entries={CACHE_ENTRIES},spent_state_entries={CACHE_ENTRIES}}}"))
-            .env("LOGTO_ENDPOINT", &fp.endpoint)
-            .env("LOGTO_BASE_URL", &base_url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the sample app"),
-    );
+    let app = App(Command::new(&binary)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("ROCKET_PORT", port.to_string())
+        .env("ROCKET_LOG_LEVEL", "off")
+        .env(
+            "ROCKET_LOGTO",
+            format!(
+                "{{refresh_cache_entries={CACHE_ENTRIES},spent_state_entries={CACHE_ENTRIES}}}"
+            ),
+        )
+        .env("LOGTO_ENDPOINT", &fp.endpoint)
+        .env("LOGTO_BASE_URL", &base_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the sample app"));
     let pid = app.0.id();
     let app_url = format!("http://127.0.0.1:{port}");
     let probe = reqwest::Client::new();
