@@ -3,13 +3,13 @@
 //! `nonce`, and `jti` replay; once accepted, the user's session cookies stop working.
 
 #[path = "support/app.rs"]
+#[allow(unused_imports)]
 mod app;
 #[path = "support/fake_flow.rs"]
 mod fake_flow;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 
-use app::*;
 use fake_flow::*;
 use fake_provider::{FakeProvider, BACKCHANNEL_LOGOUT_EVENT};
 use rocket::http::{ContentType, Status};
@@ -97,11 +97,8 @@ async fn logout_token_bad_signature_refused() {
         |fp, c| {
             let t = fp.sign_jwt(json!({}), c.clone());
             let (head, sig) = t.rsplit_once('.').unwrap();
-            let flipped = if sig.starts_with('A') {
-                format!("B{}", &sig[1..])
-            } else {
-                format!("A{}", &sig[1..])
-            };
+            let first = if sig.starts_with('A') { "B" } else { "A" };
+            let flipped = format!("{first}{}", &sig[1..]);
             Some(format!("{head}.{flipped}"))
         },
         "signature",
