@@ -132,6 +132,7 @@
 //! | `GET /logto/sign-up` | the same, opening Logto's registration screen (`first_screen=register`). |
 //! | `GET /logto/sign-in-callback` | where Logto sends the browser back: checks the answer, exchanges the code, starts the session, redirects to the return path. |
 //! | `GET /logto/sign-out` | ends the session: clears the session cookies, revokes the refresh token, redirects to Logto's sign-out, which sends the browser to `post_sign_out_redirect`. |
+//! | `POST /logto/backchannel-logout` | Logto's back-channel logout: a verified logout token ends that Logto session's (or that user's) sessions in this app. |
 //!
 //! Attach the fairing once; it reads the configuration when Rocket ignites. A guard used
 //! without the fairing stops the launch with a message saying so.
@@ -141,7 +142,12 @@
 //! - the **redirect URI** `<base_url>/<routes_prefix>/sign-in-callback`, e.g.
 //!   `http://localhost:8000/logto/sign-in-callback` (the guide's `/callback`);
 //! - the **post sign-out redirect URI**: `post_sign_out_redirect`, which defaults to
-//!   `base_url` written as a URL, e.g. `http://localhost:8000/` (with the trailing slash).
+//!   `base_url` written as a URL, e.g. `http://localhost:8000/` (with the trailing slash);
+//! - optionally, the **back-channel logout URI** `<base_url>/<routes_prefix>/backchannel-logout`,
+//!   so that signing out at Logto (or in another app) signs the user out here too;
+//! - optionally, the sign-in experience's **unknown session redirect URL** (advanced
+//!   settings): your `base_url`, so that pressing Back after signing in returns to the app
+//!   rather than to Logto's "session not found" page.
 //!
 //! The fairing logs the redirect URI at launch. You can also read it from the loaded
 //! configuration with [`Logto::config`]:
@@ -666,9 +672,15 @@
 //!   post sign-out URI comes from the configuration.
 //! - **Tokens**: never in URLs or logs; auth responses carry `Cache-Control: no-store` and
 //!   `Referrer-Policy: no-referrer`; one refresh at a time per refresh token.
+//! - **Pages**: a response to a request whose guards read the session gets
+//!   `Cache-Control: private, no-store` unless the route set its own, so no shared cache
+//!   keeps a user's page and Back never shows a stale one.
+//! - **Back-channel logout**: the logout token must be posted form-encoded and is checked
+//!   for signature, algorithm, `iss`, `aud`, `iat`, `exp`, the back-channel event, `sub` or
+//!   `sid`, no `nonce`, and an unused `jti`.
 //!
-//! The full list, with the attack each line stops, is the project's `SECURITY.md`; each of
-//! its lines is covered by tests in the repository's `tests/` directory.
+//! The full list, with the attack each line stops, is the repository's `SECURITY.md`, which
+//! names the test covering each line.
 //!
 //! # Configuration
 //!
