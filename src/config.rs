@@ -86,6 +86,10 @@ pub struct LogtoConfig {
     /// Most used sign-in `state` values remembered to refuse replays (key
     /// `spent_state_entries`, default 100000; each lives 10 minutes).
     pub spent_state_entries: usize,
+    /// Most decoded sessions kept in memory, so that requests repeating the same cookies
+    /// skip decryption and parsing (key `session_cache_entries`, default 4096; each lives
+    /// 5 minutes).
+    pub session_cache_entries: usize,
 }
 
 /// The app secret. Its `Debug` and `Display` print `***`, so it never reaches a log.
@@ -164,6 +168,7 @@ struct RawConfig {
     session_lifetime_secs: Option<u64>,
     refresh_cache_entries: Option<usize>,
     spent_state_entries: Option<usize>,
+    session_cache_entries: Option<usize>,
 }
 
 const FIRST_SCREENS: [&str; 6] = [
@@ -445,6 +450,11 @@ impl LogtoConfig {
                 10_000,
             )?,
             spent_state_entries: entries("spent_state_entries", raw.spent_state_entries, 100_000)?,
+            session_cache_entries: entries(
+                "session_cache_entries",
+                raw.session_cache_entries,
+                4096,
+            )?,
         })
     }
 

@@ -2,11 +2,13 @@
 //! to refresh tokens and write them back.
 
 use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
 
 use rocket::http::CookieJar;
 use rocket::request::Request;
 use tokio::sync::Mutex;
 
+use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
@@ -44,9 +46,8 @@ impl RequestSession {
 
     fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
-        let loaded = session::load(jar, config).and_then(|s| {
-            let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
-                .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
+        let loaded = state.decoded.get_or_decode(jar).and_then(|(s, claims)| {
+            let s = session::check_lifetimes(s, config, session::now())?;
             if state.logouts.ended(&claims, s.created_at_ms) {
                 return Err(LoadError::Invalid("ended by a back-channel logout"));
             }
@@ -65,7 +66,7 @@ impl RequestSession {
                 }
                 RequestSession {
                     session: Mutex::new(Some(s)),
-                    claims: Some(Arc::new(claims)),
+                    claims: Some(claims),
                     cleared: SyncMutex::new(Vec::new()),
                 }
             }
@@ -94,6 +95,61 @@ impl RequestSession {
             .expect("cleared lock")
             .extend(session::present_session_cookies(jar));
         session::clear(jar);
+    }
+}
+
+/// Sessions already decrypted and decoded, by the exact encrypted cookie values that
+/// carried them: a browser sends the same cookies with every request, so most requests
+/// skip decryption, decompression and parsing. Sound because a value decrypts to one
+/// plaintext only (authenticated encryption); lifetimes and logouts are still checked on
+/// every request. Bounded like every cache here.
+pub(crate) struct DecodedSessions(ExpiringMap<Arc<Decoded>>);
+
+pub(crate) struct Decoded {
+    cookies: Vec<String>,
+    session: Session,
+    claims: Arc<IdTokenClaims>,
+}
+
+/// How long a decoded session is kept.
+const DECODED_TTL: Duration = Duration::from_secs(300);
+
+impl DecodedSessions {
+    pub fn new(capacity: usize) -> DecodedSessions {
+        DecodedSessions(ExpiringMap::new(DECODED_TTL, capacity))
+    }
+
+    /// The session and claims carried by the request's cookies.
+    fn get_or_decode(
+        &self,
+        jar: &CookieJar<'_>,
+    ) -> Result<(Session, Arc<IdTokenClaims>), LoadError> {
+        let cookies = session::raw_values(jar);
+        if cookies.is_empty() {
+            return Err(LoadError::Absent);
+        }
+        // Keyed by the end of each value (the AEAD tag); the whole values are compared.
+        let key: String = cookies
+            .iter()
+            .map(|c| &c[c.len().saturating_sub(24)..])
+            .collect::<Vec<_>>()
+            .join("|");
+        if let Some(hit) = self.0.get(&key).filter(|hit| hit.cookies == cookies) {
+            return Ok((hit.session.clone(), hit.claims.clone()));
+        }
+        let s = session::read(jar)?;
+        let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
+            .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
+        let claims = Arc::new(claims);
+        self.0.insert(
+            &key,
+            Arc::new(Decoded {
+                cookies,
+                session: s.clone(),
+                claims: claims.clone(),
+            }),
+        );
+        Ok((s, claims))
     }
 }
 

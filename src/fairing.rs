@@ -10,7 +10,7 @@ use rocket::response::Response;
 use rocket::{Build, Rocket};
 
 use crate::config::LogtoConfig;
-use crate::context::{GuardFailure, RequestSession};
+use crate::context::{DecodedSessions, GuardFailure, RequestSession};
 use crate::error::{wants_html, wants_json, LogtoError};
 use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
 use crate::logout::Logouts;
@@ -29,6 +29,7 @@ pub(crate) struct LogtoState {
     pub refresh: RefreshCoordinator,
     pub spent: SpentStates,
     pub logouts: Logouts,
+    pub decoded: DecodedSessions,
     pub on_sign_in: Option<SignInHook>,
     pub error_page: Option<ErrorPage>,
 }
@@ -143,12 +144,14 @@ impl Fairing for Logto {
         let (refresh_entries, spent_entries) =
             (config.refresh_cache_entries, config.spent_state_entries);
         let session_lifetime = config.session_lifetime;
+        let session_cache_entries = config.session_cache_entries;
         let state = LogtoState {
             config,
             provider,
             refresh: RefreshCoordinator::new(REFRESH_MEMORY, refresh_entries),
             spent: SpentStates::new(spent_entries),
             logouts: Logouts::new(session_lifetime, spent_entries),
+            decoded: DecodedSessions::new(session_cache_entries),
             on_sign_in: self.on_sign_in.clone(),
             error_page: self.error_page.clone(),
         };

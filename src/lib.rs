@@ -712,6 +712,7 @@
 //! | `session_inactivity_secs` | integer, 1 to 34560000 (400 days) | `1209600` (14 days) | |
 //! | `session_lifetime_secs` | integer, 1 to 34560000 (400 days) | `2592000` (30 days) | |
 //! | `refresh_cache_entries` | integer, 1 to 10000000 | `10000` | |
+//! | `session_cache_entries` | integer, 1 to 10000000 | `4096` | |
 //! | `spent_state_entries` | integer, 1 to 10000000 | `100000` | |
 //!
 //! Notes:
@@ -726,7 +727,11 @@
 //!   sign-in.
 //! - `refresh_cache_entries` bounds the in-memory record of recent refreshes (each entry
 //!   lives 2 minutes); `spent_state_entries` bounds the record of used `state` values (each
-//!   lives 10 minutes) that refuses replayed callbacks.
+//!   lives 10 minutes) that refuses replayed callbacks; `session_cache_entries` bounds the
+//!   decoded sessions kept so that a browser repeating the same cookies costs no decryption
+//!   (each lives 5 minutes). Rotations of refresh tokens are remembered for a day, within
+//!   `refresh_cache_entries`; back-channel logouts for `session_lifetime_secs`, within
+//!   `spent_state_entries`.
 //! - Unknown keys are refused, so a typo does not go unnoticed.
 //! - Rocket's own `secret_key` matters too: see below.
 //!

@@ -98,25 +98,36 @@ pub(crate) enum LoadError {
     Invalid(&'static str),
 }
 
-/// Reads the session from the request's cookies.
+/// Reads the session from the request's cookies (lifetimes are checked by the caller).
 ///
 /// Each chunk's plaintext starts with `<generation>.<index>.<count>.`: a chunk from an
 /// older write (a stale or replayed cookie) has another generation and is refused, so a
 /// session is never assembled from two writes.
-pub(crate) fn load(jar: &CookieJar<'_>, config: &LogtoConfig) -> Result<Session, LoadError> {
+pub(crate) fn read(jar: &CookieJar<'_>) -> Result<Session, LoadError> {
     if jar.get(SESSION_COOKIE).is_none() {
         return Err(LoadError::Absent);
     }
-    let session = decode(|i| {
+    decode(|i| {
         jar.get_private(&chunk_name(i))
             .map(|c| c.value().to_string())
-    })?;
-    check_lifetimes(session, config, now())
+    })
+}
+
+/// The encrypted values of the session cookies the browser sent (chunks 0, 1, ... while
+/// present): what identifies a session for the decoded-session cache.
+pub(crate) fn raw_values(jar: &CookieJar<'_>) -> Vec<String> {
+    (0..MAX_CHUNKS)
+        .map_while(|i| jar.get(&chunk_name(i)).map(|c| c.value().to_string()))
+        .collect()
 }
 
 /// Refuses a session past its inactivity or absolute lifetime, read from the encrypted
 /// payload (the cookie's own expiry is only a hint to the browser).
-fn check_lifetimes(session: Session, config: &LogtoConfig, now: i64) -> Result<Session, LoadError> {
+pub(crate) fn check_lifetimes(
+    session: Session,
+    config: &LogtoConfig,
+    now: i64,
+) -> Result<Session, LoadError> {
     if session.expired(config, now) {
         return Err(LoadError::Invalid("expired"));
     }

@@ -103,7 +103,7 @@ async fn memory_levels_off_across_thousands_of_refreshed_sessions() {
         .env(
             "ROCKET_LOGTO",
             format!(
-                "{{refresh_cache_entries={CACHE_ENTRIES},spent_state_entries={CACHE_ENTRIES}}}"
+                "{{refresh_cache_entries={CACHE_ENTRIES},spent_state_entries={CACHE_ENTRIES},session_cache_entries={CACHE_ENTRIES}}}"
             ),
         )
         .env("LOGTO_ENDPOINT", &fp.endpoint)
