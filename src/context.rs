@@ -17,7 +17,8 @@ use crate::session::{self, LoadError, Session};
 
 /// The session of this request, read from the cookies once (`Request::local_cache`).
 pub(crate) struct RequestSession {
-    pub session: Mutex<Option<Session>>,
+    /// Shared with the decoded-session cache; copied only when a guard changes it.
+    pub session: Mutex<Option<Arc<Session>>>,
     /// Claims of the session as loaded: reading them needs no lock.
     pub claims: Option<Arc<IdTokenClaims>>,
     /// Session cookie names this request asked the browser to delete.
@@ -47,7 +48,7 @@ impl RequestSession {
     fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
         let loaded = state.decoded.get_or_decode(jar).and_then(|(s, claims)| {
-            let s = session::check_lifetimes(s, config, session::now())?;
+            session::check_lifetimes(&s, config, session::now())?;
             if state.logouts.ended(&claims, s.created_at_ms) {
                 return Err(LoadError::Invalid("ended by a back-channel logout"));
             }
@@ -61,7 +62,7 @@ impl RequestSession {
                 let restamp_after =
                     (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
                 if now - s.seen_at > restamp_after {
-                    s.seen_at = now;
+                    Arc::make_mut(&mut s).seen_at = now;
                     let _ = session::store(jar, &s, config);
                 }
                 RequestSession {
@@ -88,7 +89,7 @@ impl RequestSession {
     }
 
     /// Ends the session: no state left in this request, every session cookie removed.
-    pub fn sign_out(&self, current: &mut Option<Session>, jar: &CookieJar<'_>) {
+    pub fn sign_out(&self, current: &mut Option<Arc<Session>>, jar: &CookieJar<'_>) {
         *current = None;
         self.cleared
             .lock()
@@ -107,7 +108,7 @@ pub(crate) struct DecodedSessions(ExpiringMap<Arc<Decoded>>);
 
 pub(crate) struct Decoded {
     cookies: Vec<String>,
-    session: Session,
+    session: Arc<Session>,
     claims: Arc<IdTokenClaims>,
 }
 
@@ -123,24 +124,32 @@ impl DecodedSessions {
     fn get_or_decode(
         &self,
         jar: &CookieJar<'_>,
-    ) -> Result<(Session, Arc<IdTokenClaims>), LoadError> {
-        let cookies = session::raw_values(jar);
-        if cookies.is_empty() {
+    ) -> Result<(Arc<Session>, Arc<IdTokenClaims>), LoadError> {
+        let sent: Vec<&str> = session::CHUNK_NAMES
+            .iter()
+            .map_while(|name| jar.get(name).map(|c| c.value()))
+            .collect();
+        if sent.is_empty() {
             return Err(LoadError::Absent);
         }
         // Keyed by the end of each value (the AEAD tag); the whole values are compared.
-        let key: String = cookies
-            .iter()
-            .map(|c| &c[c.len().saturating_sub(24)..])
-            .collect::<Vec<_>>()
-            .join("|");
-        if let Some(hit) = self.0.get(&key).filter(|hit| hit.cookies == cookies) {
+        let mut key = String::with_capacity(sent.len() * 25);
+        for value in &sent {
+            key.push_str(&value[value.len().saturating_sub(24)..]);
+            key.push('|');
+        }
+        if let Some(hit) = self
+            .0
+            .get(&key)
+            .filter(|hit| hit.cookies.iter().eq(sent.iter()))
+        {
             return Ok((hit.session.clone(), hit.claims.clone()));
         }
-        let s = session::read(jar)?;
+        let s = Arc::new(session::read(jar)?);
         let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
             .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
         let claims = Arc::new(claims);
+        let cookies = sent.iter().map(|v| v.to_string()).collect();
         self.0.insert(
             &key,
             Arc::new(Decoded {

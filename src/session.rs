@@ -81,12 +81,20 @@ impl Session {
     }
 }
 
-fn chunk_name(index: usize) -> String {
-    if index == 0 {
-        SESSION_COOKIE.to_string()
-    } else {
-        format!("{SESSION_COOKIE}_{index}")
-    }
+/// The names of the chunks, in order (`MAX_CHUNKS` of them).
+pub(crate) const CHUNK_NAMES: [&str; MAX_CHUNKS] = [
+    SESSION_COOKIE,
+    "logto_session_1",
+    "logto_session_2",
+    "logto_session_3",
+    "logto_session_4",
+    "logto_session_5",
+    "logto_session_6",
+    "logto_session_7",
+];
+
+fn chunk_name(index: usize) -> &'static str {
+    CHUNK_NAMES[index]
 }
 
 /// Why stored cookies could not be read as a session.
@@ -113,25 +121,17 @@ pub(crate) fn read(jar: &CookieJar<'_>) -> Result<Session, LoadError> {
     })
 }
 
-/// The encrypted values of the session cookies the browser sent (chunks 0, 1, ... while
-/// present): what identifies a session for the decoded-session cache.
-pub(crate) fn raw_values(jar: &CookieJar<'_>) -> Vec<String> {
-    (0..MAX_CHUNKS)
-        .map_while(|i| jar.get(&chunk_name(i)).map(|c| c.value().to_string()))
-        .collect()
-}
-
 /// Refuses a session past its inactivity or absolute lifetime, read from the encrypted
 /// payload (the cookie's own expiry is only a hint to the browser).
 pub(crate) fn check_lifetimes(
-    session: Session,
+    session: &Session,
     config: &LogtoConfig,
     now: i64,
-) -> Result<Session, LoadError> {
+) -> Result<(), LoadError> {
     if session.expired(config, now) {
         return Err(LoadError::Invalid("expired"));
     }
-    Ok(session)
+    Ok(())
 }
 
 /// Reassembles a session from its decrypted chunks (`chunk(i)`), reading at most
@@ -205,7 +205,7 @@ pub(crate) fn store(
     let chunks = encode(session)?;
     let count = chunks.len();
     for (i, value) in chunks.into_iter().enumerate() {
-        jar.add_private(base_cookie(chunk_name(i), value, config));
+        jar.add_private(base_cookie(chunk_name(i).to_string(), value, config));
     }
     for i in count..MAX_CHUNKS {
         if jar.get(&chunk_name(i)).is_some() {
@@ -224,9 +224,10 @@ pub(crate) fn clear(jar: &CookieJar<'_>) {
 
 /// Names of the session cookies in the request.
 pub(crate) fn present_session_cookies(jar: &CookieJar<'_>) -> Vec<String> {
-    (0..MAX_CHUNKS)
-        .map(chunk_name)
+    CHUNK_NAMES
+        .iter()
         .filter(|n| jar.get(n).is_some())
+        .map(|n| n.to_string())
         .collect()
 }
 
@@ -284,7 +285,8 @@ mod tests {
         let (config, now) = (config(), 1_800_000_000);
         let through_codec = |s: Session| {
             let chunks = encode(&s).unwrap();
-            decode(|i| chunks.get(i).cloned()).and_then(|s| check_lifetimes(s, &config, now))
+            decode(|i| chunks.get(i).cloned())
+                .and_then(|s| check_lifetimes(&s, &config, now).map(|()| s))
         };
         // Absolute lifetime (30 days) passed although seen a minute ago.
         assert_eq!(

@@ -3,6 +3,7 @@
 //! back to the session cookies in the same response.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -151,7 +152,7 @@ pub(crate) async fn token_for(
 /// Runs one refresh for the target and stores its result in the session and cookies.
 async fn refresh_into(
     ctx: &RequestContext<'_>,
-    guard: &mut Option<Session>,
+    guard: &mut Option<Arc<Session>>,
     resource: Option<&str>,
     organization: Option<&str>,
     fresh_after: i64,
@@ -230,7 +231,7 @@ async fn refresh_into(
             ctx.session.sign_out(guard, ctx.jar);
             return Err(e);
         }
-        session.id_token = id_token.to_string();
+        Arc::make_mut(session).id_token = id_token.to_string();
     }
     let cached = CachedToken {
         resource: resource.map(str::to_string),
@@ -238,6 +239,7 @@ async fn refresh_into(
         token: refreshed.access_token.clone(),
         expires_at: refreshed.expires_at,
     };
+    let session = Arc::make_mut(session);
     session.refresh_token = Some(refreshed.refresh_token.clone());
     if resource.is_none() && organization.is_none() {
         session.userinfo_token = Some(cached.clone());
