@@ -46,7 +46,7 @@ pub(crate) fn to_text(session: &Session) -> String {
     put_opt(&mut out, user_info.as_deref());
     out.extend_from_slice(&session.created_at_ms.to_le_bytes());
     out.extend_from_slice(&session.seen_at.to_le_bytes());
-    pack7(&miniz_oxide::deflate::compress_to_vec(&out, 6))
+    pack7(&deflate(&out))
 }
 
 /// Reads a session written by [`to_text`]; `None` for anything else.
@@ -87,6 +87,46 @@ pub(crate) fn from_text(text: &str) -> Option<Session> {
         user_info,
         created_at_ms,
         seen_at,
+    })
+}
+
+/// Raw deflate at level 6 with a compressor kept per thread: making one allocates and
+/// zeroes ~300 kB of tables, which was most of the cost of writing a session.
+fn deflate(mut input: &[u8]) -> Vec<u8> {
+    use miniz_oxide::deflate::core::{
+        compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
+    };
+    use std::cell::RefCell;
+    thread_local! {
+        static COMPRESSOR: RefCell<CompressorOxide> =
+            RefCell::new(CompressorOxide::new(create_comp_flags_from_zip_params(6, 0, 0)));
+    }
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        compressor.reset();
+        let mut output = vec![0; input.len() / 2 + 64];
+        let mut written = 0;
+        loop {
+            let (status, read, wrote) = compress(
+                compressor,
+                input,
+                &mut output[written..],
+                TDEFLFlush::Finish,
+            );
+            written += wrote;
+            input = &input[read..];
+            match status {
+                TDEFLStatus::Done => break,
+                TDEFLStatus::Okay => {
+                    if output.len() - written < 64 {
+                        output.resize(output.len() * 2, 0);
+                    }
+                }
+                // Only on misuse of the API (a flush after Finish), which this loop avoids.
+                _ => unreachable!("deflate of a buffer cannot fail"),
+            }
+        }
+        output.truncate(written);
+        output
     })
 }
 

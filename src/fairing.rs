@@ -16,6 +16,7 @@ use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
 use crate::logout::Logouts;
 use crate::provider::Provider;
 use crate::refresh::RefreshCoordinator;
+use crate::tokens::DecodedTokens;
 use crate::transaction::SpentStates;
 
 /// How long the refresh coordinator remembers a refresh token's outcome: long enough for
@@ -30,6 +31,7 @@ pub(crate) struct LogtoState {
     pub spent: SpentStates,
     pub logouts: Logouts,
     pub decoded: DecodedSessions,
+    pub decoded_tokens: DecodedTokens,
     pub on_sign_in: Option<SignInHook>,
     pub error_page: Option<ErrorPage>,
 }
@@ -152,6 +154,7 @@ impl Fairing for Logto {
             spent: SpentStates::new(spent_entries),
             logouts: Logouts::new(session_lifetime, spent_entries),
             decoded: DecodedSessions::new(session_cache_entries),
+            decoded_tokens: DecodedTokens::new(session_cache_entries),
             on_sign_in: self.on_sign_in.clone(),
             error_page: self.error_page.clone(),
         };

@@ -116,7 +116,7 @@ pub(crate) fn read(jar: &CookieJar<'_>) -> Result<Session, LoadError> {
         return Err(LoadError::Absent);
     }
     decode(|i| {
-        jar.get_private(&chunk_name(i))
+        jar.get_private(chunk_name(i))
             .map(|c| c.value().to_string())
     })
 }
@@ -208,7 +208,7 @@ pub(crate) fn store(
         jar.add_private(base_cookie(chunk_name(i).to_string(), value, config));
     }
     for i in count..MAX_CHUNKS {
-        if jar.get(&chunk_name(i)).is_some() {
+        if jar.get(chunk_name(i)).is_some() {
             jar.remove(Cookie::build(chunk_name(i)).path("/"));
         }
     }

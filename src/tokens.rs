@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::bounded::ExpiringMap;
 use crate::claims::{organization_urn, IdTokenClaims, UserInfo};
 use crate::context::RequestContext;
 use crate::error::LogtoError;
@@ -17,24 +18,53 @@ use crate::session::{self, now, CachedToken, Session};
 /// configured margin. Its `Debug` never shows the token.
 #[derive(Clone)]
 pub struct AccessToken {
-    token: String,
+    decoded: Arc<DecodedToken>,
     expires_at: i64,
+}
+
+/// A token with its claims read once: shared between the requests that use it.
+pub(crate) struct DecodedToken {
+    token: String,
     claims: Value,
 }
 
-impl AccessToken {
-    fn new(token: String, expires_at: i64) -> AccessToken {
-        let claims = decode_jwt_payload(&token).unwrap_or(Value::Null);
-        AccessToken {
-            token,
-            expires_at,
-            claims,
-        }
+/// Decoded access tokens, by the end of the token (its signature); the whole token is
+/// compared. Reading a token's claims is most of a cached-token request otherwise.
+pub(crate) struct DecodedTokens(ExpiringMap<Arc<DecodedToken>>);
+
+impl DecodedTokens {
+    pub fn new(capacity: usize) -> DecodedTokens {
+        DecodedTokens(ExpiringMap::new(
+            std::time::Duration::from_secs(300),
+            capacity,
+        ))
     }
 
+    fn get(&self, token: &str, expires_at: i64) -> AccessToken {
+        let key = &token[token.len().saturating_sub(32)..];
+        let decoded = match self.0.get(key).filter(|d| d.token == token) {
+            Some(hit) => hit,
+            None => {
+                let claims = decode_jwt_payload(token).unwrap_or(Value::Null);
+                let decoded = Arc::new(DecodedToken {
+                    token: token.to_string(),
+                    claims,
+                });
+                self.0.insert(key, decoded.clone());
+                decoded
+            }
+        };
+        AccessToken {
+            decoded,
+            expires_at,
+        }
+    }
+}
+
+impl AccessToken {
     /// The token, for an `Authorization: Bearer` header.
     pub fn access_token(&self) -> &str {
-        &self.token
+        &self.decoded.token
     }
 
     /// When it expires, in seconds since the Unix epoch.
@@ -44,7 +74,8 @@ impl AccessToken {
 
     /// Its granted scopes (the JWT's `scope` claim).
     pub fn scopes(&self) -> Vec<&str> {
-        self.claims
+        self.decoded
+            .claims
             .get("scope")
             .and_then(Value::as_str)
             .map(|s| s.split(' ').filter(|s| !s.is_empty()).collect())
@@ -59,15 +90,15 @@ impl AccessToken {
     /// Its decoded claims (`aud`, `scope`, `sub`, `exp`, ...), read without verification:
     /// the token came straight from Logto's token endpoint. `Null` if it is not a JWT.
     pub fn claims(&self) -> &Value {
-        &self.claims
+        &self.decoded.claims
     }
 }
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessToken")
-            .field("aud", &self.claims.get("aud"))
-            .field("scope", &self.claims.get("scope"))
+            .field("aud", &self.claims().get("aud"))
+            .field("scope", &self.claims().get("scope"))
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
@@ -77,10 +108,10 @@ impl serde::Serialize for AccessToken {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut out = s.serialize_struct("AccessToken", 4)?;
-        out.serialize_field("access_token", &self.token)?;
+        out.serialize_field("access_token", self.access_token())?;
         out.serialize_field("expires_at", &self.expires_at)?;
         out.serialize_field("scopes", &self.scopes())?;
-        out.serialize_field("claims", &self.claims)?;
+        out.serialize_field("claims", self.claims())?;
         out.end()
     }
 }
@@ -133,7 +164,10 @@ pub(crate) async fn token_for(
             .cached_token(resource, organization)
             .filter(|t| t.expires_at > fresh_after)
         {
-            return Ok(AccessToken::new(cached.token.clone(), cached.expires_at));
+            return Ok(ctx
+                .state
+                .decoded_tokens
+                .get(&cached.token, cached.expires_at));
         }
     }
     let made_after = force.then(std::time::Instant::now);
@@ -146,7 +180,10 @@ pub(crate) async fn token_for(
         made_after,
     )
     .await?;
-    Ok(AccessToken::new(refreshed.token, refreshed.expires_at))
+    Ok(ctx
+        .state
+        .decoded_tokens
+        .get(&refreshed.token, refreshed.expires_at))
 }
 
 /// Runs one refresh for the target and stores its result in the session and cookies.
@@ -167,19 +204,34 @@ async fn refresh_into(
         ));
     };
     let discovery = state.provider.discovery().await?;
+    let old: IdTokenClaims =
+        decode_jwt_payload(&session.id_token).map_err(|_| LogtoError::Unauthenticated)?;
     let target = (
         resource.map(str::to_string),
         organization.map(str::to_string),
     );
+    // The ID token of a refresh is verified inside the shared call, once for all the
+    // requests that share it (ES384 verification is the costliest step of a refresh).
+    let old_claims = &old;
     let result = state
         .refresh
         .refresh(&refresh_token, target, fresh_after, made_after, |rt| {
             let discovery = discovery.clone();
             async move {
-                state
-                    .provider
-                    .refresh(&discovery, &rt, resource, organization)
-                    .await
+                let response = state.provider.refresh(&discovery, &rt, resource, organization).await?;
+                if let Some(id_token) = &response.id_token {
+                    let new = state
+                        .provider
+                        .verify_id_token(&discovery, id_token, None)
+                        .await
+                        .map_err(|e| ProviderError::Malformed(e.message().to_string()))?;
+                    if !same_user_and_app(&new, old_claims) {
+                        return Err(ProviderError::Malformed(
+                            "Logto's refreshed ID token names another user or app; the session was ended.".into(),
+                        ));
+                    }
+                }
+                Ok(response)
             }
         })
         .await;
@@ -188,11 +240,11 @@ async fn refresh_into(
         Err(e) if e.may_have_spent_token() => {
             // The grant is gone or the refresh token may be spent: end the session
             // cleanly rather than risk sending a spent token (which revokes the grant).
-            let sub = decode_jwt_payload::<IdTokenClaims>(&session.id_token)
-                .map(|c| c.sub)
-                .unwrap_or_default();
             log_refresh_failure(&e, resource, organization);
-            log::warn!("logto: signing out user {sub}: the refresh token can no longer be used");
+            log::warn!(
+                "logto: signing out user {}: the refresh token can no longer be used",
+                old.sub
+            );
             ctx.session.sign_out(guard, ctx.jar);
             return Err(if e.is_invalid_grant() {
                 LogtoError::Unauthenticated
@@ -211,25 +263,20 @@ async fn refresh_into(
         .as_deref()
         .filter(|t| *t != session.id_token)
     {
-        let old: IdTokenClaims =
-            decode_jwt_payload(&session.id_token).map_err(|_| LogtoError::Unauthenticated)?;
-        let checked = state.provider.verify_id_token(&discovery, id_token, None).await.and_then(|new| {
-            if new.iss == old.iss && new.sub == old.sub && new.aud == old.aud {
-                Ok(())
-            } else {
-                Err(LogtoError::BadGateway(
-                    "Logto's refreshed ID token names another user or app; the session was ended.".into(),
-                ))
-            }
-        });
-        if let Err(e) = checked {
+        // Verified by the call that produced it; a token carried along a rotation chain
+        // must still belong to this session's user and app.
+        let same = decode_jwt_payload::<IdTokenClaims>(id_token)
+            .is_ok_and(|new| same_user_and_app(&new, &old));
+        if !same {
             log::warn!(
-                "logto: refreshed ID token refused for user {}: {}",
-                old.sub,
-                e.message()
+                "logto: refreshed ID token refused for user {}: another user or app",
+                old.sub
             );
             ctx.session.sign_out(guard, ctx.jar);
-            return Err(e);
+            return Err(LogtoError::BadGateway(
+                "Logto's refreshed ID token names another user or app; the session was ended."
+                    .into(),
+            ));
         }
         Arc::make_mut(session).id_token = id_token.to_string();
     }
@@ -248,10 +295,16 @@ async fn refresh_into(
     }
     session.seen_at = now();
     write_back(ctx, session, &cached);
-    if let Ok(claims) = decode_jwt_payload::<IdTokenClaims>(&session.id_token) {
-        log::info!("logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})", claims.sub);
-    }
+    log::info!(
+        "logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})",
+        old.sub
+    );
     Ok(cached)
+}
+
+/// A refreshed ID token must name the same issuer, user and app as the session's.
+fn same_user_and_app(new: &IdTokenClaims, old: &IdTokenClaims) -> bool {
+    new.iss == old.iss && new.sub == old.sub && new.aud == old.aud
 }
 
 /// Stores the session; when it no longer fits in the cookies, drops the other cached
