@@ -177,13 +177,7 @@ async fn callback_without_transaction_cookie_csrf_is_400() {
 async fn callback_transaction_used_once_replay_fails_code_replay() {
     let fp = FakeProvider::start().await;
     let client = untracked(table(&fp)).await;
-    let response = client.get("/logto/sign-in").dispatch().await;
-    let tx_cookies: Vec<Cookie<'static>> = response
-        .cookies()
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect();
-    let callback = fp.authorize(&location(&response), "user-1");
+    let (callback, tx_cookies) = authorized_callback(&client, &fp, "user-1").await;
     let first = client
         .get(path_and_query(&callback))
         .cookies(tx_cookies.clone())
@@ -206,13 +200,7 @@ async fn callback_transaction_used_once_even_on_failure() {
     let fp = FakeProvider::start().await;
     fp.set(|b| b.id_token_nonce = Nonce::Value("wrong".into()));
     let client = untracked(table(&fp)).await;
-    let response = client.get("/logto/sign-in").dispatch().await;
-    let tx_cookies: Vec<Cookie<'static>> = response
-        .cookies()
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect();
-    let callback = fp.authorize(&location(&response), "user-1");
+    let (callback, tx_cookies) = authorized_callback(&client, &fp, "user-1").await;
     let first = client
         .get(path_and_query(&callback))
         .cookies(tx_cookies.clone())
@@ -545,13 +533,7 @@ async fn discovery_issuer_not_matching_config_refused_before_redirect_rp_discove
 async fn session_cookies_private_httponly_lax_path_root() {
     let fp = FakeProvider::start().await;
     let client = untracked(table(&fp)).await;
-    let response = client.get("/logto/sign-in").dispatch().await;
-    let tx: Vec<Cookie<'static>> = response
-        .cookies()
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect();
-    let callback = fp.authorize(&location(&response), "user-1");
+    let (callback, tx) = authorized_callback(&client, &fp, "user-1").await;
     let response = client
         .get(path_and_query(&callback))
         .cookies(tx)
@@ -705,13 +687,7 @@ async fn session_chunks_bounded_and_each_set_cookie_at_most_4096_bytes() {
     // A large ID token (many custom claims) forces several chunks.
     fp.set(|b| b.id_token_patch = Some(json!({"big": noise(10_000)})));
     let client = untracked(table(&fp)).await;
-    let response = client.get("/logto/sign-in").dispatch().await;
-    let tx: Vec<Cookie<'static>> = response
-        .cookies()
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect();
-    let callback = fp.authorize(&location(&response), "user-1");
+    let (callback, tx) = authorized_callback(&client, &fp, "user-1").await;
     let response = client
         .get(path_and_query(&callback))
         .cookies(tx)
@@ -729,12 +705,7 @@ async fn session_chunks_bounded_and_each_set_cookie_at_most_4096_bytes() {
         "{:?}",
         lines.iter().map(String::len).collect::<Vec<_>>()
     );
-    let jar: Vec<Cookie<'static>> = response
-        .cookies()
-        .iter()
-        .filter(|c| c.name().starts_with("logto_session"))
-        .map(|c| c.clone().into_owned())
-        .collect();
+    let jar = cookies_set(&response, "logto_session");
     let r = client
         .get("/")
         .cookies(jar.clone())
@@ -782,24 +753,13 @@ async fn session_chunks_from_two_writes_are_never_mixed() {
     let client = untracked(table(&fp)).await;
     let mut writes = Vec::new();
     for _ in 0..2 {
-        let response = client.get("/logto/sign-in").dispatch().await;
-        let tx: Vec<Cookie<'static>> = response
-            .cookies()
-            .iter()
-            .map(|c| c.clone().into_owned())
-            .collect();
-        let callback = fp.authorize(&location(&response), "user-1");
+        let (callback, tx) = authorized_callback(&client, &fp, "user-1").await;
         let response = client
             .get(path_and_query(&callback))
             .cookies(tx)
             .dispatch()
             .await;
-        let jar: Vec<Cookie<'static>> = response
-            .cookies()
-            .iter()
-            .filter(|c| c.name().starts_with("logto_session"))
-            .map(|c| c.clone().into_owned())
-            .collect();
+        let jar = cookies_set(&response, "logto_session");
         writes.push(jar);
     }
     let mixed = vec![

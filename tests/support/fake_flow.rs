@@ -1,11 +1,11 @@
 //! Sign-in through the fake provider, shared by the tier-1 test files.
 #![allow(dead_code)]
 
-use rocket::http::Status;
-use rocket::local::asynchronous::Client;
+use rocket::http::{Cookie, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
 use serde_json::Value;
 
-use crate::app::{client, get_json, logto_table, path_and_query, start_sign_in};
+use crate::app::{client, get_json, location, logto_table, path_and_query, start_sign_in};
 use crate::fake_provider::FakeProvider;
 
 /// The `logto` table for the fake provider.
@@ -49,4 +49,26 @@ pub async fn signed_in(fp: &FakeProvider, logto: Value, sub: &str) -> Client {
 pub async fn signed_in_sub(client: &Client) -> Option<String> {
     let (_, body) = get_json(client, "/").await;
     body["sub"].as_str().map(str::to_string)
+}
+
+/// The cookies `response` sets whose names start with `prefix`, as a browser keeps them.
+pub fn cookies_set(response: &LocalResponse<'_>, prefix: &str) -> Vec<Cookie<'static>> {
+    response
+        .cookies()
+        .iter()
+        .filter(|c| c.name().starts_with(prefix))
+        .map(|c| c.clone().into_owned())
+        .collect()
+}
+
+/// For an untracked client: starts a sign-in, has the fake provider authorize `sub`, and
+/// returns the callback URL with the transaction cookies the browser would send with it.
+pub async fn authorized_callback(
+    client: &Client,
+    fp: &FakeProvider,
+    sub: &str,
+) -> (String, Vec<Cookie<'static>>) {
+    let response = client.get("/logto/sign-in").dispatch().await;
+    let cookies = cookies_set(&response, "");
+    (fp.authorize(&location(&response), sub), cookies)
 }
