@@ -99,11 +99,6 @@ impl<V: Clone> ExpiringMap<V> {
         value
     }
 
-    /// Whether nothing is stored (a cheap check before a lookup on every request).
-    pub fn is_empty(&self) -> bool {
-        self.lock().map.is_empty()
-    }
-
     /// Entries held (live or not yet evicted).
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -125,23 +125,21 @@ impl DecodedSessions {
         &self,
         jar: &CookieJar<'_>,
     ) -> Result<(Arc<Session>, Arc<IdTokenClaims>), LoadError> {
-        let sent: Vec<&str> = session::CHUNK_NAMES
-            .iter()
-            .map_while(|name| jar.get(name).map(|c| c.value()))
-            .collect();
-        if sent.is_empty() {
-            return Err(LoadError::Absent);
-        }
-        // Keyed by the end of each value (the AEAD tag); the whole values are compared.
-        let mut key = String::with_capacity(sent.len() * 25);
-        for value in &sent {
-            key.push_str(&value[value.len().saturating_sub(24)..]);
-            key.push('|');
-        }
+        let sent = || {
+            session::CHUNK_NAMES
+                .iter()
+                .map_while(|name| jar.get(name).map(|c| c.value()))
+        };
+        let first = jar
+            .get(session::CHUNK_NAMES[0])
+            .ok_or(LoadError::Absent)?
+            .value();
+        // Keyed by the end of the first value (its AEAD tag); every value is compared.
+        let key = &first[first.len().saturating_sub(24)..];
         if let Some(hit) = self
             .0
-            .get(&key)
-            .filter(|hit| hit.cookies.iter().eq(sent.iter()))
+            .get(key)
+            .filter(|hit| hit.cookies.iter().map(String::as_str).eq(sent()))
         {
             return Ok((hit.session.clone(), hit.claims.clone()));
         }
@@ -149,9 +147,9 @@ impl DecodedSessions {
         let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
             .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
         let claims = Arc::new(claims);
-        let cookies = sent.iter().map(|v| v.to_string()).collect();
+        let cookies = sent().map(str::to_string).collect();
         self.0.insert(
-            &key,
+            key,
             Arc::new(Decoded {
                 cookies,
                 session: s.clone(),
