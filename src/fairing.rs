@@ -210,7 +210,11 @@ impl Fairing for Logto {
 }
 
 fn cleared_cookies(request: &Request<'_>, state: &LogtoState) -> Option<Vec<String>> {
-    // Only look if a guard already loaded the session in this request.
+    // Only look if a guard already loaded the session in this request: an error answer
+    // elsewhere (a 404, say) must not cost a session lookup.
+    if !RequestSession::was_read(request) {
+        return None;
+    }
     let session = RequestSession::of(request, state);
     let cleared = session.cleared.lock().expect("cleared lock").clone();
     (!cleared.is_empty()).then_some(cleared)
