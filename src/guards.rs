@@ -11,7 +11,7 @@ use crate::claims::{IdTokenClaims, UserInfo as UserInfoClaims};
 use crate::context::{record_failure, RequestContext, RequestSession};
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
-use crate::tokens::{self, organization_audience, AccessToken};
+use crate::tokens::{self, AccessToken};
 
 fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoError> {
     request.rocket().state::<LogtoState>().ok_or_else(|| {
@@ -167,7 +167,7 @@ impl<'r> AuthenticatedUser<'r> {
         organization_id: &str,
     ) -> Result<AccessToken, LogtoError> {
         let token = tokens::token_for(&self.ctx, None, Some(organization_id), false).await?;
-        let expected = organization_audience(organization_id);
+        let expected = crate::claims::organization_urn(organization_id);
         let aud_ok = match token.claims().get("aud") {
             Some(serde_json::Value::String(aud)) => *aud == expected,
             Some(serde_json::Value::Array(auds)) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::bounded::ExpiringMap;
-use crate::claims::{organization_urn, IdTokenClaims, UserInfo};
+use crate::claims::{IdTokenClaims, UserInfo};
 use crate::context::RequestContext;
 use crate::error::LogtoError;
 use crate::provider::{decode_jwt_payload, ProviderError};
@@ -338,11 +338,6 @@ fn organization_error(e: ProviderError, organization: Option<&str>) -> LogtoErro
         ),
         _ => e.into(),
     }
-}
-
-/// The audience an organization token must carry.
-pub(crate) fn organization_audience(org: &str) -> String {
-    organization_urn(org)
 }
 
 /// Calls userinfo with the code exchange's opaque access token (refreshing it when

@@ -72,3 +72,14 @@ pub async fn authorized_callback(
     let cookies = cookies_set(&response, "");
     (fp.authorize(&location(&response), sub), cookies)
 }
+
+/// Whether the app sees someone signed in for this request to `/` (as JSON).
+pub async fn signed_in_with(request: rocket::local::asynchronous::LocalRequest<'_>) -> bool {
+    let response = request.header(rocket::http::Accept::JSON).dispatch().await;
+    assert_ne!(response.status(), Status::InternalServerError);
+    let body: Value = response
+        .into_json()
+        .await
+        .expect("the home page answers JSON");
+    body["authenticated"] == true
+}
