@@ -10,10 +10,11 @@ use tokio::sync::Mutex;
 
 use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
+use crate::config::LogtoConfig;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
 use crate::provider::decode_jwt_payload;
-use crate::session::{self, LoadError, Session};
+use crate::session::{self, CookieNames, LoadError, Session};
 
 /// The session of this request, read from the cookies once (`Request::local_cache`).
 pub(crate) struct RequestSession {
@@ -47,13 +48,16 @@ impl RequestSession {
 
     fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
-        let loaded = state.decoded.get_or_decode(jar).and_then(|(s, claims)| {
-            session::check_lifetimes(&s, config, session::now())?;
-            if state.logouts.ended(&claims, s.created_at_ms) {
-                return Err(LoadError::Invalid("ended by a back-channel logout"));
-            }
-            Ok((s, claims))
-        });
+        let loaded = state
+            .decoded
+            .get_or_decode(jar, CookieNames::of(config))
+            .and_then(|(s, claims)| {
+                session::check_lifetimes(&s, config, session::now())?;
+                if state.logouts.ended(&claims, s.created_at_ms) {
+                    return Err(LoadError::Invalid("ended by a back-channel logout"));
+                }
+                Ok((s, claims))
+            });
         match loaded {
             Ok((mut s, claims)) => {
                 // Rolling inactivity: re-stamp now and then rather than on every request,
@@ -72,12 +76,12 @@ impl RequestSession {
                 }
             }
             Err(e) => {
-                let cleared = session::present_session_cookies(jar);
+                let cleared = session_cookie_names(jar, config);
                 if let LoadError::Invalid(why) = e {
                     log::info!(
                         "logto: session cookie refused ({why}); treating the request as signed out"
                     );
-                    session::clear(jar);
+                    session::clear(jar, config);
                 }
                 RequestSession {
                     session: Mutex::new(None),
@@ -89,14 +93,26 @@ impl RequestSession {
     }
 
     /// Ends the session: no state left in this request, every session cookie removed.
-    pub fn sign_out(&self, current: &mut Option<Arc<Session>>, jar: &CookieJar<'_>) {
+    pub fn sign_out(
+        &self,
+        current: &mut Option<Arc<Session>>,
+        jar: &CookieJar<'_>,
+        config: &LogtoConfig,
+    ) {
         *current = None;
         self.cleared
             .lock()
             .expect("cleared lock")
-            .extend(session::present_session_cookies(jar));
-        session::clear(jar);
+            .extend(session_cookie_names(jar, config));
+        session::clear(jar, config);
     }
+}
+
+fn session_cookie_names(jar: &CookieJar<'_>, config: &LogtoConfig) -> Vec<String> {
+    session::present_session_cookies(jar, CookieNames::of(config))
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Sessions already decrypted and decoded, by the exact encrypted cookie values that
@@ -124,18 +140,17 @@ impl DecodedSessions {
     fn get_or_decode(
         &self,
         jar: &CookieJar<'_>,
+        names: &CookieNames,
     ) -> Result<(Arc<Session>, Arc<IdTokenClaims>), LoadError> {
         let sent = || {
-            session::CHUNK_NAMES
+            names
+                .chunks
                 .iter()
                 .map_while(|name| jar.get(name).map(|c| c.value()))
         };
-        let first = jar
-            .get(session::CHUNK_NAMES[0])
-            .ok_or(LoadError::Absent)?
-            .value();
+        let first = jar.get(names.session()).ok_or(LoadError::Absent)?.value();
         // Keyed by the end of the first value (its AEAD tag); every value is compared.
-        let key = &first[first.len().saturating_sub(24)..];
+        let key = tail(first, 24);
         if let Some(hit) = self
             .0
             .get(key)
@@ -143,7 +158,7 @@ impl DecodedSessions {
         {
             return Ok((hit.session.clone(), hit.claims.clone()));
         }
-        let s = Arc::new(session::read(jar)?);
+        let s = Arc::new(session::read(jar, names)?);
         let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
             .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
         let claims = Arc::new(claims);
@@ -158,6 +173,16 @@ impl DecodedSessions {
         );
         Ok((s, claims))
     }
+}
+
+/// The last `max` bytes of `value` or a little less: never splits a character, because
+/// cookie values come from the request and Rocket percent-decodes them into any UTF-8.
+pub(crate) fn tail(value: &str, max: usize) -> &str {
+    let mut start = value.len().saturating_sub(max);
+    while !value.is_char_boundary(start) {
+        start += 1;
+    }
+    &value[start..]
 }
 
 /// Set once a guard read the session of this request.
@@ -181,4 +206,18 @@ pub(crate) struct RequestContext<'r> {
     pub state: &'r LogtoState,
     pub session: &'r RequestSession,
     pub jar: &'r CookieJar<'r>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn tails_never_split_a_character() {
+        let value = format!("aaaaaaaaaa\u{e9}{}", "b".repeat(23));
+        assert_eq!(tail(&value, 24), "b".repeat(23));
+        assert_eq!(tail("\u{e9}\u{e9}", 3), "\u{e9}");
+        assert_eq!(tail("abc", 24), "abc");
+        assert_eq!(tail("", 24), "");
+    }
 }

@@ -19,7 +19,11 @@
 //! #[get("/")]
 //! fn home(user: LogtoUser) -> RawHtml<String> {
 //!     RawHtml(match user.claims() {
-//!         Some(claims) => format!(r#"Hello {}, <a href="/logto/sign-out">Sign Out</a>"#, claims.sub),
+//!         // Claims are the user's own text: escape them before they go into HTML.
+//!         Some(claims) => format!(
+//!             r#"Hello {}, <a href="/logto/sign-out">Sign Out</a>"#,
+//!             rocket_logto::html_escape(&claims.sub)
+//!         ),
 //!         None => r#"<a href="/logto/sign-in">Sign In</a>"#.to_string(),
 //!     })
 //! }
@@ -131,7 +135,7 @@
 //! | `GET /logto/sign-in` | starts a sign-in: redirects (303) to Logto's sign-in page. Takes an optional `return_to` path. |
 //! | `GET /logto/sign-up` | the same, opening Logto's registration screen (`first_screen=register`). |
 //! | `GET /logto/sign-in-callback` | where Logto sends the browser back: checks the answer, exchanges the code, starts the session, redirects to the return path. |
-//! | `GET /logto/sign-out` | ends the session: clears the session cookies, revokes the refresh token, redirects to Logto's sign-out, which sends the browser to `post_sign_out_redirect`. |
+//! | `GET` or `POST /logto/sign-out` | ends the session: clears the session cookies, revokes the refresh token, redirects to Logto's sign-out, which sends the browser to `post_sign_out_redirect`. A request from another site only gets a page asking to confirm. |
 //! | `POST /logto/backchannel-logout` | Logto's back-channel logout: a verified logout token ends that Logto session's (or that user's) sessions in this app. |
 //!
 //! Attach the fairing once; it reads the configuration when Rocket ignites. A guard used
@@ -223,9 +227,17 @@
 //! - Several tabs can sign in at the same time: each sign-in keeps its own `state` in its
 //!   own cookie.
 //! - Sign-out ends the session here, revokes the refresh token at Logto and sends the
-//!   browser to Logto's sign-out page with `id_token_hint`; Logto then sends it to
-//!   `post_sign_out_redirect`. If Logto cannot be reached, the user is signed out here only
-//!   and sent straight to `post_sign_out_redirect`.
+//!   browser to Logto's sign-out page with `client_id` and `post_logout_redirect_uri`;
+//!   Logto then sends it to `post_sign_out_redirect`. The ID token is not sent as
+//!   `id_token_hint`: in a URL it would leave the user's claims in the browser history,
+//!   proxy logs and `Referer` headers, and Logto does not need it (`client_id` names the
+//!   app, Logto's own cookie names its session). Posting it instead is no option, since
+//!   Logto's end-session endpoint answers GET only. If Logto cannot be reached, the user
+//!   is signed out here only and sent straight to `post_sign_out_redirect`.
+//! - Any site can link to `/logto/sign-out`, so a cross-site request (the browser says
+//!   `Sec-Fetch-Site: cross-site`, or, without that header, the `Origin` is not
+//!   `base_url`'s) does not sign out: it gets a small page with a "Sign out" button that
+//!   posts back. Links and forms in the app's own pages sign out at once.
 //!
 //! # Get user information
 //!
@@ -331,7 +343,9 @@
 //! - the guide's `fetchUserInfo`: with `fetch_user_info = true`, the answer is fetched once
 //!   right after sign-in and kept in the session. [`LogtoUser::user_info`] then returns it,
 //!   and the guard and the method above return it without a request. It is not updated
-//!   until the next sign-in, and it makes the session cookies bigger.
+//!   until the next sign-in, and it makes the session cookies bigger. An answer too large
+//!   for the cookies is left out (with a warning in the log) rather than failing the
+//!   sign-in; [`LogtoUser::user_info`] is then `None` and the other two fetch it.
 //!
 //! ```no_run
 //! use rocket::{get, launch, routes};
@@ -754,7 +768,15 @@
 //!   4096 bytes browsers accept. A session that needs more than 8 cookies is refused. When
 //!   a refreshed session no longer fits, the other cached access tokens are dropped (they
 //!   can be fetched again) rather than the sign-in. Sign-ins in progress use
-//!   `logto_tx_<id>` cookies, at most 6 per browser, each for 10 minutes.
+//!   `logto_tx_<id>` cookies, each for 10 minutes; a browser starting a seventh sign-in
+//!   while six are unfinished loses all six.
+//! - **`__Host-` names on https**: when `base_url` is `https://`, every name above starts
+//!   with `__Host-` (`__Host-logto_session`, `__Host-logto_tx_<id>`). Browsers accept such
+//!   a cookie only with `Secure`, `Path=/` and no `Domain`, so a sibling subdomain
+//!   (`evil.example.com` next to `app.example.com`) cannot plant its own session or
+//!   sign-in cookie in this app. On `http://` (local development) the names are plain,
+//!   since browsers refuse `__Host-` cookies there. Changing `base_url` between http and
+//!   https signs everyone out.
 //! - **Attributes**: `Path=/`, `HttpOnly`, `SameSite=Lax` (Rocket's default, `Strict`,
 //!   would drop the sign-in cookie when Logto redirects back), and `Secure` when
 //!   `base_url` is `https://`.
@@ -795,6 +817,7 @@ mod fairing;
 mod guards;
 mod hooks;
 mod logout;
+mod logsafe;
 mod provider;
 mod redirect;
 mod refresh;

@@ -75,7 +75,23 @@ impl ReturnPath {
         if joined.origin() != base.origin() {
             return Err(InvalidReturnPath("must stay on this site"));
         }
-        Ok(ReturnPath(joined[Position::BeforePath..].to_string()))
+        // Dot segments are resolved by the join: `/..//evil` and `/%2e%2e//evil` only
+        // become `//evil` now, so the shape is checked again on what will be sent.
+        let normalised = &joined[Position::BeforePath..];
+        check_shape(normalised).map_err(|_| {
+            InvalidReturnPath("must not lead to another host once `.` and `..` are resolved")
+        })?;
+        let decoded = percent_decode_str(normalised)
+            .decode_utf8()
+            .map_err(|_| InvalidReturnPath("is not UTF-8"))?;
+        check_shape(&decoded).map_err(|_| {
+            InvalidReturnPath("must not lead to another host once `.` and `..` are resolved")
+        })?;
+        // A browser resolves the value again: it must mean the same URL there.
+        if base.join(normalised).ok().as_ref() != Some(&joined) {
+            return Err(InvalidReturnPath("is not a stable path"));
+        }
+        Ok(ReturnPath(normalised.to_string()))
     }
 
     /// The path of `base_url` (`/` for `http://localhost:8000`).
@@ -158,6 +174,14 @@ mod tests {
             "/ok\r\nSet-Cookie: x=y",
             "/%0d%0aSet-Cookie:x",
             "/%FF%FE",
+            "/..//evil.example",
+            "/.//evil.example",
+            "/%2e%2e//evil.example",
+            "/%2E%2E//evil.example",
+            "/%2e//evil.example",
+            "/a/../..//evil.example",
+            "/./%2e%2e/.//evil.example",
+            "/..\\evil.example",
             "evil.example",
             "",
             long.as_str(),
@@ -188,15 +212,55 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// Paths built from the pieces open redirects are made of: slashes, backslashes, dot
+    /// segments (plain and percent-encoded), hosts, schemes, control characters and any
+    /// Unicode, plus fully arbitrary strings.
+    fn return_path_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_string()),
+            Just("//".to_string()),
+            Just("\\".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("%2e".to_string()),
+            Just("%2E%2e".to_string()),
+            Just("%2f".to_string()),
+            Just("%5c".to_string()),
+            Just("evil.example".to_string()),
+            Just("http:".to_string()),
+            Just("?".to_string()),
+            Just("#".to_string()),
+            Just("@".to_string()),
+            Just("%0a".to_string()),
+            "[a-z]{1,4}",
+            "\\PC{1,3}",
+            "%[0-9a-fA-F]{2}",
+        ];
+        prop_oneof![
+            proptest::collection::vec(piece, 1..10).prop_map(|p| p.concat()),
+            "\\PC{0,64}",
+            "/[\\x00-\\x7f]{0,64}",
+        ]
+    }
+
     proptest! {
         #[test]
-        fn an_accepted_return_path_always_stays_on_this_site(path in "\\PC{0,64}|/[\\x00-\\x7f]{0,64}|/%[0-9a-fA-F]{2}.{0,20}") {
+        fn an_accepted_return_path_always_stays_on_this_site(path in return_path_like()) {
             if let Ok(accepted) = ReturnPath::parse(&path) {
                 let s = accepted.as_str();
-                prop_assert!(s.starts_with('/') && !s.starts_with("//"), "{s:?}");
+                prop_assert!(s.starts_with('/') && !s.starts_with("//") && !s.starts_with("/\\"), "{path:?} -> {s:?}");
                 prop_assert!(!s.contains('\\') && !s.chars().any(char::is_control), "{s:?}");
-                let base = Url::parse("http://site.invalid/").unwrap();
-                prop_assert_eq!(base.join(s).unwrap().origin(), base.origin());
+                // No scheme or host, whatever base it is resolved against.
+                prop_assert!(Url::parse(s).is_err(), "{s:?} parses as an absolute URL");
+                for base in ["http://site.invalid/", "https://site.invalid/app/page"] {
+                    let base = Url::parse(base).unwrap();
+                    let resolved = base.join(s).unwrap();
+                    prop_assert_eq!(resolved.origin(), base.origin());
+                    prop_assert_eq!(resolved.host_str(), Some("site.invalid"));
+                }
+                // Parsing is idempotent: what is stored reads back as itself.
+                let again = ReturnPath::parse(s);
+                prop_assert_eq!(again.as_ref().map(ReturnPath::as_str), Ok(s));
             }
         }
     }

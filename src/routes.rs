@@ -17,6 +17,7 @@ use crate::context::RequestSession;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
 use crate::hooks::{SignInDecision, SignedIn};
+use crate::logsafe::for_log;
 use crate::provider::Discovery;
 use crate::redirect::ReturnPath;
 use crate::session::{self, now, CachedToken, Session};
@@ -29,6 +30,7 @@ pub(crate) fn routes() -> Vec<Route> {
         sign_up,
         sign_in_callback,
         sign_out,
+        sign_out_post,
         backchannel_logout
     ]
 }
@@ -195,7 +197,7 @@ async fn sign_in_callback(
 ) -> Result<AuthRedirect, LogtoError> {
     let result = complete_sign_in(&query, state, jar).await;
     if let Err(e) = &result {
-        log::warn!("logto: sign-in callback refused: {}", e.message());
+        log::warn!("logto: sign-in callback refused: {}", for_log(e.message()));
     }
     result
 }
@@ -215,7 +217,7 @@ async fn complete_sign_in(
 
     let state_param = state_param
         .ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `state`.".into()))?;
-    let tx = transaction::take(jar, state_param, &state.spent).map_err(|e| {
+    let tx = transaction::take(jar, state_param, &state.spent, config).map_err(|e| {
         LogtoError::BadRequest(
             match e {
                 TakeError::Missing => "No sign-in is in progress for this answer (unknown or used `state`); start again.",
@@ -226,11 +228,14 @@ async fn complete_sign_in(
         )
     })?;
     if let Some(error) = error {
+        // Both come from the query string: escaped and bounded before they reach the
+        // message, which is logged.
         let detail = error_description
-            .map(|d| format!(": {d}"))
+            .map(|d| format!(": {}", for_log(d)))
             .unwrap_or_default();
         return Err(LogtoError::BadRequest(format!(
-            "Logto did not sign you in ({error}{detail})."
+            "Logto did not sign you in ({}{detail}).",
+            for_log(error)
         )));
     }
     let code =
@@ -270,7 +275,7 @@ async fn complete_sign_in(
         .await?;
 
     // A new session from scratch: nothing of a previous one (another user's tokens) survives.
-    session::clear(jar);
+    session::clear(jar, config);
     let now = now();
     let mut new_session = Session {
         id_token,
@@ -320,8 +325,8 @@ async fn complete_sign_in(
             Err(refusal) => {
                 log::warn!(
                     "logto: the app refused the sign-in of user {}: {}",
-                    claims.sub,
-                    refusal.message()
+                    for_log(&claims.sub),
+                    for_log(refusal.message())
                 );
                 if let Some(rt) = &new_session.refresh_token {
                     state.provider.revoke(&discovery, rt).await;
@@ -330,29 +335,70 @@ async fn complete_sign_in(
             }
         }
     }
+    if session::store(jar, &new_session, config).is_err() && new_session.user_info.is_some() {
+        // A large userinfo answer (custom data, many identities) must not cost the
+        // sign-in: it is left out and fetched when asked for.
+        log::warn!(
+            "logto: the user info of user {} does not fit in the session cookies; it is left out and fetched on demand",
+            for_log(&claims.sub)
+        );
+        new_session.user_info = None;
+    }
     if let Err(session::TooLarge(bytes)) = session::store(jar, &new_session, config) {
         return Err(LogtoError::Config(format!(
             "The session ({bytes} bytes) does not fit in cookies."
         )));
     }
-    log::info!("logto: user {} signed in", claims.sub);
+    log::info!("logto: user {} signed in", for_log(&claims.sub));
     Ok(AuthRedirect(return_to.as_str().to_string()))
 }
 
+/// `GET /logto/sign-out`: a link in the app's own pages. A cross-site GET (any site can
+/// link or embed it) only shows a page asking to confirm, which posts back here.
 #[get("/sign-out")]
-async fn sign_out(request_state: SignOutContext<'_>, jar: &CookieJar<'_>) -> AuthRedirect {
-    let SignOutContext { state, session } = request_state;
+async fn sign_out(
+    context: SignOutContext<'_>,
+    site: RequestSite,
+    jar: &CookieJar<'_>,
+) -> SignOutAnswer {
+    end_session(context, site, jar).await
+}
+
+/// `POST /logto/sign-out`: a sign-out form of the app, or the confirmation page's.
+#[post("/sign-out")]
+async fn sign_out_post(
+    context: SignOutContext<'_>,
+    site: RequestSite,
+    jar: &CookieJar<'_>,
+) -> SignOutAnswer {
+    end_session(context, site, jar).await
+}
+
+async fn end_session(
+    context: SignOutContext<'_>,
+    site: RequestSite,
+    jar: &CookieJar<'_>,
+) -> SignOutAnswer {
+    let SignOutContext {
+        state,
+        session,
+        path,
+    } = context;
     let config = &state.config;
     let mut guard = session.session.lock().await;
+    if guard.is_some() && site == RequestSite::CrossSite {
+        log::info!("logto: cross-site sign-out refused; asking the user to confirm");
+        return SignOutAnswer::Confirm { action: path };
+    }
     let ended = guard.take();
-    session.sign_out(&mut guard, jar);
+    session.sign_out(&mut guard, jar, config);
     let Some(ended) = ended else {
-        return AuthRedirect(config.post_sign_out_redirect.to_string());
+        return SignOutAnswer::Redirect(AuthRedirect(config.post_sign_out_redirect.to_string()));
     };
     let sub = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token)
         .map(|c| c.sub)
         .unwrap_or_default();
-    log::info!("logto: user {sub} signed out");
+    log::info!("logto: user {} signed out", for_log(&sub));
     let discovery = match state.provider.discovery().await {
         Ok(d) => d,
         Err(e) => {
@@ -360,25 +406,105 @@ async fn sign_out(request_state: SignOutContext<'_>, jar: &CookieJar<'_>) -> Aut
                 "logto: sign-out could not reach Logto ({}); signed out locally only",
                 e.message()
             );
-            return AuthRedirect(config.post_sign_out_redirect.to_string());
+            return SignOutAnswer::Redirect(AuthRedirect(
+                config.post_sign_out_redirect.to_string(),
+            ));
         }
     };
     if let Some(rt) = &ended.refresh_token {
         state.provider.revoke(&discovery, rt).await;
     }
     match &discovery.doc.end_session_endpoint {
+        // No `id_token_hint`: it is the ID token, with the user's claims, and a URL would
+        // leave it in the history, proxy logs and `Referer` headers. Logto does not need
+        // it: `client_id` names the app, the post-logout URI is checked against it, and
+        // Logto's own cookie names its session. Posting the hint instead is no option:
+        // Logto's end-session endpoint answers GET only (oidc-provider serves POST only
+        // with `SameSite=None` cookies, which Logto does not use).
         Some(endpoint) => {
             let mut url = endpoint.clone();
             url.query_pairs_mut()
                 .append_pair("client_id", &config.app_id)
-                .append_pair("id_token_hint", &ended.id_token)
                 .append_pair(
                     "post_logout_redirect_uri",
                     config.post_sign_out_redirect.as_str(),
                 );
-            AuthRedirect(url.into())
+            SignOutAnswer::Redirect(AuthRedirect(url.into()))
         }
-        None => AuthRedirect(config.post_sign_out_redirect.to_string()),
+        None => SignOutAnswer::Redirect(AuthRedirect(config.post_sign_out_redirect.to_string())),
+    }
+}
+
+/// Where a request comes from, as far as the browser says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestSite {
+    /// Same origin or site, typed in, or a client that says nothing (curl, old browsers).
+    Ours,
+    /// `Sec-Fetch-Site: cross-site`, or an `Origin` other than `base_url`'s.
+    CrossSite,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for RequestSite {
+    type Error = std::convert::Infallible;
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let Some(state) = request.rocket().state::<LogtoState>() else {
+            return Outcome::Success(RequestSite::Ours);
+        };
+        let headers = request.headers();
+        // The browser's own word first: pages cannot set `Sec-Fetch-Site`. Without it
+        // (older browsers), a foreign `Origin`; `Origin: null` (a sandboxed frame, a
+        // redirect chain) is foreign too. A client sending neither is not a browser
+        // driven by another site.
+        let cross_site = match headers.get_one("Sec-Fetch-Site") {
+            Some(site) => site.eq_ignore_ascii_case("cross-site"),
+            None => {
+                let ours = state.config.base_url.origin().ascii_serialization();
+                headers
+                    .get_one("Origin")
+                    .is_some_and(|origin| !origin.eq_ignore_ascii_case(&ours))
+            }
+        };
+        Outcome::Success(if cross_site {
+            RequestSite::CrossSite
+        } else {
+            RequestSite::Ours
+        })
+    }
+}
+
+/// The sign-out answers.
+enum SignOutAnswer {
+    /// To Logto's end-session endpoint, or back to the app.
+    Redirect(AuthRedirect),
+    /// Ask before signing out: the request came from another site.
+    Confirm { action: String },
+}
+
+impl<'r> Responder<'r, 'static> for SignOutAnswer {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        let action = match self {
+            SignOutAnswer::Redirect(redirect) => return redirect.respond_to(request),
+            SignOutAnswer::Confirm { action } => action,
+        };
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out?</title></head>\
+             <body><h1>Sign out?</h1><p>Another site asked to sign you out of this app.</p>\
+             <form method=\"post\" action=\"{action}\"><button type=\"submit\" id=\"confirm-sign-out\">Sign out</button></form>\
+             <p><a href=\"/\">Stay signed in</a></p></body></html>",
+            action = crate::error::html_escape(&action)
+        );
+        Response::build()
+            .status(Status::Ok)
+            .header(rocket::http::ContentType::HTML)
+            .header(Header::new("Cache-Control", "no-store"))
+            .header(Header::new("Referrer-Policy", "no-referrer"))
+            .header(Header::new(
+                "Content-Security-Policy",
+                "default-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+            ))
+            .sized_body(html.len(), Cursor::new(html))
+            .ok()
     }
 }
 
@@ -386,6 +512,8 @@ async fn sign_out(request_state: SignOutContext<'_>, jar: &CookieJar<'_>) -> Aut
 struct SignOutContext<'r> {
     state: &'r LogtoState,
     session: &'r RequestSession,
+    /// This route's path, where the confirmation form posts back.
+    path: String,
 }
 
 #[rocket::async_trait]
@@ -396,6 +524,7 @@ impl<'r> FromRequest<'r> for SignOutContext<'r> {
             Some(state) => Outcome::Success(SignOutContext {
                 state,
                 session: RequestSession::of(request, state),
+                path: request.uri().path().to_string(),
             }),
             None => Outcome::Error((
                 Status::InternalServerError,
@@ -456,8 +585,8 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
     match &result {
         Ok(logout) => log::info!(
             "logto: back-channel logout of user {} (session {})",
-            logout.sub.as_deref().unwrap_or("?"),
-            logout.sid.as_deref().unwrap_or("any")
+            for_log(logout.sub.as_deref().unwrap_or("?")),
+            for_log(logout.sid.as_deref().unwrap_or("any"))
         ),
         Err(why) => log::warn!("logto: back-channel logout refused: {why}"),
     }

@@ -7,8 +7,6 @@ use rocket::http::{Cookie, CookieJar, SameSite};
 use crate::codec;
 use crate::config::LogtoConfig;
 
-/// Name of the first session cookie; later chunks are `logto_session_1`, `_2`, ...
-pub(crate) const SESSION_COOKIE: &str = "logto_session";
 /// Most chunks a session may span (about 8 × 2.6 kB of plaintext).
 pub(crate) const MAX_CHUNKS: usize = 8;
 /// Plaintext bytes per chunk. Encrypted and base64-encoded, a chunk grows to
@@ -81,20 +79,62 @@ impl Session {
     }
 }
 
-/// The names of the chunks, in order (`MAX_CHUNKS` of them).
-pub(crate) const CHUNK_NAMES: [&str; MAX_CHUNKS] = [
-    SESSION_COOKIE,
-    "logto_session_1",
-    "logto_session_2",
-    "logto_session_3",
-    "logto_session_4",
-    "logto_session_5",
-    "logto_session_6",
-    "logto_session_7",
-];
+/// The names of this app's cookies. On https they carry the `__Host-` prefix: browsers
+/// accept such a cookie only with `Secure`, `Path=/` and no `Domain`, so a sibling
+/// subdomain cannot plant its own session or sign-in cookie here. Plain names on http,
+/// where browsers refuse `__Host-` cookies (local development).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct CookieNames {
+    /// The session chunks, in order: `logto_session`, `logto_session_1`, ...
+    pub chunks: [&'static str; MAX_CHUNKS],
+    /// Sign-in transaction cookies start with this; the rest comes from the `state`.
+    pub transaction_prefix: &'static str,
+}
 
-fn chunk_name(index: usize) -> &'static str {
-    CHUNK_NAMES[index]
+/// Names for an http `base_url`.
+pub(crate) const PLAIN_NAMES: CookieNames = CookieNames {
+    chunks: [
+        "logto_session",
+        "logto_session_1",
+        "logto_session_2",
+        "logto_session_3",
+        "logto_session_4",
+        "logto_session_5",
+        "logto_session_6",
+        "logto_session_7",
+    ],
+    transaction_prefix: "logto_tx_",
+};
+
+/// Names for an https `base_url`.
+pub(crate) const HOST_NAMES: CookieNames = CookieNames {
+    chunks: [
+        "__Host-logto_session",
+        "__Host-logto_session_1",
+        "__Host-logto_session_2",
+        "__Host-logto_session_3",
+        "__Host-logto_session_4",
+        "__Host-logto_session_5",
+        "__Host-logto_session_6",
+        "__Host-logto_session_7",
+    ],
+    transaction_prefix: "__Host-logto_tx_",
+};
+
+impl CookieNames {
+    /// The names `config` uses: `__Host-` ones when its cookies are `Secure`.
+    pub fn of(config: &LogtoConfig) -> &'static CookieNames {
+        if config.secure_cookies() {
+            &HOST_NAMES
+        } else {
+            &PLAIN_NAMES
+        }
+    }
+
+    /// The first chunk's name, the one whose presence means "a session was sent".
+    pub fn session(&self) -> &'static str {
+        self.chunks[0]
+    }
 }
 
 /// Why stored cookies could not be read as a session.
@@ -111,12 +151,12 @@ pub(crate) enum LoadError {
 /// Each chunk's plaintext starts with `<generation>.<index>.<count>.`: a chunk from an
 /// older write (a stale or replayed cookie) has another generation and is refused, so a
 /// session is never assembled from two writes.
-pub(crate) fn read(jar: &CookieJar<'_>) -> Result<Session, LoadError> {
-    if jar.get(SESSION_COOKIE).is_none() {
+pub(crate) fn read(jar: &CookieJar<'_>, names: &CookieNames) -> Result<Session, LoadError> {
+    if jar.get(names.session()).is_none() {
         return Err(LoadError::Absent);
     }
     decode(|i| {
-        jar.get_private(chunk_name(i))
+        jar.get_private(names.chunks[i])
             .map(|c| c.value().to_string())
     })
 }
@@ -202,32 +242,46 @@ pub(crate) fn store(
     session: &Session,
     config: &LogtoConfig,
 ) -> Result<(), TooLarge> {
+    let names = CookieNames::of(config);
     let chunks = encode(session)?;
     let count = chunks.len();
     for (i, value) in chunks.into_iter().enumerate() {
-        jar.add_private(base_cookie(chunk_name(i).to_string(), value, config));
+        jar.add_private(base_cookie(names.chunks[i].to_string(), value, config));
     }
-    for i in count..MAX_CHUNKS {
-        if jar.get(chunk_name(i)).is_some() {
-            jar.remove(Cookie::build(chunk_name(i)).path("/"));
+    for name in &names.chunks[count..] {
+        if jar.get(name).is_some() {
+            jar.remove(removal(name, config));
         }
     }
     Ok(())
 }
 
+/// The removal of cookie `name`, with the attributes it was set with: a `__Host-` cookie
+/// is only replaced by one that is `Secure` too.
+pub(crate) fn removal(name: &str, config: &LogtoConfig) -> Cookie<'static> {
+    Cookie::build(name.to_string())
+        .path("/")
+        .secure(config.secure_cookies())
+        .build()
+}
+
 /// Removes every session cookie the browser sent (and any this response was adding).
-pub(crate) fn clear(jar: &CookieJar<'_>) {
-    for name in present_session_cookies(jar) {
-        jar.remove(Cookie::build(name).path("/"));
+pub(crate) fn clear(jar: &CookieJar<'_>, config: &LogtoConfig) {
+    for name in present_session_cookies(jar, CookieNames::of(config)) {
+        jar.remove(removal(name, config));
     }
 }
 
 /// Names of the session cookies in the request.
-pub(crate) fn present_session_cookies(jar: &CookieJar<'_>) -> Vec<String> {
-    CHUNK_NAMES
+pub(crate) fn present_session_cookies(
+    jar: &CookieJar<'_>,
+    names: &CookieNames,
+) -> Vec<&'static str> {
+    names
+        .chunks
         .iter()
         .filter(|n| jar.get(n).is_some())
-        .map(|n| n.to_string())
+        .copied()
         .collect()
 }
 

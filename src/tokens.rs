@@ -41,7 +41,7 @@ impl DecodedTokens {
     }
 
     fn get(&self, token: &str, expires_at: i64) -> AccessToken {
-        let key = &token[token.len().saturating_sub(32)..];
+        let key = crate::context::tail(token, 32);
         let decoded = match self.0.get(key).filter(|d| d.token == token) {
             Some(hit) => hit,
             None => {
@@ -245,7 +245,7 @@ async fn refresh_into(
                 "logto: signing out user {}: the refresh token can no longer be used",
                 old.sub
             );
-            ctx.session.sign_out(guard, ctx.jar);
+            ctx.session.sign_out(guard, ctx.jar, &ctx.state.config);
             return Err(if e.is_invalid_grant() {
                 LogtoError::Unauthenticated
             } else {
@@ -272,7 +272,7 @@ async fn refresh_into(
                 "logto: refreshed ID token refused for user {}: another user or app",
                 old.sub
             );
-            ctx.session.sign_out(guard, ctx.jar);
+            ctx.session.sign_out(guard, ctx.jar, &ctx.state.config);
             return Err(LogtoError::BadGateway(
                 "Logto's refreshed ID token names another user or app; the session was ended."
                     .into(),
@@ -315,7 +315,9 @@ fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &CachedToke
         return;
     }
     session.tokens.retain(|t| t == keep);
-    session.user_info = None;
+    if session.user_info.take().is_some() {
+        log::warn!("logto: the session outgrew its cookies; its user info is left out and fetched on demand");
+    }
     if let Err(session::TooLarge(bytes)) = session::store(ctx.jar, session, config) {
         log::error!("logto: a session of {bytes} bytes does not fit in the cookies; tokens will be refreshed per request");
     }

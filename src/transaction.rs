@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::bounded::ExpiringMap;
 use crate::config::LogtoConfig;
 use crate::redirect::ReturnPath;
-use crate::session::now;
+use crate::session::{self, now, CookieNames};
 
 /// A transaction older than this is refused.
 pub(crate) const TRANSACTION_TTL_SECS: i64 = 600;
-/// Transaction cookie names start with this; the rest comes from the `state`.
-pub(crate) const TRANSACTION_PREFIX: &str = "logto_tx_";
-/// Sign-ins in flight per browser; starting one more drops the others.
+/// Sign-ins in flight per browser; starting one more drops all the others (a browser
+/// with that many unfinished sign-ins is more likely looping than signing in in 7 tabs).
 const MAX_IN_FLIGHT: usize = 6;
 
 /// One sign-in in flight. No `Debug`: it holds the PKCE verifier.
@@ -35,7 +34,7 @@ pub(crate) struct Transaction {
 }
 
 /// The cookie name for a `state`: a prefix of it, so the name alone reveals nothing usable.
-pub(crate) fn cookie_name(state: &str) -> Option<String> {
+pub(crate) fn cookie_name(state: &str, names: &CookieNames) -> Option<String> {
     let key: String = state.chars().take(16).collect();
     if key.len() < 16
         || !key
@@ -44,26 +43,25 @@ pub(crate) fn cookie_name(state: &str) -> Option<String> {
     {
         return None;
     }
-    Some(format!("{TRANSACTION_PREFIX}{key}"))
+    Some(format!("{}{key}", names.transaction_prefix))
 }
 
-fn removal(name: String) -> Cookie<'static> {
-    Cookie::build(name).path("/").build()
-}
-
-/// Stores a new transaction, dropping the oldest ones past `MAX_IN_FLIGHT`.
+/// Stores a new transaction. A browser already holding `MAX_IN_FLIGHT` unfinished
+/// sign-ins loses all of them (not just the oldest): cookies carry no age the server
+/// can read without decrypting each, and a browser that far behind is stuck anyway.
 pub(crate) fn store(jar: &CookieJar<'_>, tx: &Transaction, config: &LogtoConfig) {
+    let names = CookieNames::of(config);
     let in_flight: Vec<String> = jar
         .iter()
         .map(|c| c.name().to_string())
-        .filter(|n| n.starts_with(TRANSACTION_PREFIX))
+        .filter(|n| n.starts_with(names.transaction_prefix))
         .collect();
     if in_flight.len() >= MAX_IN_FLIGHT {
         for name in in_flight {
-            jar.remove(removal(name));
+            jar.remove(session::removal(&name, config));
         }
     }
-    let name = cookie_name(&tx.state).expect("generated states are long enough");
+    let name = cookie_name(&tx.state, names).expect("generated states are long enough");
     let value = serde_json::to_string(tx).expect("a transaction always serializes");
     jar.add_private(
         Cookie::build((name, value))
@@ -91,13 +89,14 @@ pub(crate) fn take(
     jar: &CookieJar<'_>,
     state: &str,
     spent: &SpentStates,
+    config: &LogtoConfig,
 ) -> Result<Transaction, TakeError> {
-    let name = cookie_name(state).ok_or(TakeError::Missing)?;
+    let name = cookie_name(state, CookieNames::of(config)).ok_or(TakeError::Missing)?;
     if jar.get(&name).is_none() {
         return Err(TakeError::Missing);
     }
     let cookie = jar.get_private(&name);
-    jar.remove(removal(name));
+    jar.remove(session::removal(&name, config));
     let tx: Transaction = cookie
         .and_then(|c| serde_json::from_str(c.value()).ok())
         .ok_or(TakeError::Missing)?;

@@ -54,6 +54,19 @@ async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secre
             .status(),
         Status::BadRequest
     );
+    // Log injection: an error answer whose `error` forges a log line, and whose
+    // description would flood the log.
+    let authorize = start_sign_in(&client, "/logto/sign-in").await;
+    let state = param(&authorize, "state").expect("state");
+    let flood = "x".repeat(5000);
+    let response = client
+        .get(format!(
+            "/logto/sign-in-callback?state={state}&error=access_denied%0D%0AINFO%20logto%3A%20user%20admin%20signed%20in&error_description={flood}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::BadRequest);
+    drop(response);
     // A tampered cookie.
     let other = untracked(table(&fp)).await;
     other
@@ -69,7 +82,11 @@ async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secre
         fp.client_secret().to_string(),
         token["access_token"].as_str().unwrap().to_string(),
     ];
-    secrets.push(param(&end_session, "id_token_hint").expect("id_token_hint"));
+    assert_eq!(
+        param(&end_session, "id_token_hint"),
+        None,
+        "no token in a URL"
+    );
     for request in fp.requests() {
         for key in ["code", "code_verifier", "refresh_token", "token"] {
             if let Some(value) = request.form_value(key) {
@@ -92,6 +109,21 @@ async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secre
             );
         }
     }
+    for (_, line) in &lines {
+        assert!(
+            !line.contains('\n') && !line.contains('\r'),
+            "a value from the request broke a log line: {line:?}"
+        );
+        assert!(
+            line.len() < 1000,
+            "an unbounded value reached the log: {} bytes",
+            line.len()
+        );
+    }
+    assert!(
+        has_line(&lines, &["callback refused", "access_denied\\r\\nINFO"]),
+        "the forged line is logged escaped: {lines:#?}"
+    );
     let has = |level: log::Level, words: &[&str]| {
         lines
             .iter()
@@ -114,4 +146,10 @@ async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secre
         has(log::Level::Info, &["signed out", "user-1"]),
         "{lines:#?}"
     );
+}
+
+fn has_line(lines: &[(log::Level, String)], words: &[&str]) -> bool {
+    lines
+        .iter()
+        .any(|(_, line)| words.iter().all(|w| line.contains(w)))
 }

@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+#[path = "html_form.rs"]
+mod html_form;
+use html_form::{unescape, Form};
 use tokio::process::{Child, ChildStdin, Command};
 
 /// The line `server.mjs` prints on stdout once it listens.
@@ -506,72 +510,4 @@ fn element_text(html: &str, marker: &str) -> Option<String> {
     let start = at + html[at..].find('>')? + 1;
     let end = start + html[start..].find('<')?;
     Some(unescape(html[start..end].trim()))
-}
-
-/// The first `<form>` of a page: its action and its hidden inputs.
-struct Form {
-    action: String,
-    hidden: Vec<(String, String)>,
-}
-
-impl Form {
-    fn parse(html: &str) -> Option<Form> {
-        let start = html.find("<form")?;
-        let tag_end = start + html[start..].find('>')?;
-        let action = attribute(&html[start..tag_end], "action").unwrap_or_default();
-        let end = html[tag_end..]
-            .find("</form>")
-            .map_or(html.len(), |i| tag_end + i);
-        let mut hidden = Vec::new();
-        let mut rest = &html[tag_end..end];
-        while let Some(i) = rest.find("<input") {
-            let tag = &rest[i..];
-            let close = tag.find('>').unwrap_or(tag.len());
-            let tag = &tag[..close];
-            if attribute(tag, "type").is_some_and(|t| t.eq_ignore_ascii_case("hidden")) {
-                if let Some(name) = attribute(tag, "name") {
-                    hidden.push((name, attribute(tag, "value").unwrap_or_default()));
-                }
-            }
-            rest = &rest[i + close..];
-        }
-        Some(Form { action, hidden })
-    }
-}
-
-/// The value of an attribute in a start tag (`name="value"` or `name='value'`).
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let mut from = 0;
-    while let Some(i) = tag[from..].find(name) {
-        let at = from + i;
-        from = at + name.len();
-        let before_ok = at > 0 && tag.as_bytes()[at - 1].is_ascii_whitespace();
-        let rest = tag[from..].trim_start();
-        if !before_ok || !rest.starts_with('=') {
-            continue;
-        }
-        let rest = rest[1..].trim_start();
-        let quote = rest.chars().next()?;
-        if quote == '"' || quote == '\'' {
-            let value = &rest[1..];
-            let end = value.find(quote)?;
-            return Some(unescape(&value[..end]));
-        }
-        let end = rest
-            .find(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
-            .unwrap_or(rest.len());
-        return Some(unescape(&rest[..end]));
-    }
-    None
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&#x2F;", "/")
-        .replace("&#47;", "/")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
