@@ -239,6 +239,53 @@
 //!   `base_url`'s) does not sign out: it gets a small page with a "Sign out" button that
 //!   posts back. Links and forms in the app's own pages sign out at once.
 //!
+//! ## Sign-in options per link
+//!
+//! `/logto/sign-in` (and `/logto/sign-up`) take the options that `@logto/express`'s
+//! `signIn(res, options)` takes per call, so one page can offer "Sign up", "Continue with
+//! Google" and an invitation link with the address filled in. A link's option wins over
+//! the same key in the configuration.
+//!
+//! | query parameter | what it does | accepted values |
+//! |---|---|---|
+//! | `return_to` | where the browser lands afterwards | a path on this site |
+//! | `first_screen` | the screen Logto opens on | [`FirstScreen`]: `sign_in`, `register`, `reset_password`, `identifier:sign_in`, `identifier:register`, `single_sign_on` |
+//! | `login_hint` | pre-fills the identifier | 1 to 256 characters, no control characters |
+//! | `direct_sign_in` | skips Logto's page for a connector | [`DirectSignIn`]: `social:<target>` or `sso:<connector-id>`, ids of letters, digits, `-`, `_`, `.` |
+//! | `organization_id` | the organization's sign-in experience | letters, digits, `-`, `_`, `.` |
+//! | `ui_locales` | the languages of Logto's pages | language tags separated by spaces (`fr-CA en`) |
+//!
+//! Any other parameter, a repeated one or a bad value is refused with 400 and the reason,
+//! before a sign-in starts. In a route, [`SignIn`] builds the same sign-in with typed
+//! values; as a responder it redirects to the link, and [`SignIn::href`] gives the link
+//! for a page:
+//!
+//! ```
+//! use rocket::get;
+//! use rocket_logto::{FirstScreen, LogtoError, SignIn};
+//!
+//! #[get("/invite?<email>")]
+//! fn invite(email: &str) -> Result<SignIn, LogtoError> {
+//!     Ok(SignIn::new().first_screen(FirstScreen::Register).login_hint(email)?)
+//! }
+//! ```
+//!
+//! Anyone can send a user a link to `/logto/sign-in` with any of these options. Each is
+//! harmless, because none of them can change what the sign-in grants or where its answer
+//! goes: the redirect URI, the scopes, the resources, `prompt`, `state`, the nonce and the
+//! PKCE challenge come from the configuration and from fresh randomness, and a link
+//! cannot add any other parameter.
+//!
+//! - `return_to` only leads to a path on this site.
+//! - `first_screen` and `ui_locales` only change which of Logto's screens shows, and in
+//!   which language.
+//! - `login_hint` only pre-fills the identifier: the user still proves who they are, so
+//!   a link pre-filled with someone else's address cannot sign the user in as them.
+//! - `direct_sign_in` only reaches connectors enabled in the Logto tenant, and the user
+//!   still authenticates there.
+//! - `organization_id` only selects an organization's sign-in experience; tokens for an
+//!   organization still require membership.
+//!
 //! # Get user information
 //!
 //! The guide's `req.user.claims` is [`LogtoUser::claims`] or [`AuthenticatedUser::claims`]:
@@ -823,6 +870,7 @@ mod redirect;
 mod refresh;
 mod routes;
 mod session;
+mod sign_in;
 mod tokens;
 mod transaction;
 
@@ -836,4 +884,5 @@ pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, LogtoUser, Resource, ResourceToken, UserInfo};
 pub use hooks::{SignInDecision, SignedIn};
 pub use redirect::{InvalidReturnPath, ReturnPath};
+pub use sign_in::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use tokens::AccessToken;

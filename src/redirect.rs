@@ -31,6 +31,12 @@ impl fmt::Display for InvalidReturnPath {
 
 impl std::error::Error for InvalidReturnPath {}
 
+impl From<InvalidReturnPath> for crate::LogtoError {
+    fn from(e: InvalidReturnPath) -> crate::LogtoError {
+        crate::LogtoError::BadRequest(format!("The return path is refused: it {e}."))
+    }
+}
+
 fn check_shape(path: &str) -> Result<(), InvalidReturnPath> {
     if !path.starts_with('/') {
         return Err(InvalidReturnPath(

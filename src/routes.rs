@@ -19,8 +19,8 @@ use crate::fairing::LogtoState;
 use crate::hooks::{SignInDecision, SignedIn};
 use crate::logsafe::for_log;
 use crate::provider::Discovery;
-use crate::redirect::ReturnPath;
 use crate::session::{self, now, CachedToken, Session};
+use crate::sign_in::{DirectSignIn, FirstScreen, SignInOptions};
 use crate::tokens;
 use crate::transaction::{self, TakeError, Transaction};
 
@@ -73,6 +73,17 @@ impl Query {
         Query(Ok(pairs))
     }
 
+    /// The names of the parameters present (none when the query is malformed: then
+    /// [`Query::single`] tells why).
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .as_ref()
+            .map(|pairs| pairs.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, _)| k.as_str())
+    }
+
     /// The one value of `name`: `Ok(None)` when absent, an error when repeated.
     fn single(&self, name: &str) -> Result<Option<&str>, LogtoError> {
         let pairs = self
@@ -101,37 +112,47 @@ impl<'r> FromRequest<'r> for Query {
     }
 }
 
+/// `GET /logto/sign-in`, with the options of [`SignInOptions::from_query`].
 #[get("/sign-in")]
 async fn sign_in(
     query: Query,
     state: &State<LogtoState>,
     jar: &CookieJar<'_>,
 ) -> Result<AuthRedirect, LogtoError> {
-    start_sign_in(&query, state, jar, None).await
+    let options = SignInOptions::from_query(query.names(), |name| query.single(name))?;
+    start_sign_in(options, state, jar).await
 }
 
+/// `GET /logto/sign-up`: the same, opening Logto's registration screen.
 #[get("/sign-up")]
 async fn sign_up(
     query: Query,
     state: &State<LogtoState>,
     jar: &CookieJar<'_>,
 ) -> Result<AuthRedirect, LogtoError> {
-    start_sign_in(&query, state, jar, Some("register")).await
+    let mut options = SignInOptions::from_query(query.names(), |name| query.single(name))?;
+    match options.first_screen {
+        None | Some(FirstScreen::Register) => options.first_screen = Some(FirstScreen::Register),
+        Some(other) => {
+            return Err(LogtoError::BadRequest(format!(
+                "The sign-up link is refused: it opens the registration screen, not `{}`; use /sign-in for that.",
+                other.as_str()
+            )))
+        }
+    }
+    start_sign_in(options, state, jar).await
 }
 
 async fn start_sign_in(
-    query: &Query,
+    options: SignInOptions,
     state: &LogtoState,
     jar: &CookieJar<'_>,
-    first_screen: Option<&str>,
 ) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
-    let return_to = match query.single("return_to")? {
-        Some(path) => ReturnPath::parse(path).map_err(|e| {
-            LogtoError::BadRequest(format!("The `return_to` path is refused: it {e}."))
-        })?,
-        None => config.post_sign_in_redirect.clone(),
-    };
+    let return_to = options
+        .return_to
+        .clone()
+        .unwrap_or_else(|| config.post_sign_in_redirect.clone());
     let discovery = state.provider.discovery().await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let tx = Transaction {
@@ -141,19 +162,20 @@ async fn start_sign_in(
         return_to,
         created_at: now(),
     };
-    let url = authorize_url(config, &discovery, &tx, challenge.as_str(), first_screen);
+    let url = authorize_url(config, &discovery, &tx, challenge.as_str(), &options);
     transaction::store(jar, &tx, config);
     log::info!("logto: sign-in started");
     Ok(AuthRedirect(url.into()))
 }
 
-/// The authorize URL, with the parameters in the order Logto's JS SDK sends them.
+/// The authorize URL, with the parameters in the order Logto's JS SDK sends them (see
+/// LOGTO_WIRE.md); a link's options win over the configured ones.
 fn authorize_url(
     config: &LogtoConfig,
     d: &Discovery,
     tx: &Transaction,
     challenge: &str,
-    first_screen: Option<&str>,
+    options: &SignInOptions,
 ) -> Url {
     let mut url = d.doc.authorization_endpoint.clone();
     {
@@ -167,23 +189,39 @@ fn authorize_url(
             .append_pair("response_type", "code")
             .append_pair("prompt", &config.prompt)
             .append_pair("scope", &config.requested_scopes().join(" "));
-        if let Some(hint) = &config.login_hint {
+        if let Some(hint) = options.login_hint.as_ref().or(config.login_hint.as_ref()) {
             q.append_pair("login_hint", hint);
         }
-        if let Some(direct) = &config.direct_sign_in {
+        let direct = options.direct_sign_in.as_ref().map(DirectSignIn::as_str);
+        if let Some(direct) = direct.or(config.direct_sign_in.as_deref()) {
             q.append_pair("direct_sign_in", direct);
         }
         for resource in &config.resources {
             q.append_pair("resource", resource);
         }
-        if let Some(screen) = first_screen.or(config.first_screen.as_deref()) {
+        let screen = options.first_screen.map(FirstScreen::as_str);
+        if let Some(screen) = screen.or(config.first_screen.as_deref()) {
             q.append_pair("first_screen", screen);
         }
         if !config.identifiers.is_empty() {
             q.append_pair("identifier", &config.identifiers.join(" "));
         }
+        let per_link = [
+            ("organization_id", options.organization_id.as_deref()),
+            ("ui_locales", options.ui_locales.as_deref()),
+        ];
+        for (key, value) in per_link {
+            if let Some(value) = value {
+                q.append_pair(key, value);
+            }
+        }
         for (k, v) in &config.extra_params {
-            q.append_pair(k, v);
+            if !per_link
+                .iter()
+                .any(|(key, value)| key == k && value.is_some())
+            {
+                q.append_pair(k, v);
+            }
         }
     }
     url
