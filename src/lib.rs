@@ -853,6 +853,7 @@
 //! instance still fails, because Logto accepts an authorization code only once.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bounded;
 mod claims;
@@ -871,6 +872,9 @@ mod refresh;
 mod routes;
 mod session;
 mod sign_in;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod tokens;
 mod transaction;
 
