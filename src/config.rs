@@ -74,6 +74,14 @@ pub struct LogtoConfig {
     /// An access token with less life left than this is refreshed (key
     /// `token_refresh_margin_secs`, default 60).
     pub token_refresh_margin: Duration,
+    /// How long after Logto rotated a refresh token a request still carrying the old one
+    /// follows the rotation to the new tokens (key `rotation_grace_secs`, default 60, 1 to
+    /// 600): long enough for the parallel requests of one browser, whose responses race to
+    /// set the cookie. After that, the old token ends the session it is in (401, cookies
+    /// cleared) and is not sent to Logto, so an old, copied or stolen cookie gets nothing.
+    /// The cost: a browser that lost the response carrying the new token (a dropped
+    /// connection) signs in again.
+    pub rotation_grace: Duration,
     /// A session unused for this long is signed out (key `session_inactivity_secs`,
     /// default 14 days, Logto's refresh-token lifetime).
     pub session_inactivity: Duration,
@@ -81,7 +89,8 @@ pub struct LogtoConfig {
     /// `session_lifetime_secs`, default 30 days).
     pub session_lifetime: Duration,
     /// Most refresh tokens whose outcome is kept in memory for concurrent and stale
-    /// requests (key `refresh_cache_entries`, default 10000; each entry lives 2 minutes).
+    /// requests (key `refresh_cache_entries`, default 10000; each entry lives 2 minutes);
+    /// also the most rotations followed within the grace, and remembered after it.
     pub refresh_cache_entries: usize,
     /// Most used sign-in `state` values remembered to refuse replays (key
     /// `spent_state_entries`, default 100000; each lives 10 minutes).
@@ -164,6 +173,7 @@ struct RawConfig {
     clock_skew_secs: Option<u64>,
     http_timeout_secs: Option<u64>,
     token_refresh_margin_secs: Option<u64>,
+    rotation_grace_secs: Option<u64>,
     session_inactivity_secs: Option<u64>,
     session_lifetime_secs: Option<u64>,
     refresh_cache_entries: Option<usize>,
@@ -416,6 +426,14 @@ impl LogtoConfig {
         if http_timeout.is_zero() {
             return Err(err("http_timeout_secs", "must be more than 0"));
         }
+        let rotation_grace = secs("rotation_grace_secs", raw.rotation_grace_secs, 60, 600)?;
+        if rotation_grace.is_zero() {
+            return Err(err(
+                "rotation_grace_secs",
+                "must be at least 1: the parallel requests of one browser need a moment to \
+                 follow a rotation (default 60)",
+            ));
+        }
 
         Ok(LogtoConfig {
             endpoint,
@@ -442,6 +460,7 @@ impl LogtoConfig {
                 60,
                 86_400,
             )?,
+            rotation_grace,
             session_inactivity,
             session_lifetime,
             refresh_cache_entries: entries(
@@ -609,6 +628,28 @@ mod tests {
         ] {
             let e = load(&format!("{FULL}\n{line}"), &[]).unwrap_err();
             assert!(e.0.contains(key), "{line}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn rotation_grace_defaults_to_a_minute_and_is_bounded() {
+        assert_eq!(
+            load(FULL, &[]).unwrap().rotation_grace,
+            Duration::from_secs(60)
+        );
+        let cfg = load(&format!("{FULL}\nrotation_grace_secs = 1"), &[]).unwrap();
+        assert_eq!(cfg.rotation_grace, Duration::from_secs(1));
+        for (value, why) in [
+            ("0", "at least 1"),
+            ("601", "more than the maximum 600"),
+            ("86400", "more than the maximum 600"),
+            ("-5", "rotation_grace_secs"),
+            ("\"1m\"", "rotation_grace_secs"),
+        ] {
+            let e = load(&format!("{FULL}\nrotation_grace_secs = {value}"), &[]).unwrap_err();
+            assert!(e.0.contains("rotation_grace_secs"), "{value}: {e}");
+            assert!(e.0.contains(why), "{value}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e}");
         }
     }
