@@ -72,7 +72,8 @@ pub struct LogtoConfig {
     /// Timeout of every request to Logto (key `http_timeout_secs`, default 10).
     pub http_timeout: Duration,
     /// An access token with less life left than this is refreshed (key
-    /// `token_refresh_margin_secs`, default 60).
+    /// `token_refresh_margin_secs`, default 60). Refused at or above 3600, the lifetime of
+    /// Logto's access tokens (every request would refresh); logged as a warning above 600.
     pub token_refresh_margin: Duration,
     /// How long after Logto rotated a refresh token a request still carrying the old one
     /// follows the rotation to the new tokens (key `rotation_grace_secs`, default 60, 1 to
@@ -209,6 +210,12 @@ const RESERVED_PARAMS: [&str; 14] = [
     "identifier",
 ];
 
+/// How long Logto's access tokens live by default: a refresh margin this long would
+/// refresh on every request.
+const ACCESS_TOKEN_LIFETIME_SECS: u64 = 3600;
+/// Above this refresh margin, refreshes get frequent enough to warn about.
+const MARGIN_WARNING_SECS: u64 = 600;
+
 fn err(key: &str, problem: impl fmt::Display) -> ConfigError {
     ConfigError(format!("logto config: `{key}` {problem}"))
 }
@@ -284,7 +291,27 @@ impl LogtoConfig {
                 .unwrap_or_default();
             ConfigError(format!("logto config: {e}"))
         })?;
-        Self::validate(raw)
+        let config = Self::validate(raw)?;
+        for warning in config.warnings() {
+            log::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
+    /// Settings that work but are probably not what was meant, one line each.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let margin = self.token_refresh_margin.as_secs();
+        if margin > MARGIN_WARNING_SECS {
+            warnings.push(format!(
+                "logto config: `token_refresh_margin_secs` is {margin}: access tokens (which Logto \
+                 issues for {ACCESS_TOKEN_LIFETIME_SECS} s by default) are refreshed once less \
+                 than that is left, so about every {} s; keep it at most {MARGIN_WARNING_SECS} \
+                 (default 60)",
+                ACCESS_TOKEN_LIFETIME_SECS.saturating_sub(margin)
+            ));
+        }
+        warnings
     }
 
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
@@ -426,6 +453,17 @@ impl LogtoConfig {
         if http_timeout.is_zero() {
             return Err(err("http_timeout_secs", "must be more than 0"));
         }
+        let margin = raw.token_refresh_margin_secs.unwrap_or(60);
+        if margin >= ACCESS_TOKEN_LIFETIME_SECS {
+            return Err(err(
+                "token_refresh_margin_secs",
+                format!(
+                    "is {margin}, at or above the {ACCESS_TOKEN_LIFETIME_SECS} s that Logto's \
+                     access tokens live by default, so every request would refresh them; set it \
+                     to at most {MARGIN_WARNING_SECS} (default 60)"
+                ),
+            ));
+        }
         let rotation_grace = secs("rotation_grace_secs", raw.rotation_grace_secs, 60, 600)?;
         if rotation_grace.is_zero() {
             return Err(err(
@@ -454,12 +492,7 @@ impl LogtoConfig {
             extra_params: raw.extra_params,
             clock_skew: secs("clock_skew_secs", raw.clock_skew_secs, 60, 600)?,
             http_timeout,
-            token_refresh_margin: secs(
-                "token_refresh_margin_secs",
-                raw.token_refresh_margin_secs,
-                60,
-                86_400,
-            )?,
+            token_refresh_margin: Duration::from_secs(margin),
             rotation_grace,
             session_inactivity,
             session_lifetime,
@@ -629,6 +662,45 @@ mod tests {
             let e = load(&format!("{FULL}\n{line}"), &[]).unwrap_err();
             assert!(e.0.contains(key), "{line}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_margin_at_or_above_the_access_token_lifetime_is_refused() {
+        for (value, why) in [
+            ("3600", "every request would refresh"),
+            ("86400", "every request would refresh"),
+            ("-1", "token_refresh_margin_secs"),
+            ("\"60\"", "token_refresh_margin_secs"),
+        ] {
+            let e = load(&format!("{FULL}\ntoken_refresh_margin_secs = {value}"), &[]).unwrap_err();
+            assert!(e.0.contains("token_refresh_margin_secs"), "{value}: {e}");
+            assert!(e.0.contains(why), "{value}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_large_refresh_margin_is_accepted_with_a_warning() {
+        let cfg = load(FULL, &[]).unwrap();
+        assert_eq!(cfg.token_refresh_margin, Duration::from_secs(60));
+        assert!(cfg.warnings().is_empty());
+        let cfg = load(&format!("{FULL}\ntoken_refresh_margin_secs = 600"), &[]).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        for margin in [601, 3599] {
+            let cfg = load(
+                &format!("{FULL}\ntoken_refresh_margin_secs = {margin}"),
+                &[],
+            )
+            .unwrap();
+            assert_eq!(cfg.token_refresh_margin, Duration::from_secs(margin));
+            let warnings = cfg.warnings();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].contains(&format!("`token_refresh_margin_secs` is {margin}")),
+                "{warnings:?}"
+            );
+            assert!(!warnings[0].contains('\n'), "one line: {warnings:?}");
         }
     }
 

@@ -708,7 +708,7 @@
 //! | `extra_params` | table of strings, added to the authorize URL; not a parameter the library sets | `{}` | |
 //! | `clock_skew_secs` | integer, 0 to 600 | `60` | |
 //! | `http_timeout_secs` | integer, 1 to 120: timeout of each request to Logto | `10` | |
-//! | `token_refresh_margin_secs` | integer, 0 to 86400 | `60` | |
+//! | `token_refresh_margin_secs` | integer, 0 to 3599 (below Logto's 3600 s access-token lifetime; a warning is logged above 600) | `60` | |
 //! | `rotation_grace_secs` | integer, 1 to 600: how long a request carrying a rotated-out refresh token still follows the rotation | `60` | |
 //! | `session_inactivity_secs` | integer, 1 to 34560000 (400 days) | `1209600` (14 days) | |
 //! | `session_lifetime_secs` | integer, 1 to 34560000 (400 days) | `2592000` (30 days) | |
