@@ -72,8 +72,17 @@ pub struct LogtoConfig {
     /// Timeout of every request to Logto (key `http_timeout_secs`, default 10).
     pub http_timeout: Duration,
     /// An access token with less life left than this is refreshed (key
-    /// `token_refresh_margin_secs`, default 60).
+    /// `token_refresh_margin_secs`, default 60). Refused at or above 3600, the lifetime of
+    /// Logto's access tokens (every request would refresh); logged as a warning above 600.
     pub token_refresh_margin: Duration,
+    /// How long after Logto rotated a refresh token a request still carrying the old one
+    /// follows the rotation to the new tokens (key `rotation_grace_secs`, default 60, 1 to
+    /// 600): long enough for the parallel requests of one browser, whose responses race to
+    /// set the cookie. After that, the old token ends the session it is in (401, cookies
+    /// cleared) and is not sent to Logto, so an old, copied or stolen cookie gets nothing.
+    /// The cost: a browser that lost the response carrying the new token (a dropped
+    /// connection) signs in again.
+    pub rotation_grace: Duration,
     /// A session unused for this long is signed out (key `session_inactivity_secs`,
     /// default 14 days, Logto's refresh-token lifetime).
     pub session_inactivity: Duration,
@@ -81,7 +90,8 @@ pub struct LogtoConfig {
     /// `session_lifetime_secs`, default 30 days).
     pub session_lifetime: Duration,
     /// Most refresh tokens whose outcome is kept in memory for concurrent and stale
-    /// requests (key `refresh_cache_entries`, default 10000; each entry lives 2 minutes).
+    /// requests (key `refresh_cache_entries`, default 10000; each entry lives 2 minutes);
+    /// also the most rotations followed within the grace, and remembered after it.
     pub refresh_cache_entries: usize,
     /// Most used sign-in `state` values remembered to refuse replays (key
     /// `spent_state_entries`, default 100000; each lives 10 minutes).
@@ -164,6 +174,7 @@ struct RawConfig {
     clock_skew_secs: Option<u64>,
     http_timeout_secs: Option<u64>,
     token_refresh_margin_secs: Option<u64>,
+    rotation_grace_secs: Option<u64>,
     session_inactivity_secs: Option<u64>,
     session_lifetime_secs: Option<u64>,
     refresh_cache_entries: Option<usize>,
@@ -198,6 +209,12 @@ const RESERVED_PARAMS: [&str; 14] = [
     "first_screen",
     "identifier",
 ];
+
+/// How long Logto's access tokens live by default: a refresh margin this long would
+/// refresh on every request.
+const ACCESS_TOKEN_LIFETIME_SECS: u64 = 3600;
+/// Above this refresh margin, refreshes get frequent enough to warn about.
+const MARGIN_WARNING_SECS: u64 = 600;
 
 fn err(key: &str, problem: impl fmt::Display) -> ConfigError {
     ConfigError(format!("logto config: `{key}` {problem}"))
@@ -274,7 +291,27 @@ impl LogtoConfig {
                 .unwrap_or_default();
             ConfigError(format!("logto config: {e}"))
         })?;
-        Self::validate(raw)
+        let config = Self::validate(raw)?;
+        for warning in config.warnings() {
+            log::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
+    /// Settings that work but are probably not what was meant, one line each.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let margin = self.token_refresh_margin.as_secs();
+        if margin > MARGIN_WARNING_SECS {
+            warnings.push(format!(
+                "logto config: `token_refresh_margin_secs` is {margin}: access tokens (which Logto \
+                 issues for {ACCESS_TOKEN_LIFETIME_SECS} s by default) are refreshed once less \
+                 than that is left, so about every {} s; keep it at most {MARGIN_WARNING_SECS} \
+                 (default 60)",
+                ACCESS_TOKEN_LIFETIME_SECS.saturating_sub(margin)
+            ));
+        }
+        warnings
     }
 
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
@@ -416,6 +453,25 @@ impl LogtoConfig {
         if http_timeout.is_zero() {
             return Err(err("http_timeout_secs", "must be more than 0"));
         }
+        let margin = raw.token_refresh_margin_secs.unwrap_or(60);
+        if margin >= ACCESS_TOKEN_LIFETIME_SECS {
+            return Err(err(
+                "token_refresh_margin_secs",
+                format!(
+                    "is {margin}, at or above the {ACCESS_TOKEN_LIFETIME_SECS} s that Logto's \
+                     access tokens live by default, so every request would refresh them; set it \
+                     to at most {MARGIN_WARNING_SECS} (default 60)"
+                ),
+            ));
+        }
+        let rotation_grace = secs("rotation_grace_secs", raw.rotation_grace_secs, 60, 600)?;
+        if rotation_grace.is_zero() {
+            return Err(err(
+                "rotation_grace_secs",
+                "must be at least 1: the parallel requests of one browser need a moment to \
+                 follow a rotation (default 60)",
+            ));
+        }
 
         Ok(LogtoConfig {
             endpoint,
@@ -436,12 +492,8 @@ impl LogtoConfig {
             extra_params: raw.extra_params,
             clock_skew: secs("clock_skew_secs", raw.clock_skew_secs, 60, 600)?,
             http_timeout,
-            token_refresh_margin: secs(
-                "token_refresh_margin_secs",
-                raw.token_refresh_margin_secs,
-                60,
-                86_400,
-            )?,
+            token_refresh_margin: Duration::from_secs(margin),
+            rotation_grace,
             session_inactivity,
             session_lifetime,
             refresh_cache_entries: entries(
@@ -609,6 +661,67 @@ mod tests {
         ] {
             let e = load(&format!("{FULL}\n{line}"), &[]).unwrap_err();
             assert!(e.0.contains(key), "{line}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_margin_at_or_above_the_access_token_lifetime_is_refused() {
+        for (value, why) in [
+            ("3600", "every request would refresh"),
+            ("86400", "every request would refresh"),
+            ("-1", "token_refresh_margin_secs"),
+            ("\"60\"", "token_refresh_margin_secs"),
+        ] {
+            let e = load(&format!("{FULL}\ntoken_refresh_margin_secs = {value}"), &[]).unwrap_err();
+            assert!(e.0.contains("token_refresh_margin_secs"), "{value}: {e}");
+            assert!(e.0.contains(why), "{value}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_large_refresh_margin_is_accepted_with_a_warning() {
+        let cfg = load(FULL, &[]).unwrap();
+        assert_eq!(cfg.token_refresh_margin, Duration::from_secs(60));
+        assert!(cfg.warnings().is_empty());
+        let cfg = load(&format!("{FULL}\ntoken_refresh_margin_secs = 600"), &[]).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        for margin in [601, 3599] {
+            let cfg = load(
+                &format!("{FULL}\ntoken_refresh_margin_secs = {margin}"),
+                &[],
+            )
+            .unwrap();
+            assert_eq!(cfg.token_refresh_margin, Duration::from_secs(margin));
+            let warnings = cfg.warnings();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].contains(&format!("`token_refresh_margin_secs` is {margin}")),
+                "{warnings:?}"
+            );
+            assert!(!warnings[0].contains('\n'), "one line: {warnings:?}");
+        }
+    }
+
+    #[test]
+    fn rotation_grace_defaults_to_a_minute_and_is_bounded() {
+        assert_eq!(
+            load(FULL, &[]).unwrap().rotation_grace,
+            Duration::from_secs(60)
+        );
+        let cfg = load(&format!("{FULL}\nrotation_grace_secs = 1"), &[]).unwrap();
+        assert_eq!(cfg.rotation_grace, Duration::from_secs(1));
+        for (value, why) in [
+            ("0", "at least 1"),
+            ("601", "more than the maximum 600"),
+            ("86400", "more than the maximum 600"),
+            ("-5", "rotation_grace_secs"),
+            ("\"1m\"", "rotation_grace_secs"),
+        ] {
+            let e = load(&format!("{FULL}\nrotation_grace_secs = {value}"), &[]).unwrap_err();
+            assert!(e.0.contains("rotation_grace_secs"), "{value}: {e}");
+            assert!(e.0.contains(why), "{value}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e}");
         }
     }

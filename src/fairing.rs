@@ -146,11 +146,17 @@ impl Fairing for Logto {
         let (refresh_entries, spent_entries) =
             (config.refresh_cache_entries, config.spent_state_entries);
         let session_lifetime = config.session_lifetime;
+        let rotation_grace = config.rotation_grace;
         let session_cache_entries = config.session_cache_entries;
         let state = LogtoState {
             config,
             provider,
-            refresh: RefreshCoordinator::new(REFRESH_MEMORY, refresh_entries),
+            refresh: RefreshCoordinator::new(
+                REFRESH_MEMORY,
+                refresh_entries,
+                rotation_grace,
+                session_lifetime,
+            ),
             spent: SpentStates::new(spent_entries),
             logouts: Logouts::new(session_lifetime, spent_entries),
             decoded: DecodedSessions::new(session_cache_entries),

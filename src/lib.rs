@@ -769,7 +769,8 @@
 //! | `extra_params` | table of strings, added to the authorize URL; not a parameter the library sets | `{}` | |
 //! | `clock_skew_secs` | integer, 0 to 600 | `60` | |
 //! | `http_timeout_secs` | integer, 1 to 120: timeout of each request to Logto | `10` | |
-//! | `token_refresh_margin_secs` | integer, 0 to 86400 | `60` | |
+//! | `token_refresh_margin_secs` | integer, 0 to 3599 (below Logto's 3600 s access-token lifetime; a warning is logged above 600) | `60` | |
+//! | `rotation_grace_secs` | integer, 1 to 600: how long a request carrying a rotated-out refresh token still follows the rotation | `60` | |
 //! | `session_inactivity_secs` | integer, 1 to 34560000 (400 days) | `1209600` (14 days) | |
 //! | `session_lifetime_secs` | integer, 1 to 34560000 (400 days) | `2592000` (30 days) | |
 //! | `refresh_cache_entries` | integer, 1 to 10000000 | `10000` | |
@@ -790,9 +791,21 @@
 //!   lives 2 minutes); `spent_state_entries` bounds the record of used `state` values (each
 //!   lives 10 minutes) that refuses replayed callbacks; `session_cache_entries` bounds the
 //!   decoded sessions kept so that a browser repeating the same cookies costs no decryption
-//!   (each lives 5 minutes). Rotations of refresh tokens are remembered for a day, within
-//!   `refresh_cache_entries`; back-channel logouts for `session_lifetime_secs`, within
-//!   `spent_state_entries`.
+//!   (each lives 5 minutes). Rotations of refresh tokens are followed for
+//!   `rotation_grace_secs`; rotated-out tokens, and tokens a failed refresh may have spent,
+//!   are remembered as never to be sent again (by a SHA-256 of the token, never the token)
+//!   for `session_lifetime_secs`, within `refresh_cache_entries`; back-channel logouts for
+//!   `session_lifetime_secs`, within `spent_state_entries`.
+//! - `rotation_grace_secs`: when Logto rotates a refresh token, the parallel requests of a
+//!   browser that still carry the old one follow the rotation for this long, and get the
+//!   new tokens without sending the old one again. After it, the old token ends the session
+//!   it is in (401, cookies cleared; a page load goes to sign-in) and is still not sent, so
+//!   an old, copied or stolen cookie gets nothing and the grant of the browser holding the
+//!   new token is untouched. The trade-off: a browser that lost the response carrying the
+//!   new token (a dropped connection), or kept an older cookie because responses arrived
+//!   out of order, signs in again at its next refresh. A rotation this process no longer
+//!   remembers (evicted, or after a restart) reaches Logto, whose reuse detection then ends
+//!   the grant.
 //! - Unknown keys are refused, so a typo does not go unnoticed.
 //! - Rocket's own `secret_key` matters too: see below.
 //!

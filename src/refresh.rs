@@ -5,19 +5,28 @@
 //! cookie they were sent with, so this module makes sure that
 //! - concurrent requests that need the same (resource, organization) share one call;
 //! - a request that still carries a rotated-out token follows it to its successor (and
-//!   gets the fresh tokens) instead of spending it again;
-//! - a refused refresh token is never sent again.
+//!   gets the fresh tokens) instead of spending it again, but only for a short grace after
+//!   the rotation (`rotation_grace_secs`): long enough for the racing requests of one
+//!   browser, too short for a copied or stolen old cookie. After the grace such a token
+//!   ends its session here and is still never sent, since Logto would take it for a
+//!   replay (RFC 9700 §4.14.2) and revoke the grant of the browser that holds the new one;
+//! - a refresh token that a failed refresh may have spent (refused, or an answer lost) is
+//!   never sent again, also long after.
 //!
-//! Entries live for a short while (`ttl`) and their number is bounded (`capacity`), so
-//! memory stays flat whatever the traffic.
+//! Every map is keyed by a SHA-256 fingerprint of the refresh token, never the token, so
+//! that the long record of rotated-out tokens holds no token at all. Entries live for a
+//! while and their number is bounded, so memory stays flat whatever the traffic.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::bounded::ExpiringMap;
+use crate::bounded::{Clock, ExpiringMap};
 use crate::provider::{ProviderError, TokenResponse};
 use crate::session::now;
 
@@ -37,10 +46,24 @@ pub(crate) struct Refreshed {
     pub made_at: Instant,
 }
 
+/// Why the coordinator has no token to give.
+#[derive(Debug, Clone)]
+pub(crate) enum RefreshError {
+    /// Logto refused the refresh, failed, or could not be reached.
+    Provider(ProviderError),
+    /// The refresh token was rotated out longer than the grace ago, or may have been spent
+    /// by a failed refresh: its session ends, and the token was not sent to Logto.
+    Spent,
+}
+
+impl From<ProviderError> for RefreshError {
+    fn from(e: ProviderError) -> RefreshError {
+        RefreshError::Provider(e)
+    }
+}
+
 #[derive(Default)]
 struct EntryState {
-    /// Set once this refresh token was rotated: (successor, ID token that came with it).
-    successor: Option<(String, Option<String>)>,
     results: Vec<(Target, Arc<Refreshed>)>,
     /// Refused for every target (e.g. `invalid_grant`): never sent again.
     failed: Option<ProviderError>,
@@ -52,44 +75,111 @@ struct Entry {
     state: Mutex<EntryState>,
 }
 
-/// The coordinator. One per app, shared by all requests.
-pub(crate) struct RefreshCoordinator {
-    entries: ExpiringMap<Arc<Entry>>,
-    /// Rotated-out refresh token -> its successor, kept much longer than the entries: a
-    /// browser may keep a rotated-out token when two responses raced to set its cookie,
-    /// and sending that token to Logto again would revoke the grant.
-    rotations: ExpiringMap<String>,
+/// The refresh token that replaced a rotated-out one, and the ID token that came with it.
+#[derive(Clone)]
+struct Successor {
+    refresh_token: String,
+    id_token: Option<String>,
 }
 
-/// How long a rotation is remembered: longer than an access token lives, so the next
-/// refresh of a browser holding a rotated-out token still finds its successor.
-const ROTATION_MEMORY: Duration = Duration::from_secs(24 * 3600);
+/// What became of a refresh token.
+enum Rotation {
+    /// Not rotated (as far as this process knows).
+    Current,
+    /// Rotated within the grace: use the successor instead.
+    Followed(Successor),
+    /// Rotated longer than the grace ago, or possibly spent by a failed refresh.
+    Ended,
+}
+
+/// The coordinator. One per app, shared by all requests.
+pub(crate) struct RefreshCoordinator {
+    /// Outcomes of recent refreshes, by token fingerprint.
+    entries: ExpiringMap<Arc<Entry>>,
+    /// Rotated-out token -> successor, for the grace only: the successor is a live token,
+    /// so it is kept no longer than a browser's racing requests need it.
+    successors: ExpiringMap<Successor>,
+    /// Tokens never to be sent again (rotated out, or possibly spent by a failed refresh),
+    /// for as long as a session cookie can live, where `entries` forget after minutes: what
+    /// tells a rotated-out token past its grace from one this process never saw rotate.
+    /// Holds fingerprints only.
+    spent: ExpiringMap<()>,
+}
 
 /// How many rotations a stale request may follow before giving up.
 const MAX_CHAIN: usize = 16;
 
+/// The key under which a refresh token is remembered: its SHA-256, base64url.
+fn fingerprint(refresh_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(refresh_token.as_bytes()))
+}
+
 impl RefreshCoordinator {
-    pub fn new(ttl: Duration, capacity: usize) -> RefreshCoordinator {
+    /// A coordinator that keeps refresh outcomes for `ttl`, at most `capacity` per kind,
+    /// follows rotations for `grace`, and remembers them for `remember_for` (the longest a
+    /// session cookie may live).
+    pub fn new(
+        ttl: Duration,
+        capacity: usize,
+        grace: Duration,
+        remember_for: Duration,
+    ) -> RefreshCoordinator {
+        Self::with_clock(ttl, capacity, grace, remember_for, Clock::System)
+    }
+
+    fn with_clock(
+        ttl: Duration,
+        capacity: usize,
+        grace: Duration,
+        remember_for: Duration,
+        clock: Clock,
+    ) -> RefreshCoordinator {
         RefreshCoordinator {
-            entries: ExpiringMap::new(ttl, capacity),
-            rotations: ExpiringMap::new(ROTATION_MEMORY, capacity),
+            entries: ExpiringMap::with_clock(ttl, capacity, clock.clone()),
+            successors: ExpiringMap::with_clock(grace, capacity, clock.clone()),
+            spent: ExpiringMap::with_clock(remember_for.max(grace), capacity, clock),
         }
     }
 
-    fn entry(&self, refresh_token: &str) -> Arc<Entry> {
-        self.entries.get_or_insert_with(refresh_token, || {
+    fn entry(&self, key: &str) -> Arc<Entry> {
+        self.entries.get_or_insert_with(key, || {
             Arc::new(Entry {
                 state: Mutex::new(EntryState::default()),
             })
         })
     }
 
-    fn remember_rotation(&self, from: &str, to: &str) {
-        self.rotations.insert(from, to.to_string());
+    fn remember_rotation(&self, key: &str, successor: Successor) {
+        // Successor first: a reader never finds a rotation within the grace without it.
+        self.successors.insert(key, successor);
+        self.spent.insert(key, ());
     }
 
-    fn rotated_to(&self, token: &str) -> Option<String> {
-        self.rotations.get(token)
+    fn rotation(&self, key: &str) -> Rotation {
+        if let Some(successor) = self.successors.get(key) {
+            Rotation::Followed(successor)
+        } else if self.spent.get(key).is_some() {
+            Rotation::Ended
+        } else {
+            Rotation::Current
+        }
+    }
+
+    /// The last token of the chain that starts at `from`, with the newest ID token seen
+    /// along it.
+    fn newest(&self, mut from: Successor) -> Successor {
+        for _ in 0..MAX_CHAIN {
+            match self.successors.get(&fingerprint(&from.refresh_token)) {
+                Some(next) => {
+                    from = Successor {
+                        refresh_token: next.refresh_token,
+                        id_token: next.id_token.or(from.id_token),
+                    }
+                }
+                None => break,
+            }
+        }
+        from
     }
 
     /// Number of refresh tokens currently remembered.
@@ -109,7 +199,7 @@ impl RefreshCoordinator {
         fresh_after: i64,
         made_after: Option<Instant>,
         call: F,
-    ) -> Result<Arc<Refreshed>, ProviderError>
+    ) -> Result<Arc<Refreshed>, RefreshError>
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<TokenResponse, ProviderError>>,
@@ -117,38 +207,41 @@ impl RefreshCoordinator {
         let mut token = refresh_token.to_string();
         let mut id_token: Option<String> = None;
         for _ in 0..MAX_CHAIN {
-            let entry = self.entry(&token);
+            let key = fingerprint(&token);
+            let entry = self.entry(&key);
             let mut state = entry.state.lock().await;
             if let Some(failed) = &state.failed {
-                return Err(failed.clone());
+                return Err(failed.clone().into());
             }
             if let Some((_, e)) = state.failed_targets.iter().find(|(t, _)| *t == target) {
-                return Err(e.clone());
+                return Err(e.clone().into());
             }
+            let successor = match self.rotation(&key) {
+                Rotation::Current => None,
+                Rotation::Followed(successor) => Some(successor),
+                // Checked before any shared result: a token past its grace gets nothing.
+                Rotation::Ended => return Err(RefreshError::Spent),
+            };
             if let Some((_, result)) = state.results.iter().find(|(t, r)| {
                 *t == target
                     && r.expires_at > fresh_after
                     && made_after.is_none_or(|m| r.made_at >= m)
             }) {
                 let mut result = result.clone();
-                if let Some((successor, successor_id)) = &state.successor {
-                    // Someone rotated this token after the result was made: hand out the
-                    // newest refresh token so this browser does not keep a spent one.
+                if let Some(successor) = successor {
+                    // Rotated after the result was made, maybe more than once: hand out the
+                    // newest refresh token, so that this browser does not keep one that
+                    // will have outlived its grace by its next refresh.
+                    let newest = self.newest(successor);
                     let r = Arc::make_mut(&mut result);
-                    r.refresh_token = successor.clone();
-                    r.id_token = successor_id.clone().or(r.id_token.take()).or(id_token);
+                    r.refresh_token = newest.refresh_token;
+                    r.id_token = newest.id_token.or(r.id_token.take()).or(id_token);
                 }
                 return Ok(result);
             }
-            if let Some((successor, successor_id)) = &state.successor {
-                token = successor.clone();
-                id_token = successor_id.clone().or(id_token);
-                continue;
-            }
-            if let Some(successor) = self.rotated_to(&token) {
-                // Rotated long ago (the entry is gone): follow it, never resend it.
-                drop(state);
-                token = successor;
+            if let Some(successor) = successor {
+                token = successor.refresh_token;
+                id_token = successor.id_token.or(id_token);
                 continue;
             }
             return match call(token.clone()).await {
@@ -159,8 +252,13 @@ impl RefreshCoordinator {
                         .unwrap_or_else(|| token.clone());
                     let new_id = response.id_token.clone().or(id_token);
                     if next != token {
-                        state.successor = Some((next.clone(), response.id_token.clone()));
-                        self.remember_rotation(&token, &next);
+                        self.remember_rotation(
+                            &key,
+                            Successor {
+                                refresh_token: next.clone(),
+                                id_token: response.id_token.clone(),
+                            },
+                        );
                     }
                     let result = Arc::new(Refreshed {
                         refresh_token: next,
@@ -174,26 +272,29 @@ impl RefreshCoordinator {
                     Ok(result)
                 }
                 Err(e) if e.may_have_spent_token() => {
-                    // Never send this token again, whatever the target.
+                    // Never send this token again, whatever the target: this request gets
+                    // the error, later ones (after the entry is gone) `Spent`.
                     state.failed = Some(e.clone());
-                    Err(e)
+                    self.spent.insert(&key, ());
+                    Err(e.into())
                 }
                 Err(e @ ProviderError::Refused { .. }) => {
                     // Refused for this target only (not a member, scope missing): the
                     // token is intact for others.
                     state.failed_targets.push((target, e.clone()));
-                    Err(e)
+                    Err(e.into())
                 }
                 Err(e) => {
                     // No answer or a server error: the token was not spent, a later
                     // request may try it again.
-                    Err(e)
+                    Err(e.into())
                 }
             };
         }
         Err(ProviderError::Malformed(
             "Logto rotated the refresh token too many times at once".into(),
-        ))
+        )
+        .into())
     }
 }
 
@@ -202,7 +303,22 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn response(rt: &str) -> TokenResponse {
+    pub(super) const GRACE: Duration = Duration::from_secs(60);
+    const MONTH: Duration = Duration::from_secs(30 * 86_400);
+
+    pub(super) fn coordinator(ttl: Duration, capacity: usize) -> RefreshCoordinator {
+        RefreshCoordinator::new(ttl, capacity, GRACE, MONTH)
+    }
+
+    /// A coordinator on a clock the test moves.
+    pub(super) fn on_clock(ttl: Duration) -> (RefreshCoordinator, Clock) {
+        let clock = Clock::manual();
+        let c = RefreshCoordinator::with_clock(ttl, 100, GRACE, MONTH, clock.clone());
+        (c, clock)
+    }
+
+    /// A token answer that rotates `rt` into `rt+`.
+    pub(super) fn response(rt: &str) -> TokenResponse {
         serde_json::from_value(serde_json::json!({
             "access_token": format!("at-for-{rt}"), "refresh_token": format!("{rt}+"), "expires_in": 3600
         }))
@@ -211,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_call_and_stale_tokens_follow_the_rotation() {
-        let coordinator = Arc::new(RefreshCoordinator::new(Duration::from_secs(60), 100));
+        let coordinator = Arc::new(coordinator(Duration::from_secs(60), 100));
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..20 {
@@ -247,32 +363,56 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_token_is_never_sent_again() {
-        let c = RefreshCoordinator::new(Duration::from_secs(60), 100);
+        let c = coordinator(Duration::from_secs(60), 100);
         let refused = || ProviderError::Refused {
             what: "token refresh",
             status: 400,
             error: "invalid_grant".into(),
             description: String::new(),
         };
-        let e = c
+        let invalid_grant = |r: Result<Arc<Refreshed>, RefreshError>| matches!(r, Err(RefreshError::Provider(e)) if e.is_invalid_grant());
+        let r = c
             .refresh("rt", (None, None), 0, None, |_| async { Err(refused()) })
-            .await
-            .err()
-            .expect("must fail");
-        assert!(e.is_invalid_grant());
-        let e = c
+            .await;
+        assert!(invalid_grant(r));
+        let r = c
             .refresh("rt", (Some("x".into()), None), 0, None, |_| async {
                 panic!("must not be called")
             })
-            .await
-            .err()
-            .expect("must fail");
-        assert!(e.is_invalid_grant());
+            .await;
+        assert!(invalid_grant(r));
+    }
+
+    #[tokio::test]
+    async fn a_possibly_spent_token_is_not_sent_after_its_entry_expired() {
+        // Entries expire at once: only the long record remembers the failure.
+        let (c, clock) = on_clock(Duration::ZERO);
+        let garbled = || ProviderError::Malformed("token refresh answer cut short".into());
+        let r = c
+            .refresh(
+                "rt",
+                (None, None),
+                0,
+                None,
+                |_| async move { Err(garbled()) },
+            )
+            .await;
+        assert!(matches!(
+            r,
+            Err(RefreshError::Provider(ProviderError::Malformed(_)))
+        ));
+        clock.advance(Duration::from_secs(86_400));
+        let r = c
+            .refresh("rt", (Some("x".into()), None), 0, None, |_| async {
+                panic!("must not be called")
+            })
+            .await;
+        assert!(matches!(r, Err(RefreshError::Spent)), "{:?}", r.err());
     }
 
     #[tokio::test]
     async fn entries_are_bounded() {
-        let c = RefreshCoordinator::new(Duration::from_secs(60), 50);
+        let c = coordinator(Duration::from_secs(60), 50);
         for i in 0..1000 {
             let _ = c
                 .refresh(&format!("rt{i}"), (None, None), 0, None, |rt| async move {
@@ -281,32 +421,45 @@ mod tests {
                 .await;
         }
         assert!(c.len() <= 50);
+        assert!(c.successors.len() <= 50 && c.spent.len() <= 50);
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_are_remembered_by_fingerprint_only() {
+        let c = coordinator(Duration::from_secs(60), 10);
+        c.refresh("rt", (None, None), 0, None, |rt| async move {
+            Ok(response(&rt))
+        })
+        .await
+        .unwrap();
+        assert!(c.spent.get("rt").is_none() && c.entries.get("rt").is_none());
+        assert!(c.spent.get(&fingerprint("rt")).is_some());
+        assert_eq!(fingerprint("rt").len(), 43, "SHA-256, base64url");
+        assert_ne!(fingerprint("rt"), fingerprint("rt+"));
     }
 }
 
 #[cfg(test)]
 mod rotation_memory {
+    use super::tests::{on_clock, response, GRACE};
     use super::*;
 
+    async fn rotate(rt: String) -> Result<TokenResponse, ProviderError> {
+        Ok(response(&rt))
+    }
+
+    fn never_sent(rt: String) -> std::future::Ready<Result<TokenResponse, ProviderError>> {
+        panic!("the rotated-out token {rt} was sent")
+    }
+
     #[tokio::test]
-    async fn a_rotated_out_token_is_followed_after_its_entry_expired() {
-        // Entries expire at once; the rotation is remembered.
-        let c = RefreshCoordinator::new(Duration::ZERO, 100);
-        let rotate = |rt: String| async move {
-            Ok::<_, ProviderError>(
-                serde_json::from_value::<TokenResponse>(serde_json::json!({
-                    "access_token": format!("at-{rt}"), "refresh_token": format!("{rt}+"), "expires_in": 3600
-                }))
-                .unwrap(),
-            )
-        };
+    async fn within_the_grace_a_rotated_out_token_follows_its_successor_after_its_entry_expired() {
+        // Entries expire at once; the rotation is remembered for the grace.
+        let (c, clock) = on_clock(Duration::ZERO);
         c.refresh("rt", (None, None), 0, None, rotate)
             .await
             .unwrap();
-        // Someone evicts the entry (another token arrives), then the stale token is used.
-        c.refresh("other", (None, None), 0, None, rotate)
-            .await
-            .unwrap();
+        clock.advance(GRACE - Duration::from_secs(1));
         let r = c
             .refresh(
                 "rt",
@@ -324,8 +477,46 @@ mod rotation_memory {
     }
 
     #[tokio::test]
+    async fn after_the_grace_a_rotated_out_token_ends_its_session_and_is_never_sent() {
+        // Entries outlive the grace, so a shared result of the old token is still there.
+        let (c, clock) = on_clock(Duration::from_secs(120));
+        let target = (Some("api".to_string()), None);
+        c.refresh("rt", target.clone(), 0, None, rotate)
+            .await
+            .unwrap();
+        clock.advance(GRACE + Duration::from_secs(1));
+        for target in [target, (None, None)] {
+            let r = c.refresh("rt", target, 0, None, never_sent).await;
+            assert!(matches!(r, Err(RefreshError::Spent)), "{:?}", r.err());
+        }
+        // A day later (every entry and successor forgotten), still refused, still not sent.
+        clock.advance(Duration::from_secs(86_400));
+        let r = c.refresh("rt", (None, None), 0, None, never_sent).await;
+        assert!(matches!(r, Err(RefreshError::Spent)));
+        // The successor is untouched: the browser that holds it goes on.
+        let r = c.refresh("rt+", (None, None), 0, None, rotate).await;
+        assert_eq!(r.unwrap().refresh_token, "rt++");
+    }
+
+    #[tokio::test]
+    async fn a_shared_result_hands_out_the_newest_token_of_the_chain() {
+        let (c, _clock) = on_clock(Duration::from_secs(120));
+        let a = (Some("a".to_string()), None);
+        let b = (Some("b".to_string()), None);
+        c.refresh("rt", a.clone(), 0, None, rotate).await.unwrap();
+        // Another request with the old cookie needs another target: rt+ -> rt++.
+        let r = c.refresh("rt", b, 0, None, rotate).await.unwrap();
+        assert_eq!(r.refresh_token, "rt++");
+        // A third with the old cookie shares the first result, but must not be handed rt+,
+        // already rotated out: it would end the session at the next refresh after the grace.
+        let r = c.refresh("rt", a, 0, None, never_sent).await.unwrap();
+        assert_eq!(r.access_token, "at-for-rt");
+        assert_eq!(r.refresh_token, "rt++");
+    }
+
+    #[tokio::test]
     async fn a_forced_refresh_accepts_only_newer_results_and_shares_them() {
-        let c = Arc::new(RefreshCoordinator::new(Duration::from_secs(60), 100));
+        let c = Arc::new(super::tests::coordinator(Duration::from_secs(60), 100));
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let call = {
             let calls = calls.clone();

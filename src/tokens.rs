@@ -12,6 +12,7 @@ use crate::claims::{IdTokenClaims, UserInfo};
 use crate::context::RequestContext;
 use crate::error::LogtoError;
 use crate::provider::{decode_jwt_payload, ProviderError};
+use crate::refresh::RefreshError;
 use crate::session::{self, now, CachedToken, Session};
 
 /// An access token for one API resource and/or organization, valid for at least the
@@ -235,6 +236,21 @@ async fn refresh_into(
             }
         })
         .await;
+    let result = match result {
+        Ok(r) => Ok(r),
+        Err(RefreshError::Provider(e)) => Err(e),
+        Err(RefreshError::Spent) => {
+            // Mostly an old copy of the cookie (or one whose newer copy never arrived): Logto
+            // would take the token for a replay and revoke the grant of the browser that
+            // holds its successor, so it is not sent, and this copy of the session ends.
+            log::warn!(
+                "logto: signing out user {}: the session's refresh token was rotated out longer than `rotation_grace_secs` ago, or spent by a failed refresh; it was not sent to Logto",
+                old.sub
+            );
+            ctx.session.sign_out(guard, ctx.jar);
+            return Err(LogtoError::Unauthenticated);
+        }
+    };
     let refreshed = match result {
         Ok(r) => r,
         Err(e) if e.may_have_spent_token() => {
