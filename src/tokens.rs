@@ -247,7 +247,7 @@ async fn refresh_into(
                 "logto: signing out user {}: the session's refresh token was rotated out longer than `rotation_grace_secs` ago, or spent by a failed refresh; it was not sent to Logto",
                 old.sub
             );
-            ctx.session.sign_out(guard, ctx.jar);
+            ctx.session.sign_out(guard, ctx.jar, &ctx.state.config);
             return Err(LogtoError::Unauthenticated);
         }
     };
