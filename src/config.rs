@@ -41,7 +41,10 @@ pub struct LogtoConfig {
     pub app_id: String,
     /// The application secret (key `app_secret`); never printed.
     pub app_secret: AppSecret,
-    /// Where this app is served, e.g. `http://localhost:8000` (key `base_url`).
+    /// Where this app is served, e.g. `http://localhost:8000` (key `base_url`). A path
+    /// (`https://example.com/app`) means that Rocket serves the app under that path: the
+    /// auth routes are mounted at [`routes_base`](LogtoConfig::routes_base) and every
+    /// redirect of the crate includes the path.
     pub base_url: Url,
     /// Scopes requested beyond `openid offline_access profile` (key `scopes`).
     pub scopes: Vec<String>,
@@ -51,7 +54,8 @@ pub struct LogtoConfig {
     pub prompt: String,
     /// Fetch the userinfo endpoint right after sign-in and keep its answer (key `fetch_user_info`).
     pub fetch_user_info: bool,
-    /// Where the auth routes are mounted, without slashes (key `routes_prefix`, default `logto`).
+    /// Where the auth routes are mounted under the path of `base_url`, without slashes (key
+    /// `routes_prefix`, default `logto`).
     pub routes_prefix: String,
     /// Where to land after sign-in when no `return_to` was given (key `post_sign_in_redirect`).
     pub post_sign_in_redirect: ReturnPath,
@@ -317,6 +321,22 @@ impl LogtoConfig {
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
         let endpoint = http_url("endpoint", Some("LOGTO_ENDPOINT"), raw.endpoint)?;
         let base_url = http_url("base_url", Some("LOGTO_BASE_URL"), raw.base_url)?;
+        let base_path = base_url.path().trim_end_matches('/');
+        if !base_path.is_empty()
+            && !base_path[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+            })
+        {
+            return Err(err(
+                "base_url",
+                format!("has the path {base_path:?}; expected path segments of letters, digits, `-`, `_`, `.`, `~` (e.g. https://example.com/app)"),
+            ));
+        }
         let app_id = raw.app_id.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
             err(
                 "app_id",
@@ -545,7 +565,9 @@ impl LogtoConfig {
         self.base_url.scheme() == "https"
     }
 
-    /// The base path of the auth routes, e.g. `/logto`.
+    /// Where the fairing mounts the auth routes: the path of `base_url`, then
+    /// `routes_prefix`. `/logto` for `http://localhost:8000`, `/app/logto` for
+    /// `https://example.com/app`.
     pub fn routes_base(&self) -> String {
         let base = self.base_url.path().trim_end_matches('/');
         format!("{base}/{}", self.routes_prefix)
@@ -723,6 +745,37 @@ mod tests {
             assert!(e.0.contains("rotation_grace_secs"), "{value}: {e}");
             assert!(e.0.contains(why), "{value}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn an_app_under_a_path_has_every_route_and_redirect_under_it() {
+        let under = |base: &str| {
+            load(
+                &FULL.replace("http://localhost:8000", base),
+                &[("LOGTO_BASE_URL", base)],
+            )
+        };
+        for base in ["https://example.com/app", "https://example.com/app/"] {
+            let cfg = under(base).unwrap();
+            assert_eq!(cfg.routes_base(), "/app/logto", "{base}");
+            assert_eq!(
+                cfg.redirect_uri(),
+                "https://example.com/app/logto/sign-in-callback"
+            );
+            assert!(cfg.post_sign_in_redirect.as_str().starts_with("/app"));
+        }
+        assert_eq!(
+            under("http://localhost:8000").unwrap().routes_base(),
+            "/logto"
+        );
+        for bad in [
+            "https://example.com/a%20b",
+            "https://example.com/<x>",
+            "https://example.com/a//b",
+        ] {
+            let e = under(bad).unwrap_err();
+            assert!(e.0.contains("`base_url`"), "{bad}: {e}");
         }
     }
 

@@ -1,10 +1,11 @@
 //! Per-request state: the session read once from the cookies, and what the guards need
 //! to refresh tokens and write them back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
-use rocket::http::CookieJar;
+use rocket::http::{Cookie, CookieJar};
 use rocket::request::Request;
 use tokio::sync::Mutex;
 
@@ -21,9 +22,24 @@ pub(crate) struct RequestSession {
     /// Shared with the decoded-session cache; copied only when a guard changes it.
     pub session: Mutex<Option<Arc<Session>>>,
     /// Claims of the session as loaded: reading them needs no lock.
-    pub claims: Option<Arc<IdTokenClaims>>,
-    /// Session cookie names this request asked the browser to delete.
-    pub cleared: SyncMutex<Vec<String>>,
+    claims: Option<Arc<IdTokenClaims>>,
+    /// Set when the session ended during this request (refresh token refused, sign-out):
+    /// a guard of a later, ranked route must then see nobody signed in.
+    ended: AtomicBool,
+    /// The session cookies as this request last set them, once it wrote or removed any.
+    /// Rocket drops a request's cookie changes when a catcher answers, so the response
+    /// fairing puts these back: a rotated refresh token must reach the browser whatever
+    /// the status.
+    written: SyncMutex<Option<Vec<SessionCookie>>>,
+}
+
+/// One session cookie as a request left it.
+#[derive(Clone)]
+pub(crate) enum SessionCookie {
+    /// Set to this value (plaintext: Rocket encrypts private cookies on the way out).
+    Set(Cookie<'static>),
+    /// Removed (the browser sent it).
+    Removed(&'static str),
 }
 
 impl RequestSession {
@@ -33,7 +49,7 @@ impl RequestSession {
             request
                 .local_cache(SessionRead::default)
                 .0
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+                .store(true, Ordering::Relaxed);
             RequestSession::load(request.cookies(), state)
         })
     }
@@ -43,7 +59,16 @@ impl RequestSession {
         request
             .local_cache(SessionRead::default)
             .0
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(Ordering::Relaxed)
+    }
+
+    fn new(session: Option<Arc<Session>>, claims: Option<Arc<IdTokenClaims>>) -> RequestSession {
+        RequestSession {
+            session: Mutex::new(session),
+            claims,
+            ended: AtomicBool::new(false),
+            written: SyncMutex::new(None),
+        }
     }
 
     fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
@@ -65,31 +90,37 @@ impl RequestSession {
                 let now = session::now();
                 let restamp_after =
                     (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
-                if now - s.seen_at > restamp_after {
+                let restamped = now - s.seen_at > restamp_after && {
                     Arc::make_mut(&mut s).seen_at = now;
-                    let _ = session::store(jar, &s, config);
+                    session::store(jar, &s, config).is_ok()
+                };
+                let loaded = RequestSession::new(Some(s), Some(claims));
+                if restamped {
+                    loaded.note_written(jar, config);
                 }
-                RequestSession {
-                    session: Mutex::new(Some(s)),
-                    claims: Some(claims),
-                    cleared: SyncMutex::new(Vec::new()),
-                }
+                loaded
             }
             Err(e) => {
-                let cleared = session_cookie_names(jar, config);
+                let signed_out = RequestSession::new(None, None);
                 if let LoadError::Invalid(why) = e {
                     log::info!(
                         "logto: session cookie refused ({why}); treating the request as signed out"
                     );
                     session::clear(jar, config);
+                    signed_out.note_written(jar, config);
                 }
-                RequestSession {
-                    session: Mutex::new(None),
-                    claims: None,
-                    cleared: SyncMutex::new(cleared),
-                }
+                signed_out
             }
         }
+    }
+
+    /// The signed-in user's claims; `None` when nobody is signed in, or when the session
+    /// ended during this request.
+    pub fn claims(&self) -> Option<&Arc<IdTokenClaims>> {
+        if self.ended.load(Ordering::Acquire) {
+            return None;
+        }
+        self.claims.as_ref()
     }
 
     /// Ends the session: no state left in this request, every session cookie removed.
@@ -100,19 +131,28 @@ impl RequestSession {
         config: &LogtoConfig,
     ) {
         *current = None;
-        self.cleared
-            .lock()
-            .expect("cleared lock")
-            .extend(session_cookie_names(jar, config));
+        self.ended.store(true, Ordering::Release);
         session::clear(jar, config);
+        self.note_written(jar, config);
     }
-}
 
-fn session_cookie_names(jar: &CookieJar<'_>, config: &LogtoConfig) -> Vec<String> {
-    session::present_session_cookies(jar, CookieNames::of(config))
-        .into_iter()
-        .map(str::to_string)
-        .collect()
+    /// Records the session cookies as `jar` now has them, after a write or a removal.
+    pub fn note_written(&self, jar: &CookieJar<'_>, config: &LogtoConfig) {
+        let cookies = CookieNames::of(config)
+            .chunks
+            .iter()
+            .filter_map(|&name| match jar.get_pending(name) {
+                Some(cookie) => Some(SessionCookie::Set(cookie)),
+                None => jar.get(name).map(|_| SessionCookie::Removed(name)),
+            })
+            .collect();
+        *self.written.lock().expect("written lock") = Some(cookies);
+    }
+
+    /// The session cookies this request set or removed, if it changed any.
+    pub fn written(&self) -> Option<Vec<SessionCookie>> {
+        self.written.lock().expect("written lock").clone()
+    }
 }
 
 /// Sessions already decrypted and decoded, by the exact encrypted cookie values that
@@ -187,17 +227,27 @@ pub(crate) fn tail(value: &str, max: usize) -> &str {
 
 /// Set once a guard read the session of this request.
 #[derive(Default)]
-struct SessionRead(std::sync::atomic::AtomicBool);
+struct SessionRead(AtomicBool);
 
-/// A guard's failure, kept for the response fairing: Rocket hands a failing guard's
-/// request to a catcher, which knows only the status. The fairing turns it into the
-/// right page (or a redirect to sign-in).
+/// A guard's failure, kept for the crate's catchers: Rocket hands a failing guard's
+/// request to a catcher, which knows only the status. The catcher for that status shows
+/// this error's message (or, for 401, redirects a browser to sign-in).
 #[derive(Default)]
-pub(crate) struct GuardFailure(pub SyncMutex<Option<LogtoError>>);
+pub(crate) struct GuardFailure(SyncMutex<Option<LogtoError>>);
 
 pub(crate) fn record_failure(request: &Request<'_>, error: &LogtoError) {
     let slot = request.local_cache(GuardFailure::default);
     *slot.0.lock().expect("guard failure lock") = Some(error.clone());
+}
+
+/// The failure a crate guard recorded in this request, if any.
+pub(crate) fn recorded_failure(request: &Request<'_>) -> Option<LogtoError> {
+    request
+        .local_cache(GuardFailure::default)
+        .0
+        .lock()
+        .expect("guard failure lock")
+        .clone()
 }
 
 /// What methods of [`crate::AuthenticatedUser`] need after the guard ran.

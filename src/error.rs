@@ -4,23 +4,38 @@
 use std::fmt;
 use std::io::Cursor;
 
-use rocket::http::{ContentType, Header, Status};
+use rocket::http::{ContentType, Header, Method, Status};
 use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 
-/// An error of the library. As a [`Responder`] it renders a short HTML page (or JSON for
-/// clients that ask for it) with the status of [`LogtoError::status`], `Cache-Control:
-/// no-store` and, for rate limits, `Retry-After`.
+use crate::config::LogtoConfig;
+
+/// An error of the library. As a [`Responder`] it answers as the crate's catcher for its
+/// status does (see [`Logto::catchers`](crate::Logto::catchers)): a short HTML page (or JSON
+/// for clients that ask for it) with the status of [`LogtoError::status`], `Cache-Control:
+/// no-store` and, for rate limits, `Retry-After`; [`Unauthenticated`](LogtoError::Unauthenticated)
+/// sends a browser's `GET` to sign-in instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LogtoError {
     /// The request is malformed or cannot be trusted (400): bad `return_to`, unknown
-    /// `state`, replayed callback, an ID token that fails a check.
+    /// `state`, replayed callback, an ID token that fails a check, a malformed organization
+    /// id.
     BadRequest(String),
-    /// No signed-in user (401).
+    /// No signed-in user (401). The guards do not fail with it: they forward (see
+    /// [Composing with Rocket](crate#composing-with-rocket)).
     Unauthenticated,
+    /// Signed in, but the session cannot do what was asked until the user signs in again
+    /// (401), e.g. Logto issued no refresh token (`offline_access` not granted). The message
+    /// says why. Browsers get a page with a "Sign in again" link, not a redirect, so a
+    /// sign-in that cannot fix it never loops.
+    SignInAgain(String),
     /// Signed in, but not allowed (403): missing scopes, not a member of an organization.
     Forbidden(String),
+    /// What the request names does not exist here (404): an API resource indicator that
+    /// is not in the `resources` config, passed to
+    /// [`AuthenticatedUser::access_token`](crate::AuthenticatedUser::access_token).
+    NotFound(String),
     /// Logto answered, but not with something usable (502).
     BadGateway(String),
     /// Logto could not be reached, timed out or asked us to slow down (503).
@@ -30,8 +45,9 @@ pub enum LogtoError {
         /// Seconds to wait, when Logto said (HTTP 429 `Retry-After`).
         retry_after: Option<u64>,
     },
-    /// The app's configuration does not allow this (500), e.g. an organization token
-    /// without the organizations scope.
+    /// The app's own configuration or code does not allow this (500), e.g. an organization
+    /// token without the organizations scope in `scopes`. The crate's 500 catcher also
+    /// renders its generic page as this variant.
     Config(String),
 }
 
@@ -40,8 +56,9 @@ impl LogtoError {
     pub fn status(&self) -> Status {
         match self {
             LogtoError::BadRequest(_) => Status::BadRequest,
-            LogtoError::Unauthenticated => Status::Unauthorized,
+            LogtoError::Unauthenticated | LogtoError::SignInAgain(_) => Status::Unauthorized,
             LogtoError::Forbidden(_) => Status::Forbidden,
+            LogtoError::NotFound(_) => Status::NotFound,
             LogtoError::BadGateway(_) => Status::BadGateway,
             LogtoError::Unavailable { .. } => Status::ServiceUnavailable,
             LogtoError::Config(_) => Status::InternalServerError,
@@ -52,7 +69,9 @@ impl LogtoError {
     pub fn message(&self) -> &str {
         match self {
             LogtoError::BadRequest(m)
+            | LogtoError::SignInAgain(m)
             | LogtoError::Forbidden(m)
+            | LogtoError::NotFound(m)
             | LogtoError::BadGateway(m)
             | LogtoError::Config(m)
             | LogtoError::Unavailable { message: m, .. } => m,
@@ -67,20 +86,35 @@ impl LogtoError {
         }
     }
 
-    /// Renders the default page for `self`, as the library's routes and guards do.
+    /// Renders the built-in page for `self`: HTML, or JSON when `wants_json`, with the
+    /// error's status, `Cache-Control: no-store`, `Referrer-Policy: no-referrer` and, for a
+    /// rate limit, `Retry-After`. Its links assume an app served at `/`; the crate's
+    /// catchers and the `LogtoError` responder use the configured base path, the app's
+    /// [`error_page`](crate::Logto::error_page), and the redirect to sign-in.
     pub fn render(&self, wants_json: bool) -> Response<'static> {
+        self.render_page(wants_json, &PageLinks::default())
+    }
+
+    fn render_page(&self, wants_json: bool, links: &PageLinks) -> Response<'static> {
         let status = self.status();
         let (content_type, body) = if wants_json {
             let body =
                 serde_json::json!({ "error": status.reason_lossy(), "message": self.message() });
             (ContentType::JSON, body.to_string())
         } else {
+            let sign_in = match self {
+                LogtoError::Unauthenticated | LogtoError::SignInAgain(_) => {
+                    format!(" · <a href=\"{}\">Sign in</a>", html_escape(&links.sign_in))
+                }
+                _ => String::new(),
+            };
             let body = format!(
                 "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\
-                 <body><h1>{code} {reason}</h1><p>{message}</p><p><a href=\"/\">Home</a></p></body></html>",
+                 <body><h1>{code} {reason}</h1><p>{message}</p><p><a href=\"{home}\">Home</a>{sign_in}</p></body></html>",
                 code = status.code,
                 reason = status.reason_lossy(),
                 message = html_escape(self.message()),
+                home = html_escape(&links.home),
             );
             (ContentType::HTML, body)
         };
@@ -102,6 +136,35 @@ impl LogtoError {
     }
 }
 
+/// Where the links of an error page go.
+struct PageLinks {
+    /// The app's home: the path of `base_url`.
+    home: String,
+    /// Sign-in, coming back to the page that failed when it can.
+    sign_in: String,
+}
+
+impl Default for PageLinks {
+    fn default() -> PageLinks {
+        PageLinks {
+            home: "/".into(),
+            sign_in: "/logto/sign-in".into(),
+        }
+    }
+}
+
+impl PageLinks {
+    fn of(request: &Request<'_>, config: Option<&LogtoConfig>) -> PageLinks {
+        match config {
+            Some(config) => PageLinks {
+                home: config.base_url.path().to_string(),
+                sign_in: sign_in_location(request, config),
+            },
+            None => PageLinks::default(),
+        }
+    }
+}
+
 impl fmt::Display for LogtoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.status(), self.message())
@@ -116,16 +179,29 @@ impl<'r> Responder<'r, 'static> for LogtoError {
     }
 }
 
-/// The page for `error`: the app's own (see [`crate::Logto::error_page`]) for browsers,
-/// else the built-in one; always with the error's status and headers.
+/// The crate's answer for `error` to `request`, shared by the `LogtoError` responder and
+/// the crate's catchers: a browser's `GET` that is not signed in is sent to sign-in (303,
+/// coming back here afterwards); anything else gets the error page, the app's own (see
+/// [`crate::Logto::error_page`]) for browsers, else the built-in one, always with the
+/// error's status and headers.
 pub(crate) fn render_for(error: &LogtoError, request: &Request<'_>) -> Response<'static> {
-    let default = error.render(wants_json(request));
-    if wants_json(request) {
+    let state = request.rocket().state::<crate::fairing::LogtoState>();
+    let config = state.map(|s| &s.config);
+    if *error == LogtoError::Unauthenticated
+        && request.method() == Method::Get
+        && wants_html(request)
+        && !wants_json(request)
+    {
+        if let Some(config) = config {
+            return sign_in_redirect(request, config);
+        }
+    }
+    let json = wants_json(request);
+    let default = error.render_page(json, &PageLinks::of(request, config));
+    if json {
         return default;
     }
-    let custom = request
-        .rocket()
-        .state::<crate::fairing::LogtoState>()
+    let custom = state
         .and_then(|state| state.error_page.as_ref())
         .and_then(|page| page(error, request).ok());
     match custom {
@@ -145,6 +221,29 @@ pub(crate) fn render_for(error: &LogtoError, request: &Request<'_>) -> Response<
         }
         None => default,
     }
+}
+
+/// `<base path>/<routes_prefix>/sign-in`, with `return_to` set to this request's path and
+/// query when that is a valid return path.
+fn sign_in_location(request: &Request<'_>, config: &LogtoConfig) -> String {
+    let here = request.uri().to_string();
+    let mut location = format!("{}/sign-in", config.routes_base());
+    if crate::redirect::ReturnPath::parse(&here).is_ok() {
+        location.push_str("?return_to=");
+        location.extend(url::form_urlencoded::byte_serialize(here.as_bytes()));
+    }
+    location
+}
+
+/// 303 to sign-in, coming back to this page afterwards.
+fn sign_in_redirect(request: &Request<'_>, config: &LogtoConfig) -> Response<'static> {
+    Response::build()
+        .status(Status::SeeOther)
+        .raw_header("Location", sign_in_location(request, config))
+        .raw_header("Cache-Control", "no-store")
+        .raw_header("Referrer-Policy", "no-referrer")
+        .sized_body(0, Cursor::new(Vec::new()))
+        .finalize()
 }
 
 /// Whether the client prefers JSON over HTML (an API call rather than a page).

@@ -1,17 +1,19 @@
 //! The `Logto` fairing: reads the configuration at ignition, builds the shared state,
-//! mounts the auth routes, and turns guard failures into the right response.
+//! mounts the auth routes, and makes sure the session cookies a request changed reach the
+//! browser whatever answers it.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
-use rocket::http::{Cookie, Method, Status};
+use rocket::http::Cookie;
 use rocket::request::Request;
 use rocket::response::Response;
-use rocket::{Build, Rocket};
+use rocket::{Build, Catcher, Orbit, Rocket};
 
 use crate::config::LogtoConfig;
-use crate::context::{DecodedSessions, GuardFailure, RequestSession};
-use crate::error::{wants_html, wants_json, LogtoError};
+use crate::context::{DecodedSessions, RequestSession, SessionCookie};
+use crate::error::LogtoError;
 use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
 use crate::logout::Logouts;
 use crate::provider::Provider;
@@ -34,6 +36,9 @@ pub(crate) struct LogtoState {
     pub decoded_tokens: DecodedTokens,
     pub on_sign_in: Option<SignInHook>,
     pub error_page: Option<ErrorPage>,
+    /// Rocket's cookie key, read once from the launched configuration when a response
+    /// needs session cookies put back (see `restore_session_cookies`).
+    cookie_key: OnceLock<Option<cookie::Key>>,
 }
 
 /// The fairing. Attach it once: `rocket::build().attach(Logto::fairing())`.
@@ -82,9 +87,14 @@ impl Logto {
         self
     }
 
-    /// Renders the library's error pages (failed sign-in, 401/403/502/503 of the guards)
-    /// with the app's own responder, e.g. a template. Returning `Err` falls back to the
-    /// built-in page. The status is always the error's.
+    /// Renders the crate's error pages with the app's own responder, e.g. a template: the
+    /// pages of the crate's catchers ([`Logto::catchers`]), of its routes (a failed
+    /// sign-in) and of a [`LogtoError`] a handler returns. Returning `Err` falls back to
+    /// the built-in page. The status and the `Cache-Control`, `Referrer-Policy` and
+    /// `Retry-After` headers stay the error's; clients that ask for JSON get the JSON body;
+    /// a browser that is not signed in is redirected to sign-in rather than shown a page.
+    ///
+    /// It never touches the answers of the app's own catchers or handlers.
     ///
     /// ```
     /// use rocket::response::{content::RawHtml, Responder};
@@ -106,6 +116,44 @@ impl Logto {
         self
     }
 
+    /// The crate's catchers, for the app to register: 400, 401, 403, 500, 502 and 503.
+    ///
+    /// - **401**: a browser's `GET` (it accepts HTML and does not prefer JSON) is redirected
+    ///   (303) to `<base path>/<routes_prefix>/sign-in?return_to=<this page>`; other clients
+    ///   get 401 with the error as JSON or HTML. When a crate guard failed with
+    ///   [`LogtoError::SignInAgain`], the page says why and links to sign-in instead.
+    /// - **the others**: the [`LogtoError`] a crate guard failed with in this request, when
+    ///   it has the catcher's status; otherwise a generic page for the status. HTML or JSON
+    ///   by `Accept`, with `Retry-After` when Logto sent one, rendered by
+    ///   [`error_page`](Logto::error_page) when set.
+    ///
+    /// Without them, Rocket's default catchers (or the app's) answer: a signed-out browser
+    /// on a route that needs a signed-in user then gets a plain 401 page, not the redirect.
+    /// Register the ones you want, under the base your routes use; a catcher of the app for
+    /// the same status and base collides with the crate's, so leave that status out:
+    ///
+    /// ```no_run
+    /// use rocket::{catch, catchers, launch};
+    /// use rocket_logto::Logto;
+    ///
+    /// #[catch(403)]
+    /// fn forbidden() -> &'static str {
+    ///     "Not for you."
+    /// }
+    ///
+    /// #[launch]
+    /// fn rocket() -> _ {
+    ///     let logto_catchers = Logto::catchers().into_iter().filter(|c| c.code != Some(403));
+    ///     rocket::build()
+    ///         .attach(Logto::fairing())
+    ///         .register("/", logto_catchers.collect::<Vec<_>>())
+    ///         .register("/", catchers![forbidden])
+    /// }
+    /// ```
+    pub fn catchers() -> Vec<Catcher> {
+        crate::catchers::catchers()
+    }
+
     /// The configuration the fairing loaded, once Rocket has ignited.
     pub fn config<P: rocket::Phase>(rocket: &Rocket<P>) -> Option<&LogtoConfig> {
         rocket.state::<LogtoState>().map(|s| &s.config)
@@ -117,7 +165,7 @@ impl Fairing for Logto {
     fn info(&self) -> Info {
         Info {
             name: "Logto",
-            kind: Kind::Ignite | Kind::Response | Kind::Singleton,
+            kind: Kind::Ignite | Kind::Liftoff | Kind::Response | Kind::Singleton,
         }
     }
 
@@ -142,7 +190,9 @@ impl Fairing for Logto {
             config.app_id,
             config.redirect_uri()
         );
-        let base = format!("/{}", config.routes_prefix);
+        // Rocket serves the app under the path of `base_url` (a proxy forwards `/app/...`
+        // unchanged), so the auth routes live there too.
+        let base = config.routes_base();
         let (refresh_entries, spent_entries) =
             (config.refresh_cache_entries, config.spent_state_entries);
         let session_lifetime = config.session_lifetime;
@@ -163,81 +213,105 @@ impl Fairing for Logto {
             decoded_tokens: DecodedTokens::new(session_cache_entries),
             on_sign_in: self.on_sign_in.clone(),
             error_page: self.error_page.clone(),
+            cookie_key: OnceLock::new(),
         };
         Ok(rocket.manage(state).mount(base, crate::routes::routes()))
     }
 
+    async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+        let covered = rocket
+            .catchers()
+            .any(|c| c.code.is_none() || c.code == Some(401));
+        if !covered {
+            log::warn!(
+                "logto: no catcher for 401 is registered, so a signed-out browser on a route that needs a signed-in user gets Rocket's plain 401 page; register the crate's with `.register(\"/\", Logto::catchers())` to send it to sign-in"
+            );
+        }
+    }
+
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        // Only look when a guard loaded the session in this request: other answers (a
+        // plain route, a 404) cost no session lookup.
+        if !RequestSession::was_read(request) {
+            return;
+        }
         let Some(state) = request.rocket().state::<LogtoState>() else {
             return;
         };
-        let failure = request
-            .local_cache(GuardFailure::default)
-            .0
-            .lock()
-            .expect("guard failure lock")
-            .take();
-        if let Some(error) = failure.filter(|e| e.status() == response.status()) {
-            let replacement = if error == LogtoError::Unauthenticated
-                && request.method() == Method::Get
-                && wants_html(request)
-                && !wants_json(request)
-            {
-                sign_in_redirect(request, &state.config)
-            } else {
-                crate::error::render_for(&error, request)
-            };
-            response.merge(replacement);
-        }
         // A page made from the session is the user's own: no shared cache may keep it, and
         // the browser must not show a stale copy (signed out, or another user's) on Back.
-        if RequestSession::was_read(request) && !response.headers().contains("Cache-Control") {
+        if !response.headers().contains("Cache-Control") {
             response.set_raw_header("Cache-Control", "private, no-store");
         }
-        // An error answer loses the cookie changes a guard made (Rocket only keeps the
-        // catcher's), so removals of a broken or ended session are re-added here.
-        if response.status().code >= 400 {
-            if let Some(cleared) = cleared_cookies(request, state) {
-                let existing: Vec<String> = response
-                    .headers()
-                    .get("Set-Cookie")
-                    .map(str::to_string)
-                    .collect();
-                for name in cleared {
-                    if !existing.iter().any(|h| h.starts_with(&format!("{name}="))) {
-                        let mut removal = Cookie::build(name).path("/").build();
-                        removal.make_removal();
-                        response.adjoin_header(removal);
-                    }
-                }
+        restore_session_cookies(request, response, state);
+    }
+}
+
+/// Puts back the session cookies this request set or removed when the response lacks
+/// them. Rocket drops a request's cookie changes when a catcher answers (a guard failed
+/// after refreshing, say), and a rotated refresh token that never reaches the browser is
+/// later sent again, which makes Logto revoke the grant.
+fn restore_session_cookies(request: &Request<'_>, response: &mut Response<'_>, state: &LogtoState) {
+    let Some(written) = RequestSession::of(request, state).written() else {
+        return;
+    };
+    let sent: Vec<String> = response
+        .headers()
+        .get("Set-Cookie")
+        .filter_map(|line| {
+            line.split_once('=')
+                .map(|(name, _)| name.trim().to_string())
+        })
+        .collect();
+    for cookie in written {
+        let name = match &cookie {
+            SessionCookie::Set(c) => c.name(),
+            SessionCookie::Removed(name) => name,
+        };
+        if sent.iter().any(|s| s == name) {
+            continue;
+        }
+        match cookie {
+            SessionCookie::Set(plain) => match encrypt(request, state, plain) {
+                Some(sealed) => response.adjoin_header(sealed),
+                None => log::warn!(
+                    "logto: the session cookies changed in this request could not be put back into its error answer"
+                ),
+            },
+            SessionCookie::Removed(name) => {
+                let mut removal = Cookie::build(name)
+                    .path("/")
+                    .secure(state.config.secure_cookies())
+                    .build();
+                removal.make_removal();
+                response.adjoin_header(removal);
             }
         }
     }
 }
 
-fn cleared_cookies(request: &Request<'_>, state: &LogtoState) -> Option<Vec<String>> {
-    // Only look if a guard already loaded the session in this request: an error answer
-    // elsewhere (a 404, say) must not cost a session lookup.
-    if !RequestSession::was_read(request) {
-        return None;
-    }
-    let session = RequestSession::of(request, state);
-    let cleared = session.cleared.lock().expect("cleared lock").clone();
-    (!cleared.is_empty()).then_some(cleared)
+/// `cookie` as Rocket sends a private cookie: its value encrypted and authenticated under
+/// the app's `secret_key`, with the name as associated data.
+fn encrypt(
+    request: &Request<'_>,
+    state: &LogtoState,
+    cookie: Cookie<'static>,
+) -> Option<Cookie<'static>> {
+    let key = state
+        .cookie_key
+        .get_or_init(|| rocket_cookie_key(request.rocket().config()))
+        .as_ref()?;
+    let name = cookie.name().to_string();
+    let mut jar = cookie::CookieJar::new();
+    jar.private_mut(key).add(cookie);
+    jar.get(&name).cloned()
 }
 
-/// 303 to sign-in, coming back to this page afterwards.
-fn sign_in_redirect(request: &Request<'_>, config: &LogtoConfig) -> Response<'static> {
-    let here = request.uri().to_string();
-    let mut location = format!("/{}/sign-in", config.routes_prefix);
-    if crate::redirect::ReturnPath::parse(&here).is_ok() {
-        location.push_str("?return_to=");
-        location.extend(url::form_urlencoded::byte_serialize(here.as_bytes()));
-    }
-    Response::build()
-        .status(Status::SeeOther)
-        .raw_header("Location", location)
-        .raw_header("Cache-Control", "no-store")
-        .sized_body(0, std::io::Cursor::new(Vec::new()))
-        .finalize()
+/// The key of Rocket's private cookies. The launched configuration carries it, generated
+/// or configured, as a figment provider (Rocket's own way to hand it on).
+fn rocket_cookie_key(config: &rocket::Config) -> Option<cookie::Key> {
+    let master: Vec<u8> = rocket::figment::Figment::from(config)
+        .extract_inner("secret_key")
+        .ok()?;
+    cookie::Key::try_from(master.as_slice()).ok()
 }

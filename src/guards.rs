@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{Ignite, Rocket, Sentinel};
 
-use crate::claims::{IdTokenClaims, UserInfo as UserInfoClaims};
+use crate::claims::{IdTokenClaims, UserInfo};
 use crate::context::{record_failure, RequestContext, RequestSession};
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
@@ -21,11 +22,20 @@ fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoErro
     })
 }
 
+/// The outcome of a guard that cannot give its value: a forward with 401 when nobody is
+/// signed in (a ranked route may serve the request, else the 401 catcher answers), else
+/// the error, recorded for the crate's catchers.
 fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
     let path = request.uri().path();
     match &error {
-        LogtoError::Unauthenticated => log::debug!("logto: {path}: not signed in"),
-        LogtoError::Forbidden(m) | LogtoError::BadRequest(m) => {
+        LogtoError::Unauthenticated => {
+            log::debug!("logto: {path}: not signed in; forwarding");
+            return Outcome::Forward(Status::Unauthorized);
+        }
+        LogtoError::Forbidden(m)
+        | LogtoError::BadRequest(m)
+        | LogtoError::NotFound(m)
+        | LogtoError::SignInAgain(m) => {
             log::info!("logto: {path}: refused: {m}")
         }
         other => log::warn!("logto: {path}: {other}"),
@@ -59,7 +69,7 @@ fn missing_fairing(rocket: &Rocket<Ignite>, guard: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct LogtoUser {
     claims: Option<Arc<IdTokenClaims>>,
-    user_info: Option<UserInfoClaims>,
+    user_info: Option<UserInfo>,
 }
 
 impl LogtoUser {
@@ -74,15 +84,12 @@ impl LogtoUser {
     }
 
     /// The userinfo answer fetched at sign-in, when `fetch_user_info = true`.
-    pub fn user_info(&self) -> Option<&UserInfoClaims> {
+    pub fn user_info(&self) -> Option<&UserInfo> {
         self.user_info.as_ref()
     }
 }
 
-async fn stored_user_info(
-    session: &RequestSession,
-    claims: &IdTokenClaims,
-) -> Option<UserInfoClaims> {
+async fn stored_user_info(session: &RequestSession, claims: &IdTokenClaims) -> Option<UserInfo> {
     let guard = session.session.lock().await;
     let value = guard.as_ref()?.user_info.clone()?;
     tokens::user_info_for(value, claims).ok()
@@ -98,12 +105,13 @@ impl<'r> FromRequest<'r> for LogtoUser {
             Err(e) => return fail(request, e),
         };
         let session = RequestSession::of(request, state);
-        let user_info = match (&session.claims, state.config.fetch_user_info) {
+        let claims = session.claims();
+        let user_info = match (claims, state.config.fetch_user_info) {
             (Some(claims), true) => stored_user_info(session, claims).await,
             _ => None,
         };
         Outcome::Success(LogtoUser {
-            claims: session.claims.clone(),
+            claims: claims.cloned(),
             user_info,
         })
     }
@@ -115,10 +123,14 @@ impl Sentinel for LogtoUser {
     }
 }
 
-/// A signed-in user. Fails with 401 when nobody is signed in; a browser navigating to the
-/// route (it accepts HTML) is redirected to sign-in and brought back afterwards.
+/// A signed-in user. When nobody is signed in it **forwards** with 401: a route with a
+/// later rank (`rank = 2`) can serve signed-out visitors, and with none the 401 catcher answers (with
+/// [`Logto::catchers`](crate::Logto::catchers) mounted, a browser is redirected to sign-in
+/// and brought back afterwards; API clients get 401). `Option<AuthenticatedUser>` is
+/// `None` exactly when nobody is signed in. See
+/// [Composing with Rocket](crate#composing-with-rocket).
 ///
-/// Its async methods fetch tokens and user info; refreshed tokens are written back to the
+/// The guard itself reads only the session cookies, never Logto. Its async methods fetch tokens and user info; refreshed tokens are written back to the
 /// session cookies in this response.
 ///
 /// ```
@@ -205,7 +217,7 @@ impl<'r> AuthenticatedUser<'r> {
 
     /// The userinfo answer (`custom_data`, `identities`, `organization_data`, ...). With
     /// `fetch_user_info = true` the copy fetched at sign-in is returned without a request.
-    pub async fn user_info(&self) -> Result<UserInfoClaims, LogtoError> {
+    pub async fn user_info(&self) -> Result<UserInfo, LogtoError> {
         if self.ctx.state.config.fetch_user_info {
             if let Some(info) = stored_user_info(self.ctx.session, &self.claims).await {
                 return Ok(info);
@@ -232,7 +244,7 @@ impl<'r> FromRequest<'r> for AuthenticatedUser<'r> {
             Err(e) => return fail(request, e),
         };
         let session = RequestSession::of(request, state);
-        match &session.claims {
+        match session.claims() {
             Some(claims) => Outcome::Success(AuthenticatedUser {
                 claims: claims.clone(),
                 ctx: RequestContext {
@@ -270,9 +282,14 @@ pub trait Resource: Send + Sync + 'static {
     const REQUIRED_SCOPES: &'static [&'static str] = &[];
 }
 
-/// A valid access token for the resource `R`. 401 when signed out, 403 when the token
-/// lacks `R::REQUIRED_SCOPES`, 502/503 when Logto fails or cannot be reached. A resource
-/// missing from the `resources` config stops the launch.
+/// A valid access token for the resource `R`.
+///
+/// - Nobody signed in, or the session ended while refreshing (Logto refused the refresh
+///   token): forwards with 401, like [`AuthenticatedUser`].
+/// - Fails with 403 when the token lacks `R::REQUIRED_SCOPES`, 401
+///   ([`LogtoError::SignInAgain`]) when the session has no refresh token, 502/503 when
+///   Logto fails or cannot be reached.
+/// - A resource missing from the `resources` config stops the launch.
 pub struct ResourceToken<R: Resource> {
     token: AccessToken,
     _resource: PhantomData<R>,
@@ -366,21 +383,44 @@ impl<R: Resource> Sentinel for ResourceToken<R> {
     }
 }
 
-/// The userinfo answer, fetched for this request (or the copy kept at sign-in with
-/// `fetch_user_info = true`). Fails like [`AuthenticatedUser`], and with 502 when the
-/// answer is about another user.
+/// The guard that fetches the userinfo answer for this request (or takes the copy kept at
+/// sign-in with `fetch_user_info = true`): the data is a [`UserInfo`], reached through
+/// `Deref` or [`FetchedUserInfo::into_inner`].
+///
+/// Nobody signed in: forwards with 401, like [`AuthenticatedUser`]. Fails with 502 when the
+/// answer is about another user or unusable, 503 when Logto cannot be reached, and 401
+/// ([`LogtoError::SignInAgain`]) when the session has no refresh token to get a fresh
+/// userinfo token with. Earlier versions called this guard `UserInfo`, the name the data
+/// has now.
+///
+/// ```
+/// # use rocket::get;
+/// use rocket_logto::FetchedUserInfo;
+///
+/// #[get("/plan")]
+/// fn plan(info: FetchedUserInfo) -> String {
+///     format!("{:?}", info.custom_data)
+/// }
+/// ```
 #[derive(Debug, Clone)]
-pub struct UserInfo(pub UserInfoClaims);
+pub struct FetchedUserInfo(pub UserInfo);
 
-impl std::ops::Deref for UserInfo {
-    type Target = UserInfoClaims;
-    fn deref(&self) -> &UserInfoClaims {
+impl FetchedUserInfo {
+    /// The userinfo answer.
+    pub fn into_inner(self) -> UserInfo {
+        self.0
+    }
+}
+
+impl std::ops::Deref for FetchedUserInfo {
+    type Target = UserInfo;
+    fn deref(&self) -> &UserInfo {
         &self.0
     }
 }
 
 #[rocket::async_trait]
-impl<'r> FromRequest<'r> for UserInfo {
+impl<'r> FromRequest<'r> for FetchedUserInfo {
     type Error = LogtoError;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
@@ -390,14 +430,14 @@ impl<'r> FromRequest<'r> for UserInfo {
             Outcome::Forward(s) => return Outcome::Forward(s),
         };
         match user.user_info().await {
-            Ok(info) => Outcome::Success(UserInfo(info)),
+            Ok(info) => Outcome::Success(FetchedUserInfo(info)),
             Err(e) => fail(request, e),
         }
     }
 }
 
-impl Sentinel for UserInfo {
+impl Sentinel for FetchedUserInfo {
     fn abort(rocket: &Rocket<Ignite>) -> bool {
-        missing_fairing(rocket, "UserInfo")
+        missing_fairing(rocket, "FetchedUserInfo")
     }
 }

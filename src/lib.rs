@@ -28,7 +28,8 @@
 //!     })
 //! }
 //!
-//! /// Signed-in users only. A browser that is signed out is sent to sign-in first.
+//! /// Signed-in users only. A browser that is signed out is sent to sign-in first (by the
+//! /// crate's 401 catcher).
 //! #[get("/me")]
 //! fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
 //!     Json(user.claims().clone())
@@ -44,6 +45,7 @@
 //! fn rocket() -> _ {
 //!     rocket::build()
 //!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
 //!         .mount("/", routes![home, me, shopping])
 //! }
 //! ```
@@ -128,7 +130,8 @@
 //! # Register routes
 //!
 //! The guide's `handleAuthRoutes` is the fairing: [`Logto::fairing()`] mounts these routes
-//! under `/logto` (change the prefix with `routes_prefix`):
+//! under `/logto` (change the prefix with `routes_prefix`; an app served under a path has
+//! them under that path, see [Apps under a path](#apps-under-a-path)):
 //!
 //! | route | what it does |
 //! |---|---|
@@ -139,7 +142,9 @@
 //! | `POST /logto/backchannel-logout` | Logto's back-channel logout: a verified logout token ends that Logto session's (or that user's) sessions in this app. |
 //!
 //! Attach the fairing once; it reads the configuration when Rocket ignites. A guard used
-//! without the fairing stops the launch with a message saying so.
+//! without the fairing stops the launch with a message saying so. Register the crate's
+//! catchers too, `.register("/", Logto::catchers())`: they are what sends a signed-out
+//! browser to sign-in (see [Composing with Rocket](#composing-with-rocket)).
 //!
 //! In Logto Console, on the application's page, register:
 //!
@@ -211,7 +216,10 @@
 //!
 //! #[launch]
 //! fn rocket() -> _ {
-//!     rocket::build().attach(Logto::fairing()).mount("/", routes![home, orders])
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
+//!         .mount("/", routes![home, orders])
 //! }
 //! ```
 //!
@@ -221,9 +229,10 @@
 //!   path of `base_url` by default). An [`on_sign_in`](Logto::on_sign_in) hook can choose
 //!   another landing page.
 //! - [`AuthenticatedUser`] is the guard for routes that need a signed-in user. When nobody
-//!   is signed in, a browser `GET` (its `Accept` header includes HTML) is redirected (303)
-//!   to `/logto/sign-in?return_to=<this page>`; other requests get 401. Its methods fetch
-//!   tokens and user info, described below.
+//!   is signed in it forwards with 401: a route with a later rank (`rank = 2`) can serve the visitor,
+//!   and with none the crate's 401 catcher sends a browser `GET` (its `Accept` header
+//!   includes HTML) to `/logto/sign-in?return_to=<this page>` (303); other requests get
+//!   401. Its methods fetch tokens and user info, described below.
 //! - Several tabs can sign in at the same time: each sign-in keeps its own `state` in its
 //!   own cookie.
 //! - Sign-out ends the session here, revokes the refresh token at Logto and sends the
@@ -385,7 +394,8 @@
 //! never in the ID token; Logto returns them only from its userinfo endpoint. There are three
 //! ways to get them:
 //!
-//! - the [`UserInfo`] guard, which calls the userinfo endpoint for the request;
+//! - the [`FetchedUserInfo`] guard, which calls the userinfo endpoint for the request and
+//!   gives a [`UserInfo`];
 //! - [`AuthenticatedUser::user_info`], the same from inside a handler;
 //! - the guide's `fetchUserInfo`: with `fetch_user_info = true`, the answer is fetched once
 //!   right after sign-in and kept in the session. [`LogtoUser::user_info`] then returns it,
@@ -397,11 +407,11 @@
 //! ```no_run
 //! use rocket::{get, launch, routes};
 //! use rocket::serde::json::{Json, Value};
-//! use rocket_logto::{AuthenticatedUser, Logto, LogtoError, UserInfo};
+//! use rocket_logto::{AuthenticatedUser, FetchedUserInfo, Logto, LogtoError};
 //!
 //! /// The user's custom data (needs the `custom_data` scope).
 //! #[get("/custom-data")]
-//! fn custom_data(info: UserInfo) -> Json<Option<Value>> {
+//! fn custom_data(info: FetchedUserInfo) -> Json<Option<Value>> {
 //!     Json(info.custom_data.clone())
 //! }
 //!
@@ -485,7 +495,8 @@
 //!     Json(token.token().clone())
 //! }
 //!
-//! /// The same for a resource named at run time, e.g. from the path.
+//! /// The same for a resource named at run time, e.g. from the path: one that is not in
+//! /// `resources` answers 404.
 //! #[get("/token/<api>")]
 //! async fn token_for(user: AuthenticatedUser<'_>, api: &str) -> Result<String, LogtoError> {
 //!     let indicator = format!("https://{api}.your-app.com/api");
@@ -517,8 +528,16 @@
 //!   the cookies of the same response. Logto may rotate the refresh token on each use;
 //!   concurrent requests of one browser that need the same token share one refresh.
 //! - A refresh token that Logto refuses (`invalid_grant`: revoked, expired) ends the session:
-//!   the request gets 401 (through a guard, a browser is sent to sign-in). When Logto is
+//!   the request is signed out from then on (a guard forwards; a method returns
+//!   [`LogtoError::Unauthenticated`], which sends a browser to sign-in). When Logto is
 //!   unreachable, the request gets 503 and the session is kept.
+//! - A session without a refresh token (Logto grants `offline_access` only with
+//!   `prompt=consent`) cannot get any token: 401 [`LogtoError::SignInAgain`], whose page
+//!   says why and links to sign-in (no automatic redirect, which could loop).
+//! - The new tokens reach the browser whatever answers the request: when a guard fails
+//!   after refreshing (a token without the required scopes, a failed userinfo call) and a
+//!   catcher answers, the fairing puts the session cookies Rocket dropped back into the
+//!   answer, so the rotated-out refresh token is never sent again.
 //! - [`AuthenticatedUser::force_refresh`] refreshes now, whatever the cache holds, for
 //!   example after a change of roles. With `None` it refreshes the token used for userinfo.
 //!   A refresh that returns a new ID token updates the claims too, from the next request on.
@@ -574,7 +593,10 @@
 //!
 //! Without the organizations scope in `scopes`, `organization_token` and
 //! `organization_resource_token` return a configuration error (500) that says so, and
-//! `organization_tokens` returns no tokens (there is no `organizations` claim).
+//! `organization_tokens` returns no tokens (there is no `organizations` claim). An
+//! organization id that is malformed (empty, control characters, over 128 bytes) is a 400;
+//! a session whose sign-in did not grant the organizations scope (it was added since)
+//! gets 401 [`LogtoError::SignInAgain`].
 //!
 //! # Hooks
 //!
@@ -626,11 +648,14 @@
 //! }
 //! ```
 //!
-//! [`Logto::error_page`] renders the library's error pages (a failed sign-in, and the
-//! 401/403/502/503 answers of the guards) with your own responder, for example a template.
-//! The status and the `Cache-Control`, `Referrer-Policy` and `Retry-After` headers stay the
-//! error's. If your responder fails (say, the template is missing), the built-in page is
-//! used. Clients that ask for JSON always get the JSON body.
+//! [`Logto::error_page`] renders the crate's error pages with your own responder, for
+//! example a template: the pages of the crate's catchers ([`Logto::catchers`]), of a failed
+//! sign-in, and of a [`LogtoError`] your handler returns. The status and the
+//! `Cache-Control`, `Referrer-Policy` and `Retry-After` headers stay the error's. If your
+//! responder fails (say, the template is missing), the built-in page is used. Clients that
+//! ask for JSON always get the JSON body. Your own catchers and responses are never
+//! touched: to style every error page of the app, write your own catchers and leave the
+//! crate's out (see [Composing with Rocket](#composing-with-rocket)).
 //!
 //! ```no_run
 //! use rocket::launch;
@@ -648,7 +673,10 @@
 //!         })
 //!         .respond_to(request)
 //!     });
-//!     rocket::build().attach(Template::fairing()).attach(logto)
+//!     rocket::build()
+//!         .attach(Template::fairing())
+//!         .attach(logto)
+//!         .register("/", Logto::catchers())
 //! }
 //! ```
 //!
@@ -658,21 +686,168 @@
 //!
 //! | status | variant | when |
 //! |---|---|---|
-//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to`; a callback with an unknown, expired (10 min) or reused `state`; Logto's `error` in the callback; an ID token that fails a check |
-//! | 401 | [`Unauthenticated`](LogtoError::Unauthenticated) | nobody is signed in, or the session ended (expired, refresh token refused). Browsers get a 303 to sign-in instead. |
+//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to`; a callback with an unknown, expired (10 min) or reused `state`; Logto's `error` in the callback; an ID token that fails a check; a malformed organization id |
+//! | 401 | [`Unauthenticated`](LogtoError::Unauthenticated) | nobody is signed in, or the session ended (expired, refresh token refused). The guards forward instead of failing with it; as a responder it sends a browser's `GET` to sign-in (303). |
+//! | 401 | [`SignInAgain`](LogtoError::SignInAgain) | signed in, but the session cannot get tokens: no refresh token (`offline_access` not granted), or an organization token without the organizations scope granted at sign-in. The page says why and links to sign-in. |
 //! | 403 | [`Forbidden`](LogtoError::Forbidden) | a token lacks [`Resource::REQUIRED_SCOPES`]; not a member of the organization; your `on_sign_in` hook refused |
-//! | 500 | [`Config`](LogtoError::Config) | the configuration does not allow the call: a resource not in `resources`, an organization token without the organizations scope, no refresh token |
+//! | 404 | [`NotFound`](LogtoError::NotFound) | [`AuthenticatedUser::access_token`] (or `organization_resource_token`) for a resource that is not in `resources`, e.g. one named by the path |
+//! | 500 | [`Config`](LogtoError::Config) | the app's configuration does not allow the call: an organization token without the organizations scope in `scopes`; a session too large for the cookies |
 //! | 502 | [`BadGateway`](LogtoError::BadGateway) | Logto answered with something unusable: HTML, truncated JSON, an HTTP 5xx, a refusal, userinfo about another user |
 //! | 503 | [`Unavailable`](LogtoError::Unavailable) | Logto cannot be reached or did not answer within `http_timeout_secs`; or it rate-limited us (HTTP 429), then with `Retry-After` when Logto sent one |
 //!
-//! As a responder, a `LogtoError` renders a short HTML page, or JSON
-//! (`{"error": "Unauthorized", "message": "..."}`) for clients whose `Accept` prefers
-//! JSON, with `Cache-Control: no-store`. Rocket's usual wrappers work with every guard:
+//! What only the configuration decides is checked at launch instead: a [`ResourceToken<R>`]
+//! whose `R::INDICATOR` is not in `resources`, or a guard without the fairing, stops the
+//! launch.
 //!
-//! - `Option<G>` is `None` on any failure. Use it when the route works without the guard;
-//!   but note that it also hides 502/503, so for "signed in or not" prefer [`LogtoUser`].
-//! - `Result<G, LogtoError>` gives the error itself. Returning it from the handler answers
-//!   just as the bare guard would, browser redirect to sign-in included.
+//! As a responder (return it from a handler), a `LogtoError` answers as the crate's
+//! catcher for its status does: a short HTML page, or JSON
+//! (`{"error": "Unauthorized", "message": "..."}`) for clients whose `Accept` prefers
+//! JSON, with `Cache-Control: no-store`; `Unauthenticated` sends a browser's `GET` to
+//! sign-in.
+//!
+//! Every refusal is logged through Rocket's logging with its reason (and the user id when
+//! known); tokens and secrets never are.
+//!
+//! # Composing with Rocket
+//!
+//! The guards behave like the ones in Rocket's guide, so they combine with catchers,
+//! ranked routes and Rocket's `Option`, `Result` and `Outcome` wrappers.
+//!
+//! ## Catchers belong to the app
+//!
+//! A guard that fails hands the request to the catcher for its status, as any Rocket
+//! guard does. The crate's pages are catchers that you register: [`Logto::catchers()`]
+//! (400, 401, 403, 500, 502, 503).
+//!
+//! - The **401** catcher sends a browser's `GET` (it accepts HTML and does not prefer
+//!   JSON) to `/logto/sign-in?return_to=<this page>` with a 303, and answers 401 (JSON or
+//!   HTML) to other clients.
+//! - The **others** show the [`LogtoError`] a guard of the crate failed with in this
+//!   request, when it has the catcher's status, else a generic page for the status: HTML
+//!   or JSON by `Accept`, with `Retry-After` when Logto sent one, through
+//!   [`error_page`](Logto::error_page) when set.
+//!
+//! Nothing else rewrites answers: a response your handler produced (a `(Status, body)`,
+//! your own responder) goes out as it is, and your own catchers answer wherever you
+//! register them. Without the crate's catchers, Rocket's defaults (or yours) answer, so a
+//! signed-out browser on an `AuthenticatedUser` route gets a plain 401 page: registering
+//! `Logto::catchers()` is what gives the redirect to sign-in, and the fairing logs a
+//! warning at launch when no catcher handles 401. Rocket picks the catcher with the
+//! longest matching base, so yours for `/api` win there over the crate's at `/`; for the
+//! same status and base, two catchers collide at launch, so leave that status out of the
+//! crate's:
+//!
+//! ```no_run
+//! use rocket::serde::json::{json, Value};
+//! use rocket::{catch, catchers, get, launch, routes};
+//! use rocket_logto::{AuthenticatedUser, Logto};
+//!
+//! #[get("/me")]
+//! fn me(user: AuthenticatedUser) -> String {
+//!     user.id().to_string()
+//! }
+//!
+//! /// The API's own 401, instead of a redirect to sign-in.
+//! #[catch(401)]
+//! fn api_unauthorized() -> Value {
+//!     json!({ "error": "sign in first" })
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
+//!         .register("/api", catchers![api_unauthorized])
+//!         .mount("/", routes![me])
+//!         .mount("/api", routes![me])
+//! }
+//! ```
+//!
+//! ## Forwarding and ranked routes
+//!
+//! When nobody is signed in, [`AuthenticatedUser`], [`ResourceToken<R>`] and
+//! [`FetchedUserInfo`] **forward** with `Status::Unauthorized`: Rocket tries the next
+//! route that matches the request, by rank, and when none is left, calls the 401 catcher.
+//! A session that ends during the request (Logto refused the refresh token) counts as
+//! signed out from then on. Real failures stay errors and go to the catcher at once:
+//! missing scopes (403), Logto unusable or unreachable (502, 503), a session that must
+//! sign in again (401 [`SignInAgain`](LogtoError::SignInAgain)).
+//!
+//! So the ranked routes of Rocket's guide work: an admin page, the same page for other
+//! users, and a public one. The `Admin` guard builds on `AuthenticatedUser`:
+//!
+//! ```no_run
+//! use rocket::http::Status;
+//! use rocket::outcome::try_outcome;
+//! use rocket::request::{FromRequest, Outcome, Request};
+//! use rocket::{get, launch, routes};
+//! use rocket_logto::{AuthenticatedUser, Logto, LogtoError};
+//!
+//! /// A signed-in user with Logto's `admin` role.
+//! struct Admin<'r>(AuthenticatedUser<'r>);
+//!
+//! #[rocket::async_trait]
+//! impl<'r> FromRequest<'r> for Admin<'r> {
+//!     type Error = LogtoError;
+//!
+//!     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+//!         let user = try_outcome!(AuthenticatedUser::from_request(request).await);
+//!         let admin = user.claims().roles.iter().flatten().any(|r| r == "admin");
+//!         if admin {
+//!             Outcome::Success(Admin(user))
+//!         } else {
+//!             Outcome::Forward(Status::Forbidden)
+//!         }
+//!     }
+//! }
+//!
+//! #[get("/")]
+//! fn admin_home(admin: Admin<'_>) -> String {
+//!     format!("Admin panel for {}", admin.0.id())
+//! }
+//!
+//! #[get("/", rank = 2)]
+//! fn user_home(user: AuthenticatedUser) -> String {
+//!     format!("Hello {}", user.id())
+//! }
+//!
+//! #[get("/", rank = 3)]
+//! fn public_home() -> &'static str {
+//!     r#"<a href="/logto/sign-in">Sign In</a>"#
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
+//!         .mount("/", routes![admin_home, user_home, public_home])
+//! }
+//! ```
+//!
+//! ## `Option`, `Result` and `Outcome`
+//!
+//! Rocket's wrappers turn a forward and an error into different things: `Option<G>` turns
+//! both into `None`, while `Result<G, E>` turns only the error into `Err` and still
+//! **forwards** on a forward (so the handler never runs for a signed-out visitor).
+//! `rocket::request::Outcome<G, LogtoError>` gives all three to the handler.
+//!
+//! | parameter | signed in, guard succeeds | nobody signed in | guard fails (403, 502, 503, 401 `SignInAgain`) |
+//! |---|---|---|---|
+//! | `G` | `G` | forwards: next rank, else the 401 catcher | the catcher for the error's status |
+//! | `Option<G>` | `Some(G)` | `None` | `None` |
+//! | `Result<G, LogtoError>` | `Ok(G)` | forwards, as `G` does | `Err(error)` |
+//! | `Outcome<G, LogtoError>` | `Success(G)` | `Forward(Status::Unauthorized)` | `Error((status, error))` |
+//!
+//! [`AuthenticatedUser`] reads only the session, never Logto, so once the fairing is
+//! attached it cannot fail: `Option<AuthenticatedUser>` is exactly "signed in or not". To
+//! tell "Logto is down" apart, call its methods, which return `Result<_, LogtoError>`
+//! ([`LogtoError::Unavailable`] when Logto cannot be reached). For the token guards,
+//! `Option<ResourceToken<R>>` also hides Logto's failures; `Result<ResourceToken<R>,
+//! LogtoError>` shows them, and leaves signed-out visitors to the next rank or the 401
+//! catcher. Returning the `Err` from the handler answers just as the crate's catcher
+//! would.
 //!
 //! ```no_run
 //! use rocket::{get, launch, routes};
@@ -684,6 +859,7 @@
 //!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
 //! }
 //!
+//! /// Signed in or not: `None` only when nobody is signed in.
 //! #[get("/dashboard")]
 //! fn dashboard(user: Option<AuthenticatedUser>) -> String {
 //!     match user {
@@ -692,6 +868,21 @@
 //!     }
 //! }
 //!
+//! /// "Signed out" and "Logto down" told apart.
+//! #[get("/orders")]
+//! async fn orders(user: Option<AuthenticatedUser<'_>>) -> Result<String, LogtoError> {
+//!     let Some(user) = user else {
+//!         return Ok("Sign in to see your orders.".into());
+//!     };
+//!     match user.access_token(Shopping::INDICATOR).await {
+//!         Ok(token) => Ok(format!("orders, with scopes {:?}", token.scopes())),
+//!         Err(LogtoError::Unavailable { .. }) => Ok("Orders are unavailable right now.".into()),
+//!         Err(other) => Err(other),
+//!     }
+//! }
+//!
+//! /// Signed-out visitors never get here (the guard forwards to the 401 catcher); Logto's
+//! /// failures do.
 //! #[get("/cart")]
 //! fn cart(token: Result<ResourceToken<Shopping>, LogtoError>) -> Result<String, LogtoError> {
 //!     match token {
@@ -704,12 +895,54 @@
 //!
 //! #[launch]
 //! fn rocket() -> _ {
-//!     rocket::build().attach(Logto::fairing()).mount("/", routes![dashboard, cart])
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
+//!         .mount("/", routes![dashboard, orders, cart])
 //! }
 //! ```
 //!
-//! Every refusal is logged through Rocket's logging with its reason (and the user id when
-//! known); tokens and secrets never are.
+//! [`LogtoUser`] never fails nor forwards: it is the guard for pages that show either
+//! state, and it costs nothing more than `Option<AuthenticatedUser>`.
+//!
+//! # Apps under a path
+//!
+//! With `base_url = "https://example.com/app"`, Rocket itself serves the app under
+//! `/app`: the proxy in front forwards `/app/...` unchanged (it must not strip the
+//! prefix). Then:
+//!
+//! - the fairing mounts its routes under `/app/logto` ([`LogtoConfig::routes_base`]),
+//!   and the redirect URI to register is `https://example.com/app/logto/sign-in-callback`;
+//! - you mount your routes under `/app` too, and register the crate's catchers there or
+//!   at `/`;
+//! - every redirect the crate makes is a full path: the 401 catcher sends a browser to
+//!   `/app/logto/sign-in?return_to=%2Fapp%2Forders`; without `return_to`, sign-in lands on
+//!   `/app` (the path of `base_url`); `return_to` and `post_sign_in_redirect` are full
+//!   paths as the browser sees them (`/app/orders`); `post_sign_out_redirect` defaults to
+//!   `https://example.com/app`;
+//! - session cookies keep `Path=/`;
+//! - links in your pages come from [`LogtoConfig::routes_base`] (the sample app keeps it in
+//!   managed state, set at ignite with [`Logto::config`]).
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket_logto::{AuthenticatedUser, Logto};
+//!
+//! /// `https://example.com/app/orders`
+//! #[get("/orders")]
+//! fn orders(user: AuthenticatedUser) -> String {
+//!     format!("Orders of {}", user.id())
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     // Rocket.toml: base_url = "https://example.com/app"
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/app", Logto::catchers())
+//!         .mount("/app", routes![orders])
+//! }
+//! ```
 //!
 //! # Security
 //!
@@ -754,13 +987,13 @@
 //! | `endpoint` | http(s) URL | required | `LOGTO_ENDPOINT` |
 //! | `app_id` | string | required | `LOGTO_APP_ID` |
 //! | `app_secret` | string | required | `LOGTO_APP_SECRET` |
-//! | `base_url` | http(s) URL, where this app is served | required | `LOGTO_BASE_URL` |
+//! | `base_url` | http(s) URL, where this app is served; its path (segments of letters, digits, `-`, `_`, `.`, `~`) is where Rocket serves it | required | `LOGTO_BASE_URL` |
 //! | `scopes` | list of strings, each one word | `[]` (`openid offline_access profile` are always requested) | |
 //! | `resources` | list of absolute URIs | `[]` (plus `urn:logto:resource:organizations` with the organizations scope) | |
 //! | `prompt` | space-separated `none`, `login`, `consent`, `select_account` | `"consent"` | |
 //! | `fetch_user_info` | bool | `false` | |
-//! | `routes_prefix` | path segments of letters, digits, `-`, `_`, `.` | `"logto"` | |
-//! | `post_sign_in_redirect` | relative path, or a URL on `base_url`'s origin | the path of `base_url` (`/`) | |
+//! | `routes_prefix` | path segments of letters, digits, `-`, `_`, `.`: the auth routes' place under the path of `base_url` | `"logto"` | |
+//! | `post_sign_in_redirect` | full path, or a URL on `base_url`'s origin | the path of `base_url` (`/`) | |
 //! | `post_sign_out_redirect` | http(s) URL | `base_url` (as a URL: `http://localhost:8000/`) | |
 //! | `first_screen` | `sign_in`, `register`, `reset_password`, `identifier:sign_in`, `identifier:register`, `single_sign_on` | none | |
 //! | `identifiers` | list of `email`, `phone`, `username` | `[]` | |
@@ -869,6 +1102,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bounded;
+mod catchers;
 mod claims;
 mod codec;
 mod config;
@@ -892,14 +1126,18 @@ mod tokens;
 mod transaction;
 
 pub use claims::{
-    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims,
-    UserInfo as UserInfoClaims, UserScope, ORGANIZATIONS_RESOURCE,
+    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
+    ORGANIZATIONS_RESOURCE,
 };
 pub use config::{AppSecret, ConfigError, LogtoConfig};
 pub use error::{html_escape, LogtoError};
 pub use fairing::Logto;
-pub use guards::{AuthenticatedUser, LogtoUser, Resource, ResourceToken, UserInfo};
+pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
 pub use hooks::{SignInDecision, SignedIn};
 pub use redirect::{InvalidReturnPath, ReturnPath};
 pub use sign_in::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use tokens::AccessToken;
+
+/// The userinfo answer: the old name of [`UserInfo`].
+#[deprecated(note = "renamed `UserInfo`; the guard that fetches it is `FetchedUserInfo`")]
+pub type UserInfoClaims = UserInfo;

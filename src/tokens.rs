@@ -117,7 +117,9 @@ impl serde::Serialize for AccessToken {
     }
 }
 
-/// Checks that a token for (`resource`, `organization`) can be asked for at all.
+/// Checks that a token for (`resource`, `organization`) can be asked for at all. Both may
+/// come from the request (a path segment), so what they name is the request's problem
+/// (404, 400); only the app's own configuration makes a 500.
 fn check_target(
     ctx: &RequestContext<'_>,
     resource: Option<&str>,
@@ -126,8 +128,13 @@ fn check_target(
     let config = &ctx.state.config;
     if let Some(resource) = resource {
         if !config.resources.iter().any(|r| r == resource) {
-            return Err(LogtoError::Config(format!(
-                "The API resource {resource:?} is not in the `resources` config; add it there so sign-in asks for it."
+            log::info!(
+                "logto: no token for the API resource {:?}: it is not in the `resources` config (add it there if the app should get tokens for it)",
+                shorten(resource)
+            );
+            return Err(LogtoError::NotFound(format!(
+                "There is no API resource {:?} here.",
+                shorten(resource)
             )));
         }
     }
@@ -144,6 +151,14 @@ fn check_target(
         }
     }
     Ok(())
+}
+
+/// At most 100 characters of `text`, for a message that repeats a value of the request.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(100) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 /// A token for (`resource`, `organization`): from the session while it has more than the
@@ -199,8 +214,14 @@ async fn refresh_into(
     let state = ctx.state;
     let session = guard.as_mut().ok_or(LogtoError::Unauthenticated)?;
     let Some(refresh_token) = session.refresh_token.clone() else {
-        return Err(LogtoError::Config(
-            "Logto issued no refresh token: keep `offline_access` granted (prompt = \"consent\")."
+        log::warn!(
+            "logto: the session of user {} has no refresh token, so no token can be fetched: keep `offline_access` granted (prompt = \"consent\")",
+            decode_jwt_payload::<IdTokenClaims>(&session.id_token)
+                .map(|c| c.sub)
+                .unwrap_or_default()
+        );
+        return Err(LogtoError::SignInAgain(
+            "This sign-in cannot renew access (Logto issued no refresh token, as offline access was not granted); sign in again."
                 .into(),
         ));
     };
@@ -327,16 +348,19 @@ fn same_user_and_app(new: &IdTokenClaims, old: &IdTokenClaims) -> bool {
 /// tokens (they can be fetched again) rather than losing the sign-in.
 fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &CachedToken) {
     let config = &ctx.state.config;
-    if session::store(ctx.jar, session, config).is_ok() {
-        return;
+    if session::store(ctx.jar, session, config).is_err() {
+        session.tokens.retain(|t| t == keep);
+        if session.user_info.take().is_some() {
+            log::warn!("logto: the session outgrew its cookies; its user info is left out and fetched on demand");
+        }
+        if let Err(session::TooLarge(bytes)) = session::store(ctx.jar, session, config) {
+            log::error!("logto: a session of {bytes} bytes does not fit in the cookies; tokens will be refreshed per request");
+            return;
+        }
     }
-    session.tokens.retain(|t| t == keep);
-    if session.user_info.take().is_some() {
-        log::warn!("logto: the session outgrew its cookies; its user info is left out and fetched on demand");
-    }
-    if let Err(session::TooLarge(bytes)) = session::store(ctx.jar, session, config) {
-        log::error!("logto: a session of {bytes} bytes does not fit in the cookies; tokens will be refreshed per request");
-    }
+    // Whatever answers this request (the handler, or a catcher after a guard failed
+    // later), the rotated refresh token must reach the browser.
+    ctx.session.note_written(ctx.jar, config);
 }
 
 fn log_refresh_failure(e: &ProviderError, resource: Option<&str>, organization: Option<&str>) {
@@ -351,8 +375,8 @@ fn organization_error(e: ProviderError, organization: Option<&str>) -> LogtoErro
         (ProviderError::Refused { status: 403, .. }, Some(org)) => {
             LogtoError::Forbidden(format!("You are not a member of the organization {org:?}."))
         }
-        (ProviderError::Refused { error, .. }, Some(_)) if error == "insufficient_scope" => LogtoError::Config(
-            "Organization tokens need the scope `urn:logto:scope:organizations` granted at sign-in; sign in again.".into(),
+        (ProviderError::Refused { error, .. }, Some(_)) if error == "insufficient_scope" => LogtoError::SignInAgain(
+            "This sign-in did not grant access to organizations (the scope `urn:logto:scope:organizations`); sign in again.".into(),
         ),
         _ => e.into(),
     }

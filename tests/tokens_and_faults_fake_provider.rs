@@ -48,9 +48,13 @@ async fn resource_not_configured_is_a_clear_error() {
     let fp = FakeProvider::start().await;
     let client = signed_in(&fp, table(&fp), "user-1").await;
     let (status, body) = get_json(&client, "/token?resource=https%3A%2F%2Funknown.example").await;
-    assert_eq!(status, Status::InternalServerError);
+    // It comes from the request: not found here, not a server error.
+    assert_eq!(status, Status::NotFound);
     assert!(
-        body["message"].as_str().unwrap().contains("resources"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://unknown.example"),
         "{body}"
     );
 }

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use rocket::fairing::AdHoc;
 use rocket::response::Responder;
 use rocket::serde::json::Json;
-use rocket::{get, launch, routes};
+use rocket::{get, launch, routes, State};
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoError, LogtoUser, Resource,
-    ResourceToken, SignInDecision, SignedIn, UserInfo, UserInfoClaims,
+    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, Resource,
+    ResourceToken, SignInDecision, SignedIn, UserInfo,
 };
 
 /// The shopping API of the guide.
@@ -24,13 +25,29 @@ impl Resource for Shopping {
     const INDICATOR: &'static str = "https://shopping.example.com/api";
 }
 
-/// Signed out: a "Sign In" link. Signed in: "Hello <sub>" and a "Sign Out" link.
-#[get("/")]
-fn home(user: LogtoUser) -> Template {
-    Template::render("index", context! { user: user.claims() })
+/// Where the crate's routes are (`/logto`, or `/app/logto` with `base_url` under `/app`),
+/// for the links of the templates.
+struct Links {
+    logto: String,
 }
 
-/// The claims as JSON; 401 when signed out.
+/// Signed in: "Hello <sub>" and a "Sign Out" link. `AuthenticatedUser` forwards when
+/// nobody is signed in, so the next rank serves the visitor.
+#[get("/")]
+fn home(user: AuthenticatedUser, links: &State<Links>) -> Template {
+    Template::render(
+        "index",
+        context! { user: user.claims(), logto: &links.logto },
+    )
+}
+
+/// Signed out: a "Sign In" link.
+#[get("/", rank = 2)]
+fn public_home(links: &State<Links>) -> Template {
+    Template::render("index", context! { logto: &links.logto })
+}
+
+/// The claims as JSON; signed-out browsers are sent to sign-in (the crate's 401 catcher).
 #[get("/me")]
 fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
     Json(user.claims().clone())
@@ -38,8 +55,8 @@ fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
 
 /// The userinfo answer, with `custom_data` and `organization_data`.
 #[get("/userinfo")]
-fn userinfo(info: UserInfo) -> Json<UserInfoClaims> {
-    Json(info.0)
+fn userinfo(info: FetchedUserInfo) -> Json<UserInfo> {
+    Json(info.into_inner())
 }
 
 /// A token for the shopping API (the guide's `getAccessToken`).
@@ -74,22 +91,38 @@ fn rocket() -> _ {
                 Ok(SignInDecision::Continue)
             }
         })
-        // The library's error pages, in this app's own template.
+        // The crate's error pages, in this app's own template.
         .error_page(|error, request| {
+            let logto = Logto::config(request.rocket()).map(|c| c.routes_base());
             Template::render(
                 "error",
-                context! { status: error.status().code, reason: error.status().reason_lossy(), message: error.message() },
+                context! {
+                    status: error.status().code,
+                    reason: error.status().reason_lossy(),
+                    message: error.message(),
+                    logto,
+                },
             )
             .respond_to(request)
         });
     rocket::build()
         .attach(Template::fairing())
         .attach(logto)
+        // After the Logto fairing has read its configuration.
+        .attach(AdHoc::on_ignite("Links", |rocket| async move {
+            let logto = Logto::config(&rocket).map(|c| c.routes_base());
+            rocket.manage(Links {
+                logto: logto.unwrap_or_default(),
+            })
+        }))
         .manage(users)
+        // The crate's catchers: 401 sends browsers to sign-in, the others show its pages.
+        .register("/", Logto::catchers())
         .mount(
             "/",
             routes![
                 home,
+                public_home,
                 me,
                 userinfo,
                 fetch_access_token,

@@ -8,8 +8,8 @@ use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, routes, Build, Rocket};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoError, LogtoUser, Resource,
-    ResourceToken, UserInfo,
+    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, LogtoUser,
+    Resource, ResourceToken,
 };
 
 /// A fixed key so that cookies can be crafted; tests for "old key" use another one.
@@ -74,7 +74,7 @@ async fn orgs(user: AuthenticatedUser<'_>) -> Result<Json<Value>, LogtoError> {
 }
 
 #[get("/userinfo")]
-fn userinfo(info: UserInfo) -> Json<Value> {
+fn userinfo(info: FetchedUserInfo) -> Json<Value> {
     Json(json!(info.0))
 }
 
@@ -113,20 +113,23 @@ pub fn rocket_with(logto: Value, secret_key: &str) -> Rocket<Build> {
         .merge(("logto", logto))
         .merge(("secret_key", secret_key))
         .merge(("log_level", "off"));
-    rocket::custom(figment).attach(Logto::fairing()).mount(
-        "/",
-        routes![
-            home,
-            me,
-            shopping,
-            shopping_write,
-            token,
-            org,
-            orgs,
-            userinfo,
-            force_refresh
-        ],
-    )
+    rocket::custom(figment)
+        .attach(Logto::fairing())
+        .register("/", Logto::catchers())
+        .mount(
+            "/",
+            routes![
+                home,
+                me,
+                shopping,
+                shopping_write,
+                token,
+                org,
+                orgs,
+                userinfo,
+                force_refresh
+            ],
+        )
 }
 
 pub async fn client(logto: Value) -> Client {
