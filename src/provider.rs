@@ -93,8 +93,11 @@ pub(crate) struct TokenResponse {
 /// How a call to Logto failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ProviderError {
-    /// No answer: connection refused, timeout, DNS.
-    Unreachable(String),
+    /// The request never left: connection refused, DNS, connect timeout. Logto did nothing.
+    NotSent { what: &'static str, timed_out: bool },
+    /// The request was sent but no answer came back: a timeout after sending, or the
+    /// connection closed before the answer. Logto may have acted on it (rotated a token).
+    NoAnswer { what: &'static str, timed_out: bool },
     /// HTTP 429.
     RateLimited {
         what: &'static str,
@@ -119,15 +122,50 @@ impl ProviderError {
     }
 
     /// Whether the refresh token may have been spent by the failed request: anything but
-    /// no answer, a server error, or a refusal about this one target (403, missing scope).
+    /// a request that never left, a rate limit, a server error, or a refusal about this one
+    /// target (403, missing scope). A request that was sent and got no answer may have
+    /// rotated the token at Logto, like a garbled answer.
     pub fn may_have_spent_token(&self) -> bool {
         match self {
-            ProviderError::Unreachable(_)
+            ProviderError::NotSent { .. }
             | ProviderError::RateLimited { .. }
             | ProviderError::ServerError { .. } => false,
             ProviderError::Refused { status: 403, .. } => false,
             ProviderError::Refused { error, .. } => error != "insufficient_scope",
-            ProviderError::Malformed(_) => true,
+            ProviderError::NoAnswer { .. } | ProviderError::Malformed(_) => true,
+        }
+    }
+
+    /// The error for a refresh that failed this way and ended the session: an answer that
+    /// never came says that the user was signed out, and why.
+    pub fn ending_the_session(self) -> LogtoError {
+        match self {
+            ProviderError::NoAnswer { .. } => LogtoError::unavailable(format!(
+                "{}; you were signed out because Logto may have used up the refresh token: sign in again.",
+                self.without_advice()
+            )),
+            other => other.into(),
+        }
+    }
+
+    /// What happened to the request, for a message that still needs its advice.
+    fn without_advice(&self) -> String {
+        match self {
+            ProviderError::NotSent {
+                what,
+                timed_out: true,
+            } => format!("Logto did not accept a connection for the {what} in time"),
+            ProviderError::NotSent { what, .. } => {
+                format!("Logto could not be reached for the {what}")
+            }
+            ProviderError::NoAnswer {
+                what,
+                timed_out: true,
+            } => format!("Logto did not answer the {what} in time"),
+            ProviderError::NoAnswer { what, .. } => format!(
+                "Logto could not be reached for the {what}: the connection closed before its answer"
+            ),
+            other => LogtoError::from(other.clone()).message().to_string(),
         }
     }
 }
@@ -135,7 +173,9 @@ impl ProviderError {
 impl From<ProviderError> for LogtoError {
     fn from(e: ProviderError) -> LogtoError {
         match e {
-            ProviderError::Unreachable(m) => LogtoError::unavailable(m),
+            ProviderError::NotSent { .. } | ProviderError::NoAnswer { .. } => {
+                LogtoError::unavailable(format!("{}; try again.", e.without_advice()))
+            }
             ProviderError::RateLimited { what, retry_after } => LogtoError::Unavailable {
                 message: format!("Logto is rate-limiting the {what}; try again shortly."),
                 retry_after,
@@ -190,7 +230,10 @@ impl Provider {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.http_timeout)
-            .connect_timeout(config.http_timeout)
+            // Shorter than the whole-request timeout, so that a connection that cannot be
+            // made fails as a connect error (nothing was sent, a refresh token is intact)
+            // rather than as a timeout of a request that may have reached Logto.
+            .connect_timeout(config.http_timeout / 2)
             .user_agent(concat!("rocket_logto/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -419,7 +462,7 @@ impl Provider {
             .bearer_auth(access_token)
             .send()
             .await
-            .map_err(|e| unreachable_error(&e, "userinfo request"))?;
+            .map_err(|e| send_error(&e, "userinfo request"))?;
         read_json(response, "userinfo request").await
     }
 
@@ -446,7 +489,7 @@ impl Provider {
             Ok(r) => log::warn!("logto: revoking the refresh token answered {}", r.status()),
             Err(e) => log::warn!(
                 "logto: revoking the refresh token failed: {}",
-                unreachable_error(&e, "revocation").message()
+                send_error(&e, "revocation").message()
             ),
         }
     }
@@ -464,7 +507,7 @@ impl Provider {
             .form(form)
             .send()
             .await
-            .map_err(|e| unreachable_error(&e, what))?;
+            .map_err(|e| send_error(&e, what))?;
         read_json(response, what).await
     }
 
@@ -479,7 +522,7 @@ impl Provider {
             .get(url)
             .send()
             .await
-            .map_err(|e| LogtoError::from(unreachable_error(&e, what)))?;
+            .map_err(|e| LogtoError::from(send_error(&e, what)))?;
         read_json(response, what).await.map_err(LogtoError::from)
     }
 }
@@ -490,15 +533,14 @@ impl ProviderError {
     }
 }
 
-fn unreachable_error(e: &reqwest::Error, what: &'static str) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Unreachable(format!(
-            "Logto did not answer the {what} in time; try again."
-        ))
+/// Tells a request that never left (safe to send again) from one that was sent and got no
+/// answer (Logto may have acted on it).
+fn send_error(e: &reqwest::Error, what: &'static str) -> ProviderError {
+    let timed_out = e.is_timeout();
+    if e.is_connect() || e.is_builder() {
+        ProviderError::NotSent { what, timed_out }
     } else {
-        ProviderError::Unreachable(format!(
-            "Logto could not be reached for the {what}; try again."
-        ))
+        ProviderError::NoAnswer { what, timed_out }
     }
 }
 
@@ -518,7 +560,12 @@ async fn read_body(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) if e.is_timeout() => return Err(unreachable_error(&e, what)),
+            Err(e) if e.is_timeout() => {
+                return Err(ProviderError::NoAnswer {
+                    what,
+                    timed_out: true,
+                })
+            }
             Err(_) => {
                 return Err(ProviderError::Malformed(format!(
                     "Logto's answer to the {what} was cut short"
