@@ -116,13 +116,15 @@ pub(crate) async fn accept(
     let message = format!("{}.{}", parts[0], parts[1]);
     let signature = segment(signature)?;
     let mut verified = false;
+    let mut candidates_seen = false;
     for attempt in 0..2 {
-        let jwks = discovery.jwks();
+        let jwks = discovery.jwks.keys();
         let candidates: Vec<_> = jwks
             .keys()
             .iter()
             .filter(|k| kid.is_none() || k.key_id().map(|id| id.as_str()) == kid)
             .collect();
+        candidates_seen = !candidates.is_empty();
         verified = candidates.iter().any(|key| {
             key.verify_signature(&alg, message.as_bytes(), &signature)
                 .is_ok()
@@ -130,16 +132,18 @@ pub(crate) async fn accept(
         if verified || !candidates.is_empty() || attempt == 1 {
             break;
         }
-        if !provider
-            .refetch_jwks(discovery, kid.map(str::to_string))
+        discovery
+            .jwks
+            .refetch()
             .await
-            .map_err(|e| e.message().to_string())?
-        {
-            break;
-        }
+            .map_err(|e| e.message().to_string())?;
     }
     if !verified {
-        return Err("its signature is invalid".into());
+        return Err(if candidates_seen {
+            "its signature is invalid".into()
+        } else {
+            "no key of Logto's matches its key id".into()
+        });
     }
 
     let claims: Value =

@@ -1,7 +1,6 @@
-//! Everything that talks to Logto: discovery (lazy, cached, retried), the JWKS (refetched
-//! on an unknown `kid`, rate-limited), ID token verification, the token endpoint (code
-//! exchange, refresh with `resource` / `organization_id`), userinfo, revocation and the
-//! end-session URL.
+//! Everything that talks to Logto: discovery (see [`crate::discovery`]), ID token
+//! verification, the token endpoint (code exchange, refresh with
+//! `resource` / `organization_id`), userinfo, revocation and the end-session URL.
 //!
 //! Token, userinfo and revocation requests go through our own small `reqwest` calls rather
 //! than `openidconnect`'s request builders: those hide the HTTP status and headers, and we
@@ -9,74 +8,30 @@
 //! answer. `openidconnect` still does the cryptography: JWKS parsing, signature and claims
 //! verification, PKCE, `state` and `nonce` generation.
 
-use std::sync::{Arc, Mutex as SyncMutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use openidconnect::core::{
-    CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-};
+use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier};
 use openidconnect::{
     ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce, SignatureVerificationError,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 
 use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
+use crate::discovery::{DiscoveryCache, DiscoverySource};
 use crate::error::LogtoError;
+
+pub(crate) use crate::discovery::Discovery;
 
 /// Discovery is fetched again after this long.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// An unknown `kid` refetches the JWKS at most this often.
+/// An unknown `kid` refetches the JWKS at most this often, whatever the `kid`.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-/// Unknown key ids remembered for the refetch rate limit.
-const MAX_TRIED_KIDS: usize = 16;
 /// Largest answer read from Logto; more is refused rather than buffered.
 const MAX_BODY: usize = 1 << 20;
-
-/// The parts of `/.well-known/openid-configuration` this crate uses, plus the
-/// session-management ones `openidconnect`'s core metadata lacks.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct DiscoveryDocument {
-    pub issuer: String,
-    pub authorization_endpoint: Url,
-    pub token_endpoint: Url,
-    #[serde(default)]
-    pub userinfo_endpoint: Option<Url>,
-    pub jwks_uri: Url,
-    #[serde(default)]
-    pub end_session_endpoint: Option<Url>,
-    #[serde(default)]
-    pub revocation_endpoint: Option<Url>,
-    #[serde(default)]
-    pub id_token_signing_alg_values_supported: Vec<String>,
-    #[serde(default)]
-    pub authorization_response_iss_parameter_supported: bool,
-}
-
-/// A fetched discovery document with its keys.
-pub(crate) struct Discovery {
-    pub doc: DiscoveryDocument,
-    pub algs: Vec<CoreJwsSigningAlgorithm>,
-    jwks: SyncMutex<Arc<CoreJsonWebKeySet>>,
-    jwks_refetch: Mutex<JwksRefetch>,
-    fetched_at: Instant,
-}
-
-impl Discovery {
-    /// Logto's current signing keys.
-    pub fn jwks(&self) -> Arc<CoreJsonWebKeySet> {
-        self.jwks.lock().expect("jwks lock").clone()
-    }
-}
-
-/// When the JWKS was last fetched, and which unknown key ids caused a refetch.
-struct JwksRefetch {
-    last: Instant,
-    tried: Vec<String>,
-}
 
 /// A successful token endpoint answer. No `Debug`: it holds tokens.
 #[derive(Deserialize)]
@@ -222,7 +177,7 @@ pub(crate) struct Provider {
     client_secret: String,
     redirect_uri: String,
     clock_skew: chrono::Duration,
-    discovery: Mutex<Option<Arc<Discovery>>>,
+    discovery: DiscoveryCache,
 }
 
 impl Provider {
@@ -237,6 +192,11 @@ impl Provider {
             .user_agent(concat!("rocket_logto/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let source = DiscoverySource {
+            http: http.clone(),
+            issuer: config.issuer(),
+            jwks_refetch_interval: JWKS_REFETCH_INTERVAL,
+        };
         Ok(Provider {
             http,
             issuer: config.issuer(),
@@ -245,7 +205,9 @@ impl Provider {
             redirect_uri: config.redirect_uri(),
             clock_skew: chrono::Duration::from_std(config.clock_skew)
                 .unwrap_or(chrono::Duration::seconds(60)),
-            discovery: Mutex::new(None),
+            // A failure that took a quarter of the timeout or more cost its callers real
+            // time: later callers are answered at once until the backoff ends.
+            discovery: DiscoveryCache::new(source, DISCOVERY_TTL, config.http_timeout / 4),
         })
     }
 
@@ -253,95 +215,9 @@ impl Provider {
         &self.issuer
     }
 
-    /// The discovery document and keys: cached for an hour, fetched again after a failure
-    /// (a stale copy is served while Logto is down). Concurrent callers share one fetch.
+    /// The discovery document and keys (cached; see [`crate::discovery`]).
     pub async fn discovery(&self) -> Result<Arc<Discovery>, LogtoError> {
-        let mut slot = self.discovery.lock().await;
-        if let Some(d) = slot
-            .as_ref()
-            .filter(|d| d.fetched_at.elapsed() < DISCOVERY_TTL)
-        {
-            return Ok(d.clone());
-        }
-        match self.fetch_discovery().await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                *slot = Some(fresh.clone());
-                Ok(fresh)
-            }
-            Err(e) => match slot.as_ref() {
-                Some(stale) => {
-                    log::warn!("logto: discovery refresh failed, keeping the cached copy: {e}");
-                    Ok(stale.clone())
-                }
-                None => {
-                    log::warn!("logto: discovery failed: {e}");
-                    Err(e)
-                }
-            },
-        }
-    }
-
-    async fn fetch_discovery(&self) -> Result<Discovery, LogtoError> {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let doc: DiscoveryDocument = self.get_json(&url, "discovery request", None).await?;
-        if doc.issuer != self.issuer {
-            return Err(LogtoError::BadGateway(format!(
-                "Logto's discovery names the issuer {:?}, but the configured endpoint means {:?}; check `endpoint`.",
-                doc.issuer, self.issuer
-            )));
-        }
-        let algs: Vec<CoreJwsSigningAlgorithm> = doc
-            .id_token_signing_alg_values_supported
-            .iter()
-            .filter(|alg| alg.as_str() != "none")
-            .filter_map(|alg| serde_json::from_value(serde_json::Value::String(alg.clone())).ok())
-            .collect();
-        let algs = if algs.is_empty() {
-            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]
-        } else {
-            algs
-        };
-        let jwks = self.fetch_jwks(&doc.jwks_uri).await?;
-        Ok(Discovery {
-            doc,
-            algs,
-            jwks: SyncMutex::new(Arc::new(jwks)),
-            jwks_refetch: Mutex::new(JwksRefetch {
-                last: Instant::now(),
-                tried: Vec::new(),
-            }),
-            fetched_at: Instant::now(),
-        })
-    }
-
-    async fn fetch_jwks(&self, uri: &Url) -> Result<CoreJsonWebKeySet, LogtoError> {
-        self.get_json(uri.as_str(), "key set request", None).await
-    }
-
-    /// Refetches the JWKS for an unknown `kid`: at once for a key id not tried yet (a
-    /// rotation), otherwise at most every `JWKS_REFETCH_INTERVAL`.
-    pub(crate) async fn refetch_jwks(
-        &self,
-        d: &Discovery,
-        kid: Option<String>,
-    ) -> Result<bool, LogtoError> {
-        let mut refetch = d.jwks_refetch.lock().await;
-        let new_kid = kid.as_ref().is_some_and(|k| !refetch.tried.contains(k));
-        if !new_kid && refetch.last.elapsed() < JWKS_REFETCH_INTERVAL {
-            return Ok(false);
-        }
-        let jwks = self.fetch_jwks(&d.doc.jwks_uri).await?;
-        *d.jwks.lock().expect("jwks lock") = Arc::new(jwks);
-        refetch.last = Instant::now();
-        if let Some(kid) = kid {
-            if refetch.tried.len() >= MAX_TRIED_KIDS {
-                refetch.tried.remove(0);
-            }
-            refetch.tried.push(kid);
-        }
-        log::info!("logto: fetched Logto's signing keys again (unknown key id)");
-        Ok(true)
+        self.discovery.get().await
     }
 
     /// Verifies an ID token: signature with the discovered keys and algorithms, `iss`, `aud`
@@ -360,7 +236,7 @@ impl Provider {
             .parse()
             .map_err(|_| reject("it is not a well-formed JWT".into()))?;
         for attempt in 0..2 {
-            let jwks = d.jwks.lock().expect("jwks lock").clone();
+            let jwks = d.jwks.keys();
             let skew = self.clock_skew;
             let verifier = CoreIdTokenVerifier::new_confidential_client(
                 ClientId::new(self.client_id.clone()),
@@ -393,11 +269,7 @@ impl Provider {
                 }
                 Err(ClaimsVerificationError::SignatureVerification(
                     SignatureVerificationError::NoMatchingKey,
-                )) if attempt == 0 => {
-                    if !self.refetch_jwks(d, jwt_kid(raw)).await? {
-                        return Err(reject("no key of Logto's matches its key id".into()));
-                    }
-                }
+                )) if attempt == 0 => d.jwks.refetch().await?,
                 Err(e) => return Err(reject(describe_claims_error(&e))),
             }
         }
@@ -510,27 +382,26 @@ impl Provider {
             .map_err(|e| send_error(&e, what))?;
         read_json(response, what).await
     }
-
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        url: &str,
-        what: &'static str,
-        _bearer: Option<&str>,
-    ) -> Result<T, LogtoError> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| LogtoError::from(send_error(&e, what)))?;
-        read_json(response, what).await.map_err(LogtoError::from)
-    }
 }
 
 impl ProviderError {
     fn message(&self) -> String {
         LogtoError::from(self.clone()).message().to_string()
     }
+}
+
+/// GETs a JSON document (discovery, the key set).
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    what: &'static str,
+) -> Result<T, ProviderError> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| send_error(&e, what))?;
+    read_json(response, what).await
 }
 
 /// Tells a request that never left (safe to send again) from one that was sent and got no
@@ -632,17 +503,6 @@ pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()
         .decode(payload.trim_end_matches('='))
         .map_err(|_| ())?;
     serde_json::from_slice(&bytes).map_err(|_| ())
-}
-
-/// The `kid` of a JWT's header, if any.
-fn jwt_kid(jwt: &str) -> Option<String> {
-    use base64::Engine;
-    let header = jwt.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    header.get("kid")?.as_str().map(str::to_string)
 }
 
 fn describe_claims_error(e: &ClaimsVerificationError) -> String {
