@@ -796,6 +796,7 @@ mod fairing;
 mod guards;
 mod hooks;
 mod jwks;
+mod jwt;
 mod logout;
 mod provider;
 mod redirect;

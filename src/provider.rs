@@ -1,20 +1,16 @@
 //! Everything that talks to Logto: discovery (see [`crate::discovery`]), ID token
-//! verification, the token endpoint (code exchange, refresh with
+//! verification (see [`crate::jwt`]), the token endpoint (code exchange, refresh with
 //! `resource` / `organization_id`), userinfo, revocation and the end-session URL.
 //!
 //! Token, userinfo and revocation requests go through our own small `reqwest` calls rather
 //! than `openidconnect`'s request builders: those hide the HTTP status and headers, and we
 //! need them (403 for non-members, 429 with `Retry-After`, 5xx vs 4xx) to give the right
-//! answer. `openidconnect` still does the cryptography: JWKS parsing, signature and claims
+//! answer. `openidconnect` still does the cryptography: JWKS parsing, signature
 //! verification, PKCE, `state` and `nonce` generation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier};
-use openidconnect::{
-    ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce, SignatureVerificationError,
-};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
@@ -23,6 +19,7 @@ use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
 use crate::discovery::{DiscoveryCache, DiscoverySource};
 use crate::error::LogtoError;
+use crate::jwt::{self, Expected, JwtError, Kind};
 
 pub(crate) use crate::discovery::Discovery;
 
@@ -176,7 +173,8 @@ pub(crate) struct Provider {
     client_id: String,
     client_secret: String,
     redirect_uri: String,
-    clock_skew: chrono::Duration,
+    /// Allowed clock difference with Logto, seconds.
+    clock_skew: i64,
     discovery: DiscoveryCache,
 }
 
@@ -203,8 +201,7 @@ impl Provider {
             client_id: config.app_id.clone(),
             client_secret: config.app_secret.expose().to_string(),
             redirect_uri: config.redirect_uri(),
-            clock_skew: chrono::Duration::from_std(config.clock_skew)
-                .unwrap_or(chrono::Duration::seconds(60)),
+            clock_skew: i64::try_from(config.clock_skew.as_secs()).unwrap_or(60),
             // A failure that took a quarter of the timeout or more cost its callers real
             // time: later callers are answered at once until the backoff ends.
             discovery: DiscoveryCache::new(source, DISCOVERY_TTL, config.http_timeout / 4),
@@ -220,60 +217,34 @@ impl Provider {
         self.discovery.get().await
     }
 
-    /// Verifies an ID token: signature with the discovered keys and algorithms, `iss`, `aud`
-    /// (extra audiences are refused), `exp` and `iat` within the clock skew, and `nonce`
-    /// when one is expected.
+    /// What every token from Logto for this app must match.
+    pub fn expected<'a>(&'a self, d: &'a Discovery) -> Expected<'a> {
+        Expected {
+            issuer: &self.issuer,
+            client_id: &self.client_id,
+            skew: self.clock_skew,
+            algs: &d.algs,
+        }
+    }
+
+    /// Verifies an ID token (see [`jwt::Kind::Id`]), with `nonce` when one was sent.
     pub async fn verify_id_token(
         &self,
         d: &Discovery,
         raw: &str,
         nonce: Option<&str>,
     ) -> Result<IdTokenClaims, LogtoError> {
-        let reject = |why: String| {
+        let reject = |why: &str| {
             LogtoError::BadRequest(format!("The ID token from Logto was rejected: {why}."))
         };
-        let token: CoreIdToken = raw
-            .parse()
-            .map_err(|_| reject("it is not a well-formed JWT".into()))?;
-        for attempt in 0..2 {
-            let jwks = d.jwks.keys();
-            let skew = self.clock_skew;
-            let verifier = CoreIdTokenVerifier::new_confidential_client(
-                ClientId::new(self.client_id.clone()),
-                ClientSecret::new(self.client_secret.clone()),
-                IssuerUrl::new(self.issuer.clone())
-                    .map_err(|e| LogtoError::Config(e.to_string()))?,
-                (*jwks).clone(),
-            )
-            .set_allowed_algs(d.algs.iter().cloned())
-            .set_time_fn(move || chrono::Utc::now() - skew)
-            .set_issue_time_verifier_fn(move |iat| {
-                if iat > chrono::Utc::now() + skew {
-                    Err("issued in the future".into())
-                } else {
-                    Ok(())
-                }
-            });
-            let result = match nonce {
-                Some(expected) => token
-                    .claims(&verifier, &Nonce::new(expected.to_string()))
-                    .map(|_| ()),
-                None => token
-                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                    .map(|_| ()),
-            };
-            match result {
-                Ok(()) => {
-                    return decode_jwt_payload(raw)
-                        .map_err(|_| reject("its claims cannot be read".into()))
-                }
-                Err(ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey,
-                )) if attempt == 0 => d.jwks.refetch().await?,
-                Err(e) => return Err(reject(describe_claims_error(&e))),
-            }
-        }
-        Err(reject("no key of Logto's matches its key id".into()))
+        let claims = jwt::verify(raw, Kind::Id { nonce }, &self.expected(d), &d.jwks)
+            .await
+            .map_err(|e| match e {
+                JwtError::Rejected(why) => reject(&why),
+                JwtError::Keys(e) => e,
+            })?;
+        serde_json::from_value(serde_json::Value::Object(claims))
+            .map_err(|_| reject("its claims cannot be read"))
     }
 
     /// Exchanges an authorization code (PKCE, `client_secret_basic`, no `resource`).
@@ -503,31 +474,4 @@ pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()
         .decode(payload.trim_end_matches('='))
         .map_err(|_| ())?;
     serde_json::from_slice(&bytes).map_err(|_| ())
-}
-
-fn describe_claims_error(e: &ClaimsVerificationError) -> String {
-    match e {
-        ClaimsVerificationError::Expired(_) => "it has expired".into(),
-        ClaimsVerificationError::InvalidAudience(_) => "it is not meant for this app (aud)".into(),
-        ClaimsVerificationError::InvalidIssuer(_) => {
-            "its issuer (iss) is not the configured Logto".into()
-        }
-        ClaimsVerificationError::InvalidNonce(_) => "its nonce does not match this sign-in".into(),
-        ClaimsVerificationError::InvalidSubject(_) => "it has no valid subject (sub)".into(),
-        ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::DisallowedAlg(_),
-        ) => "its signing algorithm is not one Logto advertises".into(),
-        ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::AmbiguousKeyId(_),
-        ) => "it names no key id and Logto has several keys".into(),
-        ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::NoMatchingKey,
-        ) => "no key of Logto's matches it".into(),
-        ClaimsVerificationError::SignatureVerification(_) => "its signature is invalid".into(),
-        ClaimsVerificationError::Other(m) if m.contains("issued in the future") => {
-            "it is issued in the future".into()
-        }
-        ClaimsVerificationError::Unsupported(_) => "it uses an unsupported JWT feature".into(),
-        other => format!("{other}").chars().take(120).collect(),
-    }
 }

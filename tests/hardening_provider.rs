@@ -1,5 +1,5 @@
-//! Issue 9, hardening of what talks to Logto: forged key ids (item 3), a dead or hanging
-//! Logto at discovery (item 5), a refresh answer that never comes (item 7).
+//! Issue 9, items 3, 5, 7 and 15: how the app behaves when Logto is slow, dead or flooded
+//! with forged tokens, and that every JWT goes through one verification path.
 //!
 //! Timing assertions bound how long something may take (a request that should not wait
 //! for a hanging Logto); nothing here sleeps to let something else happen.
@@ -276,4 +276,40 @@ async fn refresh_connection_refused_keeps_the_session_and_the_token_is_retried()
         TokenStatus::RotatedOut,
         "the token that never left was used, and Logto rotated it"
     );
+}
+
+// ---- Item 15: one verification path ------------------------------------------------
+
+#[rocket::async_test]
+async fn logout_token_without_kid_is_refused_when_logto_has_several_keys() {
+    let fp = FakeProvider::start().await;
+    fp.set(|b| b.decoy_keys = 2);
+    let client = signed_in(&fp, table(&fp), "user-1").await;
+    // Signed with Logto's real key, but the header names none of the three.
+    let token = fp.sign_jwt(
+        json!({ "kid": null }),
+        fp.logout_token_claims(Some("user-1"), None),
+    );
+    let (status, body) = post_logout(&client, &token).await;
+    assert_eq!(status, Status::BadRequest, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("key id")),
+        "{body}"
+    );
+    assert_eq!(signed_in_sub(&client).await.as_deref(), Some("user-1"));
+}
+
+#[rocket::async_test]
+async fn logout_token_without_kid_is_accepted_when_logto_has_one_key() {
+    let fp = FakeProvider::start().await;
+    let client = signed_in(&fp, table(&fp), "user-1").await;
+    let token = fp.sign_jwt(
+        json!({ "kid": null }),
+        fp.logout_token_claims(Some("user-1"), None),
+    );
+    let (status, body) = post_logout(&client, &token).await;
+    assert_eq!(status, Status::Ok, "{body}");
+    assert_eq!(signed_in_sub(&client).await, None);
 }
