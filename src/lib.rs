@@ -1107,10 +1107,13 @@ mod claims;
 mod codec;
 mod config;
 mod context;
+mod discovery;
 mod error;
 mod fairing;
 mod guards;
 mod hooks;
+mod jwks;
+mod jwt;
 mod logout;
 mod logsafe;
 mod provider;
@@ -1119,6 +1122,7 @@ mod refresh;
 mod routes;
 mod session;
 mod sign_in;
+mod single_flight;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -9,17 +9,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use openidconnect::core::CoreJwsSigningAlgorithm;
-use openidconnect::JsonWebKey;
 use serde_json::Value;
 
 use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
-use crate::config::LogtoConfig;
+use crate::jwt::{self, JwtError, Kind};
 use crate::provider::{Discovery, Provider};
-use crate::session::{now, now_ms};
+use crate::session::now_ms;
 
 /// The `events` member that makes a JWT a logout token.
 pub(crate) const BACKCHANNEL_LOGOUT_EVENT: &str =
@@ -82,110 +78,28 @@ pub(crate) struct LogoutToken {
     pub sid: Option<String>,
 }
 
-fn segment(part: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| "it is not a well-formed JWT".to_string())
-}
-
-/// Verifies a logout token (signature with the discovered keys and algorithms, `iss`,
-/// `aud`, `iat`, `exp`, the back-channel event, `sub` or `sid`, no `nonce`, unused `jti`)
-/// and records the logout. The error says what failed, for the 400 answer.
+/// Verifies a logout token (see [`jwt::Kind::Logout`]: signature with the discovered keys
+/// and algorithms, `iss`, `aud`, `iat`, `exp`, the back-channel event, `sub` or `sid`, no
+/// `nonce`, a `jti`), refuses a `jti` already used, and records the logout. The error says
+/// what failed, for the 400 answer.
 pub(crate) async fn accept(
     raw: &str,
     provider: &Provider,
     discovery: &Discovery,
-    config: &LogtoConfig,
     logouts: &Logouts,
 ) -> Result<LogoutToken, String> {
-    let parts: Vec<&str> = raw.split('.').collect();
-    let [header, payload, signature] = parts[..] else {
-        return Err("it is not a well-formed JWT".into());
-    };
-    let header: Value =
-        serde_json::from_slice(&segment(header)?).map_err(|_| "its header is not JSON")?;
-    let alg: CoreJwsSigningAlgorithm = header
-        .get("alg")
-        .cloned()
-        .and_then(|alg| serde_json::from_value(alg).ok())
-        .ok_or("its algorithm is unknown")?;
-    if !discovery.algs.contains(&alg) {
-        return Err("its signing algorithm is not one Logto advertises".into());
-    }
-    let kid = header.get("kid").and_then(Value::as_str);
-    let message = format!("{}.{}", parts[0], parts[1]);
-    let signature = segment(signature)?;
-    let mut verified = false;
-    for attempt in 0..2 {
-        let jwks = discovery.jwks();
-        let candidates: Vec<_> = jwks
-            .keys()
-            .iter()
-            .filter(|k| kid.is_none() || k.key_id().map(|id| id.as_str()) == kid)
-            .collect();
-        verified = candidates.iter().any(|key| {
-            key.verify_signature(&alg, message.as_bytes(), &signature)
-                .is_ok()
-        });
-        if verified || !candidates.is_empty() || attempt == 1 {
-            break;
-        }
-        if !provider
-            .refetch_jwks(discovery, kid.map(str::to_string))
-            .await
-            .map_err(|e| e.message().to_string())?
-        {
-            break;
-        }
-    }
-    if !verified {
-        return Err("its signature is invalid".into());
-    }
-
-    let claims: Value =
-        serde_json::from_slice(&segment(payload)?).map_err(|_| "its claims are not JSON")?;
-    if claims.get("iss").and_then(Value::as_str) != Some(provider.issuer()) {
-        return Err("its issuer (iss) is not the configured Logto".into());
-    }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(aud)) => *aud == config.app_id,
-        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(&config.app_id)),
-        _ => false,
-    };
-    if !aud_ok {
-        return Err("it is not meant for this app (aud)".into());
-    }
-    let skew = config.clock_skew.as_secs() as i64;
-    let now = now();
-    match claims.get("iat").and_then(Value::as_i64) {
-        Some(iat) if iat <= now + skew => {}
-        Some(_) => return Err("it is issued in the future".into()),
-        None => return Err("it has no issue time (iat)".into()),
-    }
-    match claims.get("exp").and_then(Value::as_i64) {
-        Some(exp) if exp > now - skew => {}
-        Some(_) => return Err("it has expired".into()),
-        None => return Err("it has no expiry (exp)".into()),
-    }
-    let is_logout = claims
-        .get("events")
-        .and_then(Value::as_object)
-        .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
-        .is_some_and(Value::is_object);
-    if !is_logout {
-        return Err("it is not a back-channel logout event".into());
-    }
-    if claims.get("nonce").is_some() {
-        return Err("it carries a nonce, which logout tokens must not".into());
-    }
+    let expected = provider.expected(discovery);
+    let claims = jwt::verify(raw, Kind::Logout, &expected, &discovery.jwks)
+        .await
+        .map_err(|e| match e {
+            JwtError::Rejected(why) => why,
+            JwtError::Keys(e) => e.message().to_string(),
+        })?;
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
     let logout = LogoutToken {
         sub: text("sub"),
         sid: text("sid"),
     };
-    if logout.sub.is_none() && logout.sid.is_none() {
-        return Err("it names neither a user (sub) nor a session (sid)".into());
-    }
     let jti = text("jti").ok_or("it has no token id (jti)")?;
     if !logouts.jtis.insert_new(&jti, ()) {
         return Err("it was already used (jti)".into());

@@ -1,82 +1,34 @@
-//! Everything that talks to Logto: discovery (lazy, cached, retried), the JWKS (refetched
-//! on an unknown `kid`, rate-limited), ID token verification, the token endpoint (code
-//! exchange, refresh with `resource` / `organization_id`), userinfo, revocation and the
-//! end-session URL.
+//! Everything that talks to Logto: discovery (see [`crate::discovery`]), ID token
+//! verification (see [`crate::jwt`]), the token endpoint (code exchange, refresh with
+//! `resource` / `organization_id`), userinfo, revocation and the end-session URL.
 //!
 //! Token, userinfo and revocation requests go through our own small `reqwest` calls rather
 //! than `openidconnect`'s request builders: those hide the HTTP status and headers, and we
 //! need them (403 for non-members, 429 with `Retry-After`, 5xx vs 4xx) to give the right
-//! answer. `openidconnect` still does the cryptography: JWKS parsing, signature and claims
+//! answer. `openidconnect` still does the cryptography: JWKS parsing, signature
 //! verification, PKCE, `state` and `nonce` generation.
 
-use std::sync::{Arc, Mutex as SyncMutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use openidconnect::core::{
-    CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-};
-use openidconnect::{
-    ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce, SignatureVerificationError,
-};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 
 use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
+use crate::discovery::{DiscoveryCache, DiscoverySource};
 use crate::error::LogtoError;
+use crate::jwt::{self, Expected, JwtError, Kind};
+
+pub(crate) use crate::discovery::Discovery;
 
 /// Discovery is fetched again after this long.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// An unknown `kid` refetches the JWKS at most this often.
+/// An unknown `kid` refetches the JWKS at most this often, whatever the `kid`.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-/// Unknown key ids remembered for the refetch rate limit.
-const MAX_TRIED_KIDS: usize = 16;
 /// Largest answer read from Logto; more is refused rather than buffered.
 const MAX_BODY: usize = 1 << 20;
-
-/// The parts of `/.well-known/openid-configuration` this crate uses, plus the
-/// session-management ones `openidconnect`'s core metadata lacks.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct DiscoveryDocument {
-    pub issuer: String,
-    pub authorization_endpoint: Url,
-    pub token_endpoint: Url,
-    #[serde(default)]
-    pub userinfo_endpoint: Option<Url>,
-    pub jwks_uri: Url,
-    #[serde(default)]
-    pub end_session_endpoint: Option<Url>,
-    #[serde(default)]
-    pub revocation_endpoint: Option<Url>,
-    #[serde(default)]
-    pub id_token_signing_alg_values_supported: Vec<String>,
-    #[serde(default)]
-    pub authorization_response_iss_parameter_supported: bool,
-}
-
-/// A fetched discovery document with its keys.
-pub(crate) struct Discovery {
-    pub doc: DiscoveryDocument,
-    pub algs: Vec<CoreJwsSigningAlgorithm>,
-    jwks: SyncMutex<Arc<CoreJsonWebKeySet>>,
-    jwks_refetch: Mutex<JwksRefetch>,
-    fetched_at: Instant,
-}
-
-impl Discovery {
-    /// Logto's current signing keys.
-    pub fn jwks(&self) -> Arc<CoreJsonWebKeySet> {
-        self.jwks.lock().expect("jwks lock").clone()
-    }
-}
-
-/// When the JWKS was last fetched, and which unknown key ids caused a refetch.
-struct JwksRefetch {
-    last: Instant,
-    tried: Vec<String>,
-}
 
 /// A successful token endpoint answer. No `Debug`: it holds tokens.
 #[derive(Deserialize)]
@@ -93,8 +45,11 @@ pub(crate) struct TokenResponse {
 /// How a call to Logto failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ProviderError {
-    /// No answer: connection refused, timeout, DNS.
-    Unreachable(String),
+    /// The request never left: connection refused, DNS, connect timeout. Logto did nothing.
+    NotSent { what: &'static str, timed_out: bool },
+    /// The request was sent but no answer came back: a timeout after sending, or the
+    /// connection closed before the answer. Logto may have acted on it (rotated a token).
+    NoAnswer { what: &'static str, timed_out: bool },
     /// HTTP 429.
     RateLimited {
         what: &'static str,
@@ -119,15 +74,50 @@ impl ProviderError {
     }
 
     /// Whether the refresh token may have been spent by the failed request: anything but
-    /// no answer, a server error, or a refusal about this one target (403, missing scope).
+    /// a request that never left, a rate limit, a server error, or a refusal about this one
+    /// target (403, missing scope). A request that was sent and got no answer may have
+    /// rotated the token at Logto, like a garbled answer.
     pub fn may_have_spent_token(&self) -> bool {
         match self {
-            ProviderError::Unreachable(_)
+            ProviderError::NotSent { .. }
             | ProviderError::RateLimited { .. }
             | ProviderError::ServerError { .. } => false,
             ProviderError::Refused { status: 403, .. } => false,
             ProviderError::Refused { error, .. } => error != "insufficient_scope",
-            ProviderError::Malformed(_) => true,
+            ProviderError::NoAnswer { .. } | ProviderError::Malformed(_) => true,
+        }
+    }
+
+    /// The error for a refresh that failed this way and ended the session: an answer that
+    /// never came says that the user was signed out, and why.
+    pub fn ending_the_session(self) -> LogtoError {
+        match self {
+            ProviderError::NoAnswer { .. } => LogtoError::unavailable(format!(
+                "{}; you were signed out because Logto may have used up the refresh token: sign in again.",
+                self.without_advice()
+            )),
+            other => other.into(),
+        }
+    }
+
+    /// What happened to the request, for a message that still needs its advice.
+    fn without_advice(&self) -> String {
+        match self {
+            ProviderError::NotSent {
+                what,
+                timed_out: true,
+            } => format!("Logto did not accept a connection for the {what} in time"),
+            ProviderError::NotSent { what, .. } => {
+                format!("Logto could not be reached for the {what}")
+            }
+            ProviderError::NoAnswer {
+                what,
+                timed_out: true,
+            } => format!("Logto did not answer the {what} in time"),
+            ProviderError::NoAnswer { what, .. } => format!(
+                "Logto could not be reached for the {what}: the connection closed before its answer"
+            ),
+            other => LogtoError::from(other.clone()).message().to_string(),
         }
     }
 }
@@ -135,7 +125,9 @@ impl ProviderError {
 impl From<ProviderError> for LogtoError {
     fn from(e: ProviderError) -> LogtoError {
         match e {
-            ProviderError::Unreachable(m) => LogtoError::unavailable(m),
+            ProviderError::NotSent { .. } | ProviderError::NoAnswer { .. } => {
+                LogtoError::unavailable(format!("{}; try again.", e.without_advice()))
+            }
             ProviderError::RateLimited { what, retry_after } => LogtoError::Unavailable {
                 message: format!("Logto is rate-limiting the {what}; try again shortly."),
                 retry_after,
@@ -181,8 +173,9 @@ pub(crate) struct Provider {
     client_id: String,
     client_secret: String,
     redirect_uri: String,
-    clock_skew: chrono::Duration,
-    discovery: Mutex<Option<Arc<Discovery>>>,
+    /// Allowed clock difference with Logto, seconds.
+    clock_skew: i64,
+    discovery: DiscoveryCache,
 }
 
 impl Provider {
@@ -190,19 +183,28 @@ impl Provider {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.http_timeout)
-            .connect_timeout(config.http_timeout)
+            // Shorter than the whole-request timeout, so that a connection that cannot be
+            // made fails as a connect error (nothing was sent, a refresh token is intact)
+            // rather than as a timeout of a request that may have reached Logto.
+            .connect_timeout(config.http_timeout / 2)
             .user_agent(concat!("rocket_logto/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let source = DiscoverySource {
+            http: http.clone(),
+            issuer: config.issuer(),
+            jwks_refetch_interval: JWKS_REFETCH_INTERVAL,
+        };
         Ok(Provider {
             http,
             issuer: config.issuer(),
             client_id: config.app_id.clone(),
             client_secret: config.app_secret.expose().to_string(),
             redirect_uri: config.redirect_uri(),
-            clock_skew: chrono::Duration::from_std(config.clock_skew)
-                .unwrap_or(chrono::Duration::seconds(60)),
-            discovery: Mutex::new(None),
+            clock_skew: i64::try_from(config.clock_skew.as_secs()).unwrap_or(60),
+            // A failure that took a quarter of the timeout or more cost its callers real
+            // time: later callers are answered at once until the backoff ends.
+            discovery: DiscoveryCache::new(source, DISCOVERY_TTL, config.http_timeout / 4),
         })
     }
 
@@ -210,155 +212,39 @@ impl Provider {
         &self.issuer
     }
 
-    /// The discovery document and keys: cached for an hour, fetched again after a failure
-    /// (a stale copy is served while Logto is down). Concurrent callers share one fetch.
+    /// The discovery document and keys (cached; see [`crate::discovery`]).
     pub async fn discovery(&self) -> Result<Arc<Discovery>, LogtoError> {
-        let mut slot = self.discovery.lock().await;
-        if let Some(d) = slot
-            .as_ref()
-            .filter(|d| d.fetched_at.elapsed() < DISCOVERY_TTL)
-        {
-            return Ok(d.clone());
-        }
-        match self.fetch_discovery().await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                *slot = Some(fresh.clone());
-                Ok(fresh)
-            }
-            Err(e) => match slot.as_ref() {
-                Some(stale) => {
-                    log::warn!("logto: discovery refresh failed, keeping the cached copy: {e}");
-                    Ok(stale.clone())
-                }
-                None => {
-                    log::warn!("logto: discovery failed: {e}");
-                    Err(e)
-                }
-            },
+        self.discovery.get().await
+    }
+
+    /// What every token from Logto for this app must match.
+    pub fn expected<'a>(&'a self, d: &'a Discovery) -> Expected<'a> {
+        Expected {
+            issuer: &self.issuer,
+            client_id: &self.client_id,
+            skew: self.clock_skew,
+            algs: &d.algs,
         }
     }
 
-    async fn fetch_discovery(&self) -> Result<Discovery, LogtoError> {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let doc: DiscoveryDocument = self.get_json(&url, "discovery request", None).await?;
-        if doc.issuer != self.issuer {
-            return Err(LogtoError::BadGateway(format!(
-                "Logto's discovery names the issuer {:?}, but the configured endpoint means {:?}; check `endpoint`.",
-                doc.issuer, self.issuer
-            )));
-        }
-        let algs: Vec<CoreJwsSigningAlgorithm> = doc
-            .id_token_signing_alg_values_supported
-            .iter()
-            .filter(|alg| alg.as_str() != "none")
-            .filter_map(|alg| serde_json::from_value(serde_json::Value::String(alg.clone())).ok())
-            .collect();
-        let algs = if algs.is_empty() {
-            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]
-        } else {
-            algs
-        };
-        let jwks = self.fetch_jwks(&doc.jwks_uri).await?;
-        Ok(Discovery {
-            doc,
-            algs,
-            jwks: SyncMutex::new(Arc::new(jwks)),
-            jwks_refetch: Mutex::new(JwksRefetch {
-                last: Instant::now(),
-                tried: Vec::new(),
-            }),
-            fetched_at: Instant::now(),
-        })
-    }
-
-    async fn fetch_jwks(&self, uri: &Url) -> Result<CoreJsonWebKeySet, LogtoError> {
-        self.get_json(uri.as_str(), "key set request", None).await
-    }
-
-    /// Refetches the JWKS for an unknown `kid`: at once for a key id not tried yet (a
-    /// rotation), otherwise at most every `JWKS_REFETCH_INTERVAL`.
-    pub(crate) async fn refetch_jwks(
-        &self,
-        d: &Discovery,
-        kid: Option<String>,
-    ) -> Result<bool, LogtoError> {
-        let mut refetch = d.jwks_refetch.lock().await;
-        let new_kid = kid.as_ref().is_some_and(|k| !refetch.tried.contains(k));
-        if !new_kid && refetch.last.elapsed() < JWKS_REFETCH_INTERVAL {
-            return Ok(false);
-        }
-        let jwks = self.fetch_jwks(&d.doc.jwks_uri).await?;
-        *d.jwks.lock().expect("jwks lock") = Arc::new(jwks);
-        refetch.last = Instant::now();
-        if let Some(kid) = kid {
-            if refetch.tried.len() >= MAX_TRIED_KIDS {
-                refetch.tried.remove(0);
-            }
-            refetch.tried.push(kid);
-        }
-        log::info!("logto: fetched Logto's signing keys again (unknown key id)");
-        Ok(true)
-    }
-
-    /// Verifies an ID token: signature with the discovered keys and algorithms, `iss`, `aud`
-    /// (extra audiences are refused), `exp` and `iat` within the clock skew, and `nonce`
-    /// when one is expected.
+    /// Verifies an ID token (see [`jwt::Kind::Id`]), with `nonce` when one was sent.
     pub async fn verify_id_token(
         &self,
         d: &Discovery,
         raw: &str,
         nonce: Option<&str>,
     ) -> Result<IdTokenClaims, LogtoError> {
-        let reject = |why: String| {
+        let reject = |why: &str| {
             LogtoError::BadRequest(format!("The ID token from Logto was rejected: {why}."))
         };
-        let token: CoreIdToken = raw
-            .parse()
-            .map_err(|_| reject("it is not a well-formed JWT".into()))?;
-        for attempt in 0..2 {
-            let jwks = d.jwks.lock().expect("jwks lock").clone();
-            let skew = self.clock_skew;
-            let verifier = CoreIdTokenVerifier::new_confidential_client(
-                ClientId::new(self.client_id.clone()),
-                ClientSecret::new(self.client_secret.clone()),
-                IssuerUrl::new(self.issuer.clone())
-                    .map_err(|e| LogtoError::Config(e.to_string()))?,
-                (*jwks).clone(),
-            )
-            .set_allowed_algs(d.algs.iter().cloned())
-            .set_time_fn(move || chrono::Utc::now() - skew)
-            .set_issue_time_verifier_fn(move |iat| {
-                if iat > chrono::Utc::now() + skew {
-                    Err("issued in the future".into())
-                } else {
-                    Ok(())
-                }
-            });
-            let result = match nonce {
-                Some(expected) => token
-                    .claims(&verifier, &Nonce::new(expected.to_string()))
-                    .map(|_| ()),
-                None => token
-                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                    .map(|_| ()),
-            };
-            match result {
-                Ok(()) => {
-                    return decode_jwt_payload(raw)
-                        .map_err(|_| reject("its claims cannot be read".into()))
-                }
-                Err(ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey,
-                )) if attempt == 0 => {
-                    if !self.refetch_jwks(d, jwt_kid(raw)).await? {
-                        return Err(reject("no key of Logto's matches its key id".into()));
-                    }
-                }
-                Err(e) => return Err(reject(describe_claims_error(&e))),
-            }
-        }
-        Err(reject("no key of Logto's matches its key id".into()))
+        let claims = jwt::verify(raw, Kind::Id { nonce }, &self.expected(d), &d.jwks)
+            .await
+            .map_err(|e| match e {
+                JwtError::Rejected(why) => reject(&why),
+                JwtError::Keys(e) => e,
+            })?;
+        serde_json::from_value(serde_json::Value::Object(claims))
+            .map_err(|_| reject("its claims cannot be read"))
     }
 
     /// Exchanges an authorization code (PKCE, `client_secret_basic`, no `resource`).
@@ -419,7 +305,7 @@ impl Provider {
             .bearer_auth(access_token)
             .send()
             .await
-            .map_err(|e| unreachable_error(&e, "userinfo request"))?;
+            .map_err(|e| send_error(&e, "userinfo request"))?;
         read_json(response, "userinfo request").await
     }
 
@@ -446,7 +332,7 @@ impl Provider {
             Ok(r) => log::warn!("logto: revoking the refresh token answered {}", r.status()),
             Err(e) => log::warn!(
                 "logto: revoking the refresh token failed: {}",
-                unreachable_error(&e, "revocation").message()
+                send_error(&e, "revocation").message()
             ),
         }
     }
@@ -464,23 +350,8 @@ impl Provider {
             .form(form)
             .send()
             .await
-            .map_err(|e| unreachable_error(&e, what))?;
+            .map_err(|e| send_error(&e, what))?;
         read_json(response, what).await
-    }
-
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        url: &str,
-        what: &'static str,
-        _bearer: Option<&str>,
-    ) -> Result<T, LogtoError> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| LogtoError::from(unreachable_error(&e, what)))?;
-        read_json(response, what).await.map_err(LogtoError::from)
     }
 }
 
@@ -490,15 +361,28 @@ impl ProviderError {
     }
 }
 
-fn unreachable_error(e: &reqwest::Error, what: &'static str) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Unreachable(format!(
-            "Logto did not answer the {what} in time; try again."
-        ))
+/// GETs a JSON document (discovery, the key set).
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    what: &'static str,
+) -> Result<T, ProviderError> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| send_error(&e, what))?;
+    read_json(response, what).await
+}
+
+/// Tells a request that never left (safe to send again) from one that was sent and got no
+/// answer (Logto may have acted on it).
+fn send_error(e: &reqwest::Error, what: &'static str) -> ProviderError {
+    let timed_out = e.is_timeout();
+    if e.is_connect() || e.is_builder() {
+        ProviderError::NotSent { what, timed_out }
     } else {
-        ProviderError::Unreachable(format!(
-            "Logto could not be reached for the {what}; try again."
-        ))
+        ProviderError::NoAnswer { what, timed_out }
     }
 }
 
@@ -518,7 +402,12 @@ async fn read_body(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) if e.is_timeout() => return Err(unreachable_error(&e, what)),
+            Err(e) if e.is_timeout() => {
+                return Err(ProviderError::NoAnswer {
+                    what,
+                    timed_out: true,
+                })
+            }
             Err(_) => {
                 return Err(ProviderError::Malformed(format!(
                     "Logto's answer to the {what} was cut short"
@@ -585,42 +474,4 @@ pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()
         .decode(payload.trim_end_matches('='))
         .map_err(|_| ())?;
     serde_json::from_slice(&bytes).map_err(|_| ())
-}
-
-/// The `kid` of a JWT's header, if any.
-fn jwt_kid(jwt: &str) -> Option<String> {
-    use base64::Engine;
-    let header = jwt.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    header.get("kid")?.as_str().map(str::to_string)
-}
-
-fn describe_claims_error(e: &ClaimsVerificationError) -> String {
-    match e {
-        ClaimsVerificationError::Expired(_) => "it has expired".into(),
-        ClaimsVerificationError::InvalidAudience(_) => "it is not meant for this app (aud)".into(),
-        ClaimsVerificationError::InvalidIssuer(_) => {
-            "its issuer (iss) is not the configured Logto".into()
-        }
-        ClaimsVerificationError::InvalidNonce(_) => "its nonce does not match this sign-in".into(),
-        ClaimsVerificationError::InvalidSubject(_) => "it has no valid subject (sub)".into(),
-        ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::DisallowedAlg(_),
-        ) => "its signing algorithm is not one Logto advertises".into(),
-        ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::AmbiguousKeyId(_),
-        ) => "it names no key id and Logto has several keys".into(),
-        ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::NoMatchingKey,
-        ) => "no key of Logto's matches it".into(),
-        ClaimsVerificationError::SignatureVerification(_) => "its signature is invalid".into(),
-        ClaimsVerificationError::Other(m) if m.contains("issued in the future") => {
-            "it is issued in the future".into()
-        }
-        ClaimsVerificationError::Unsupported(_) => "it uses an unsupported JWT feature".into(),
-        other => format!("{other}").chars().take(120).collect(),
-    }
 }

@@ -616,7 +616,6 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
         form.logout_token,
         &state.provider,
         &discovery,
-        &state.config,
         &state.logouts,
     )
     .await;

@@ -286,7 +286,7 @@ async fn refresh_into(
             return Err(if e.is_invalid_grant() {
                 LogtoError::Unauthenticated
             } else {
-                e.into()
+                e.ending_the_session()
             });
         }
         Err(e) => {

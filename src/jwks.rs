@@ -1,0 +1,161 @@
+//! Logto's signing keys (the JWKS): fetched with discovery, and fetched again when a token
+//! names a key that is not there, which is how a key rotation shows.
+//!
+//! Anyone can post a token with a made-up key id (the back-channel logout route is open),
+//! so refetches are rate-limited globally, whatever the key id: at most one starts per
+//! interval, and callers that arrive while one runs share it. The first refetch is allowed
+//! at once, so a genuine rotation is picked up on its first token.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openidconnect::core::CoreJsonWebKeySet;
+use url::Url;
+
+use crate::error::LogtoError;
+use crate::provider::get_json;
+use crate::single_flight::Flight;
+
+/// Logto's current signing keys, with the rate-limited refetch.
+pub(crate) struct Jwks {
+    keys: Mutex<Arc<CoreJsonWebKeySet>>,
+    refetch: Mutex<Refetch>,
+    uri: Url,
+    http: reqwest::Client,
+    /// Least time between the starts of two refetches.
+    interval: Duration,
+}
+
+#[derive(Default)]
+struct Refetch {
+    /// When the last refetch started (none yet: the next may start at once).
+    started: Option<Instant>,
+    flight: Option<Flight<Result<(), LogtoError>>>,
+}
+
+impl Jwks {
+    /// Keys fetched from `uri` (with discovery); refetches go to the same place.
+    pub fn new(
+        keys: CoreJsonWebKeySet,
+        uri: Url,
+        http: reqwest::Client,
+        interval: Duration,
+    ) -> Jwks {
+        Jwks {
+            keys: Mutex::new(Arc::new(keys)),
+            refetch: Mutex::new(Refetch::default()),
+            uri,
+            http,
+            interval,
+        }
+    }
+
+    /// Fetches the key set once from `uri`.
+    pub async fn fetch(http: &reqwest::Client, uri: &Url) -> Result<CoreJsonWebKeySet, LogtoError> {
+        Ok(get_json(http, uri.as_str(), "key set request").await?)
+    }
+
+    /// The keys as last fetched.
+    pub fn keys(&self) -> Arc<CoreJsonWebKeySet> {
+        self.keys.lock().expect("jwks lock").clone()
+    }
+
+    /// Fetches the keys again, unless a refetch started less than an interval ago; joins
+    /// the refetch that runs, if any. Callers look at [`keys`](Self::keys) again afterwards
+    /// either way: another caller's refetch may have brought the key they miss.
+    pub async fn refetch(self: &Arc<Self>) -> Result<(), LogtoError> {
+        let flight = {
+            let mut state = self.refetch.lock().expect("jwks refetch lock");
+            match &state.flight {
+                Some(running) if running.is_running() => running.clone(),
+                _ if state.started.is_some_and(|at| at.elapsed() < self.interval) => return Ok(()),
+                _ => {
+                    state.started = Some(Instant::now());
+                    let jwks = self.clone();
+                    let flight = Flight::start(async move {
+                        let keys = Jwks::fetch(&jwks.http, &jwks.uri).await?;
+                        *jwks.keys.lock().expect("jwks lock") = Arc::new(keys);
+                        log::info!("logto: fetched Logto's signing keys again (unknown key id)");
+                        Ok(())
+                    });
+                    state.flight = Some(flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.wait().await.unwrap_or_else(|| {
+            Err(LogtoError::unavailable(
+                "Fetching Logto's signing keys was interrupted; try again.",
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::tests::MiniLogto;
+
+    fn jwks(logto: &MiniLogto, interval: Duration) -> Arc<Jwks> {
+        Arc::new(Jwks::new(
+            CoreJsonWebKeySet::new(vec![]),
+            logto.url("/oidc/jwks"),
+            reqwest::Client::new(),
+            interval,
+        ))
+    }
+
+    #[tokio::test]
+    async fn concurrent_refetches_share_one_fetch_and_then_wait_for_the_interval() {
+        let logto = MiniLogto::start().await;
+        logto.delay_jwks(true);
+        let jwks = jwks(&logto, Duration::from_secs(3600));
+        let callers: Vec<_> = (0..100)
+            .map(|_| {
+                let jwks = jwks.clone();
+                tokio::spawn(async move { jwks.refetch().await })
+            })
+            .collect();
+        logto.wait_for_jwks_requests(1).await;
+        logto.delay_jwks(false);
+        for caller in callers {
+            caller.await.unwrap().unwrap();
+        }
+        assert_eq!(logto.jwks_requests(), 1);
+        assert_eq!(jwks.keys().keys().len(), 1, "the new keys are in place");
+        for _ in 0..100 {
+            jwks.refetch().await.unwrap();
+        }
+        assert_eq!(logto.jwks_requests(), 1, "no refetch within the interval");
+    }
+
+    #[tokio::test]
+    async fn the_first_unknown_key_after_the_interval_refetches_at_once() {
+        let logto = MiniLogto::start().await;
+        let jwks = jwks(&logto, Duration::from_millis(50));
+        jwks.refetch().await.unwrap();
+        assert_eq!(logto.jwks_requests(), 1);
+        let started = Instant::now();
+        // Keep asking until the interval has passed: exactly one more fetch, at once.
+        while logto.jwks_requests() == 1 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            jwks.refetch().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(logto.jwks_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refetch_is_an_error_and_counts_for_the_rate_limit() {
+        let logto = MiniLogto::start().await;
+        logto.fail_jwks(true);
+        let jwks = jwks(&logto, Duration::from_secs(3600));
+        assert!(jwks.refetch().await.is_err());
+        assert!(
+            jwks.refetch().await.is_ok(),
+            "rate-limited: nothing fetched"
+        );
+        assert_eq!(logto.jwks_requests(), 1);
+    }
+}
