@@ -191,7 +191,6 @@ impl<V: Clone> ExpiringMap<V> {
     }
 
     /// Entries held (live or not yet evicted).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().map.len()
     }

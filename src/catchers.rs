@@ -7,6 +7,7 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use rocket::{catch, Catcher};
 
+use crate::api::recorded_bearer_failure;
 use crate::context::recorded_failure;
 use crate::error::{render_for, LogtoError};
 
@@ -23,8 +24,12 @@ pub(crate) fn catchers() -> Vec<Catcher> {
 
 /// The error a crate guard failed with in this request when it has `status`, else the
 /// generic one for `status`, answered as a `LogtoError` is (page, JSON or, for a browser
-/// that is not signed in, the redirect to sign-in).
+/// that is not signed in, the redirect to sign-in). An API guard's failure is answered as
+/// RFC 6750 JSON, whatever the client accepts.
 fn answer(status: Status, request: &Request<'_>) -> Response<'static> {
+    if let Some(bearer) = recorded_bearer_failure(request).filter(|e| e.status() == status) {
+        return bearer.render();
+    }
     let error = recorded_failure(request)
         .filter(|e| e.status() == status)
         .unwrap_or_else(|| generic(status));

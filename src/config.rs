@@ -37,18 +37,22 @@ pub const DEFAULT_SCOPES: [UserScope; 3] = [
 pub struct LogtoConfig {
     /// Logto's endpoint, e.g. `https://your-tenant.logto.app` (key `endpoint`).
     pub endpoint: Url,
-    /// The application id (key `app_id`).
+    /// The application id (key `app_id`); empty in an API-only configuration (see
+    /// [`is_api_only`](LogtoConfig::is_api_only)).
     pub app_id: String,
-    /// The application secret (key `app_secret`); never printed.
+    /// The application secret (key `app_secret`); never printed. Empty in an API-only
+    /// configuration.
     pub app_secret: AppSecret,
-    /// Where this app is served, e.g. `http://localhost:8000` (key `base_url`). A path
+    /// Where this app is served, e.g. `http://localhost:8000` (key `base_url`; optional in
+    /// an API-only configuration, where it defaults to `http://localhost/`). A path
     /// (`https://example.com/app`) means that Rocket serves the app under that path: the
     /// auth routes are mounted at [`routes_base`](LogtoConfig::routes_base) and every
     /// redirect of the crate includes the path.
     pub base_url: Url,
     /// Scopes requested beyond `openid offline_access profile` (key `scopes`).
     pub scopes: Vec<String>,
-    /// API resource indicators requested at sign-in (key `resources`).
+    /// API resource indicators (key `resources`): requested at sign-in, and the resources
+    /// whose access tokens this app's API guards accept.
     pub resources: Vec<String>,
     /// The `prompt` sent at sign-in (key `prompt`, default `consent`).
     pub prompt: String,
@@ -104,6 +108,12 @@ pub struct LogtoConfig {
     /// skip decryption and parsing (key `session_cache_entries`, default 4096; each lives
     /// 5 minutes).
     pub session_cache_entries: usize,
+    /// Most verified access tokens kept in memory by the API guards, so that a client
+    /// repeating its bearer token costs one signature check (key `bearer_cache_entries`,
+    /// default 10000; each lives until its `exp`, at most an hour).
+    pub bearer_cache_entries: usize,
+    /// No `app_id`: an API that signs nobody in.
+    api_only: bool,
 }
 
 /// The app secret. Its `Debug` and `Display` print `***`, so it never reaches a log.
@@ -184,6 +194,7 @@ struct RawConfig {
     refresh_cache_entries: Option<usize>,
     spent_state_entries: Option<usize>,
     session_cache_entries: Option<usize>,
+    bearer_cache_entries: Option<usize>,
 }
 
 const FIRST_SCREENS: [&str; 6] = [
@@ -320,7 +331,20 @@ impl LogtoConfig {
 
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
         let endpoint = http_url("endpoint", Some("LOGTO_ENDPOINT"), raw.endpoint)?;
-        let base_url = http_url("base_url", Some("LOGTO_BASE_URL"), raw.base_url)?;
+        // Without `app_id` and `app_secret` the app signs nobody in: an API, which needs
+        // the resources it serves. Either of them set means a web app, which needs all three.
+        let given = |v: &Option<String>| v.as_ref().is_some_and(|v| !v.trim().is_empty());
+        let api_only = !given(&raw.app_id) && !given(&raw.app_secret);
+        if api_only && raw.resources.is_empty() {
+            return Err(ConfigError(
+                "logto config: neither a web app nor an API is configured: to sign users in, set                  app_id, app_secret and base_url under [default.logto] (or LOGTO_APP_ID,                  LOGTO_APP_SECRET, LOGTO_BASE_URL); to protect an API, list the resources it serves                  in `resources` (urn:logto:resource:organizations for organization tokens)"
+                    .into(),
+            ));
+        }
+        let base_url = match raw.base_url {
+            None if api_only => Url::parse("http://localhost/").expect("a valid URL"),
+            base_url => http_url("base_url", Some("LOGTO_BASE_URL"), base_url)?,
+        };
         let base_path = base_url.path().trim_end_matches('/');
         if !base_path.is_empty()
             && !base_path[1..].split('/').all(|seg| {
@@ -337,19 +361,24 @@ impl LogtoConfig {
                 format!("has the path {base_path:?}; expected path segments of letters, digits, `-`, `_`, `.`, `~` (e.g. https://example.com/app)"),
             ));
         }
-        let app_id = raw.app_id.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-            err(
-                "app_id",
-                "is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID",
-            )
-        })?;
-        let app_secret = raw.app_secret.filter(|v| !v.is_empty()).ok_or_else(|| {
-            err(
-                "app_secret",
-                "is missing: a traditional web app needs its secret; set LOGTO_APP_SECRET \
-                 (preferred) or app_secret under [default.logto]",
-            )
-        })?;
+        let (app_id, app_secret) = if api_only {
+            (String::new(), String::new())
+        } else {
+            let app_id = raw.app_id.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                err(
+                    "app_id",
+                    "is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID",
+                )
+            })?;
+            let app_secret = raw.app_secret.filter(|v| !v.is_empty()).ok_or_else(|| {
+                err(
+                    "app_secret",
+                    "is missing: a traditional web app needs its secret; set LOGTO_APP_SECRET \
+                     (preferred) or app_secret under [default.logto]",
+                )
+            })?;
+            (app_id, app_secret)
+        };
 
         let mut scopes = Vec::new();
         for scope in raw.scopes {
@@ -527,7 +556,20 @@ impl LogtoConfig {
                 raw.session_cache_entries,
                 4096,
             )?,
+            bearer_cache_entries: entries(
+                "bearer_cache_entries",
+                raw.bearer_cache_entries,
+                10_000,
+            )?,
+            api_only,
         })
+    }
+
+    /// Whether this configuration only protects an API: no `app_id` and `app_secret`, so
+    /// the fairing mounts no sign-in routes and the guards that sign users in
+    /// ([`AuthenticatedUser`](crate::AuthenticatedUser) and the others) stop the launch.
+    pub fn is_api_only(&self) -> bool {
+        self.api_only
     }
 
     /// The issuer: `<endpoint>/oidc` (a path in the endpoint, e.g. a tenant, is kept).
@@ -784,6 +826,64 @@ mod tests {
         let cfg = load(&format!("{FULL}\nscopes = [\"urn:logto:scope:organizations\", \"email\", \"email\", \"openid\"]"), &[]).unwrap();
         assert_eq!(cfg.scopes, ["urn:logto:scope:organizations", "email"]);
         assert_eq!(cfg.resources, [ORGANIZATIONS_RESOURCE]);
+    }
+
+    #[test]
+    fn an_api_needs_only_the_endpoint_and_its_resources() {
+        let cfg = load(
+            "[logto]\nendpoint = \"http://localhost:3001\"\nresources = [\"https://api.example.com\"]",
+            &[],
+        )
+        .unwrap();
+        assert!(cfg.is_api_only());
+        assert_eq!(cfg.resources, ["https://api.example.com"]);
+        assert_eq!(cfg.issuer(), "http://localhost:3001/oidc");
+        assert_eq!(cfg.bearer_cache_entries, 10_000);
+        // The environment alone, as the API example is configured.
+        let cfg = load(
+            "[logto]\nresources = [\"https://api.example.com\"]",
+            &[("LOGTO_ENDPOINT", "http://127.0.0.1:3001")],
+        )
+        .unwrap();
+        assert!(cfg.is_api_only());
+        // A web app and an API at once.
+        let cfg = load(
+            &format!("{FULL}\nresources = [\"https://api.example.com\"]"),
+            &[],
+        )
+        .unwrap();
+        assert!(!cfg.is_api_only());
+    }
+
+    #[test]
+    fn a_config_that_is_neither_a_web_app_nor_an_api_is_refused() {
+        for toml in [
+            "[logto]\nendpoint = \"http://localhost:3001\"",
+            "[logto]\nendpoint = \"http://localhost:3001\"\nbase_url = \"http://localhost:8000\"",
+        ] {
+            let e = load(toml, &[]).unwrap_err();
+            assert!(
+                e.0.contains("neither a web app nor an API") && e.0.contains("resources"),
+                "{e}"
+            );
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+        // Half a web app is a web app with a missing key, API resources or not.
+        let e = load(
+            "[logto]\nendpoint = \"http://x\"\napp_id = \"a\"\nbase_url = \"http://y\"\nresources = [\"https://api.example.com\"]",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("`app_secret` is missing"), "{e}");
+        let e = load(
+            "[logto]\nendpoint = \"http://x\"\nresources = [\"https://api.example.com\"]",
+            &[("LOGTO_APP_SECRET", "s"), ("LOGTO_BASE_URL", "http://y")],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("`app_id` is missing"), "{e}");
+        // Test mode has no configuration key.
+        let e = load(&format!("{FULL}\ntrust_test_key = true"), &[]).unwrap_err();
+        assert!(e.0.contains("trust_test_key"), "{e}");
     }
 
     #[test]

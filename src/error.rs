@@ -187,7 +187,10 @@ impl<'r> Responder<'r, 'static> for LogtoError {
 pub(crate) fn render_for(error: &LogtoError, request: &Request<'_>) -> Response<'static> {
     let state = request.rocket().state::<crate::fairing::LogtoState>();
     let config = state.map(|s| &s.config);
+    // An API-only app has no sign-in to send anyone to.
+    let signs_in = config.is_some_and(|c| !c.is_api_only());
     if *error == LogtoError::Unauthenticated
+        && signs_in
         && request.method() == Method::Get
         && wants_html(request)
         && !wants_json(request)

@@ -46,6 +46,9 @@ pub(crate) struct LogtoState {
 pub struct Logto {
     on_sign_in: Option<SignInHook>,
     error_page: Option<ErrorPage>,
+    /// The API guards trust the `testing` feature's key (debug builds only).
+    #[cfg(feature = "testing")]
+    trust_test_key: bool,
 }
 
 impl std::fmt::Debug for Logto {
@@ -154,6 +157,28 @@ impl Logto {
         crate::catchers::catchers()
     }
 
+    /// **Test mode**: the API guards ([`BearerToken`](crate::BearerToken) and the
+    /// organization guards) trust the `testing` feature's key instead of Logto's, so that an
+    /// app's route tests can send tokens made with
+    /// [`TestToken`](crate::testing::TestToken), without Logto.
+    ///
+    /// Only in debug builds: a release build with it stops at launch with an error. No
+    /// configuration key switches it on. See [why this is safe](crate::testing#why-this-is-safe-to-ship).
+    ///
+    /// ```
+    /// use rocket_logto::Logto;
+    ///
+    /// // In a test of the app:
+    /// let rocket = rocket::custom(rocket_logto::testing::figment())
+    ///     .attach(Logto::fairing().trust_test_key());
+    /// ```
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn trust_test_key(mut self) -> Logto {
+        self.trust_test_key = true;
+        self
+    }
+
     /// The configuration the fairing loaded, once Rocket has ignited.
     pub fn config<P: rocket::Phase>(rocket: &Rocket<P>) -> Option<&LogtoConfig> {
         rocket.state::<LogtoState>().map(|s| &s.config)
@@ -184,12 +209,39 @@ impl Fairing for Logto {
                 return Err(rocket);
             }
         };
-        log::info!(
-            "logto: endpoint {}, app {}, redirect URI {} (register it in Logto)",
-            config.endpoint,
-            config.app_id,
-            config.redirect_uri()
-        );
+        #[cfg(feature = "testing")]
+        let test_keys = match self.trust_test_key {
+            false => None,
+            true => match crate::testing::test_mode_refusal(crate::testing::debug_build()) {
+                Some(why) => {
+                    log::error!("logto: {why}");
+                    return Err(rocket);
+                }
+                None => {
+                    log::warn!(
+                        "logto: TEST MODE: the API guards trust the test key, not Logto's keys"
+                    );
+                    Some(crate::testing::test_jwks())
+                }
+            },
+        };
+        #[cfg(not(feature = "testing"))]
+        let test_keys = None;
+        let api = crate::api::ApiState::new(config.bearer_cache_entries, test_keys);
+        if config.is_api_only() {
+            log::info!(
+                "logto: endpoint {}, an API only (no app_id): no sign-in routes; API resources {:?}",
+                config.endpoint,
+                config.resources
+            );
+        } else {
+            log::info!(
+                "logto: endpoint {}, app {}, redirect URI {} (register it in Logto)",
+                config.endpoint,
+                config.app_id,
+                config.redirect_uri()
+            );
+        }
         // Rocket serves the app under the path of `base_url` (a proxy forwards `/app/...`
         // unchanged), so the auth routes live there too.
         let base = config.routes_base();
@@ -215,14 +267,26 @@ impl Fairing for Logto {
             error_page: self.error_page.clone(),
             cookie_key: OnceLock::new(),
         };
-        Ok(rocket.manage(state).mount(base, crate::routes::routes()))
+        let api_only = state.config.is_api_only();
+        let rocket = rocket.manage(state).manage(api);
+        if api_only {
+            return Ok(rocket);
+        }
+        Ok(rocket.mount(base, crate::routes::routes()))
     }
 
     async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
         let covered = rocket
             .catchers()
             .any(|c| c.code.is_none() || c.code == Some(401));
-        if !covered {
+        let api_only = rocket
+            .state::<LogtoState>()
+            .is_some_and(|s| s.config.is_api_only());
+        if !covered && api_only {
+            log::warn!(
+                "logto: no catcher for 401 is registered, so the API guards' refusals get Rocket's plain 401 page, without RFC 6750's WWW-Authenticate; register the crate's with `.register(\"/\", Logto::catchers())`"
+            );
+        } else if !covered {
             log::warn!(
                 "logto: no catcher for 401 is registered, so a signed-out browser on a route that needs a signed-in user gets Rocket's plain 401 page; register the crate's with `.register(\"/\", Logto::catchers())` to send it to sign-in"
             );

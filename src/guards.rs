@@ -44,12 +44,20 @@ fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
     Outcome::Error((error.status(), error))
 }
 
+/// Whether a guard that signs users in cannot work here: no fairing, or an API-only
+/// configuration (logged with the fix).
 fn missing_fairing(rocket: &Rocket<Ignite>, guard: &str) -> bool {
-    let missing = rocket.state::<LogtoState>().is_none();
-    if missing {
-        log::error!("rocket_logto: `{guard}` is used, but the Logto fairing is not attached: add `.attach(Logto::fairing())`.");
+    match rocket.state::<LogtoState>() {
+        None => {
+            log::error!("rocket_logto: `{guard}` is used, but the Logto fairing is not attached: add `.attach(Logto::fairing())`.");
+            true
+        }
+        Some(state) if state.config.is_api_only() => {
+            log::error!("rocket_logto: `{guard}` signs users in, but the `logto` configuration has no app_id and app_secret (an API only): set app_id, app_secret and base_url, or protect the route with `BearerToken` instead.");
+            true
+        }
+        Some(_) => false,
     }
-    missing
 }
 
 /// The guide's `req.user`: whether someone is signed in, and their claims. Never fails.
@@ -369,8 +377,11 @@ impl<'r, R: Resource> FromRequest<'r> for ResourceToken<R> {
 
 impl<R: Resource> Sentinel for ResourceToken<R> {
     fn abort(rocket: &Rocket<Ignite>) -> bool {
+        if missing_fairing(rocket, "ResourceToken") {
+            return true;
+        }
         let Some(state) = rocket.state::<LogtoState>() else {
-            return missing_fairing(rocket, "ResourceToken");
+            return true;
         };
         let known = state.config.resources.iter().any(|r| r == R::INDICATOR);
         if !known {

@@ -20,7 +20,8 @@ use crate::single_flight::Flight;
 pub(crate) struct Jwks {
     keys: Mutex<Arc<CoreJsonWebKeySet>>,
     refetch: Mutex<Refetch>,
-    uri: Url,
+    /// Where the keys are fetched again; `None` for a fixed set (the test key).
+    uri: Option<Url>,
     http: reqwest::Client,
     /// Least time between the starts of two refetches.
     interval: Duration,
@@ -44,9 +45,21 @@ impl Jwks {
         Jwks {
             keys: Mutex::new(Arc::new(keys)),
             refetch: Mutex::new(Refetch::default()),
-            uri,
+            uri: Some(uri),
             http,
             interval,
+        }
+    }
+
+    /// A set that is never fetched again (the `testing` feature's test key).
+    #[cfg(feature = "testing")]
+    pub fn fixed(keys: CoreJsonWebKeySet) -> Jwks {
+        Jwks {
+            keys: Mutex::new(Arc::new(keys)),
+            refetch: Mutex::new(Refetch::default()),
+            uri: None,
+            http: reqwest::Client::new(),
+            interval: Duration::MAX,
         }
     }
 
@@ -64,6 +77,9 @@ impl Jwks {
     /// the refetch that runs, if any. Callers look at [`keys`](Self::keys) again afterwards
     /// either way: another caller's refetch may have brought the key they miss.
     pub async fn refetch(self: &Arc<Self>) -> Result<(), LogtoError> {
+        let Some(uri) = self.uri.clone() else {
+            return Ok(());
+        };
         let flight = {
             let mut state = self.refetch.lock().expect("jwks refetch lock");
             match &state.flight {
@@ -73,7 +89,7 @@ impl Jwks {
                     state.started = Some(Instant::now());
                     let jwks = self.clone();
                     let flight = Flight::start(async move {
-                        let keys = Jwks::fetch(&jwks.http, &jwks.uri).await?;
+                        let keys = Jwks::fetch(&jwks.http, &uri).await?;
                         *jwks.keys.lock().expect("jwks lock") = Arc::new(keys);
                         log::info!("logto: fetched Logto's signing keys again (unknown key id)");
                         Ok(())

@@ -34,13 +34,10 @@ pub(crate) enum Kind<'a> {
     /// A back-channel logout token for this app (OIDC Back-Channel Logout 1.0, 2.6): `aud`
     /// as for ID tokens, the back-channel event, no `nonce`, a `sub` or a `sid`, a `jti`.
     Logout,
-    /// A JWT access token for an API (RFC 9068): `typ` `at+jwt`, `audience` among its
-    /// `aud`, every scope of `scopes` in its `scope`, a `sub`, `client_id` and `jti`.
-    #[cfg_attr(not(test), allow(dead_code))] // for the API guards
-    Access {
-        audience: &'a str,
-        scopes: &'a [&'a str],
-    },
+    /// A JWT access token for an API (RFC 9068): `typ` `at+jwt` when it has a `typ`, a
+    /// `sub`, `client_id` and `jti`. What it is for (its audience, organization and scopes)
+    /// is checked per route by [`check_target`], also on tokens verified before.
+    Access,
 }
 
 impl Kind<'_> {
@@ -50,8 +47,9 @@ impl Kind<'_> {
         match self {
             Kind::Id { .. } => &[None, Some("jwt"), Some("jose")],
             Kind::Logout => &[None, Some("jwt"), Some("jose"), Some("logout+jwt")],
-            // RFC 9068 4: anything else (an ID token above all) is refused.
-            Kind::Access { .. } => &[Some("at+jwt")],
+            // RFC 9068 4: anything else (an ID token typed `JWT` above all) is refused; an
+            // untyped ID token still fails for want of this API's audience and `client_id`.
+            Kind::Access => &[None, Some("at+jwt")],
         }
     }
 }
@@ -235,6 +233,11 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
     }
 }
 
+/// The `exp` of verified claims (seconds since the epoch).
+pub(crate) fn expiry(claims: &Map<String, Value>) -> Option<i64> {
+    numeric_date(claims, "exp").ok().flatten()
+}
+
 /// `iss`, `exp`, `iat` and `nbf`, with `skew` seconds of tolerance.
 fn check_common_claims(
     claims: &Map<String, Value>,
@@ -349,24 +352,103 @@ fn check_kind_claims(
                 return Err(rejected("it has no token id (jti)"));
             }
         }
-        Kind::Access { audience, scopes } => {
-            if !audiences(claims).contains(&audience) {
-                return Err(rejected("it is not meant for this API (aud)"));
-            }
+        Kind::Access => {
             for name in ["sub", "client_id", "jti"] {
                 if text(claims, name).is_none() {
                     return Err(rejected(format!("it has no {name}")));
                 }
             }
-            let granted: Vec<&str> = text(claims, "scope")
-                .map(|s| s.split(' ').collect())
-                .unwrap_or_default();
-            if let Some(missing) = scopes.iter().find(|s| !granted.contains(s)) {
-                return Err(rejected(format!("it lacks the scope {missing:?}")));
-            }
         }
     }
     Ok(())
+}
+
+/// What a route of an API accepts an access token for (RFC 9068 4, Logto's three
+/// permission models).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// A global API resource: `aud` has the indicator, and the token is not narrowed to an
+    /// organization (such a token carries the user's roles *in* that organization).
+    Resource(&'a str),
+    /// An organization token: `aud` has `urn:logto:organization:<id>` (the argument).
+    Organization(&'a str),
+    /// An organization-level API resource: `aud` has the indicator and `organization_id`
+    /// is the organization.
+    OrganizationResource {
+        indicator: &'a str,
+        organization: &'a str,
+    },
+}
+
+/// Why a verified access token does not open a route.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TargetError<'s> {
+    /// Not meant for this route (RFC 6750 `invalid_token`); the text says why.
+    Invalid(&'static str),
+    /// Meant for it, but without these scopes (RFC 6750 `insufficient_scope`).
+    Scopes(Vec<&'s str>),
+}
+
+/// The scopes of an access token (its space-separated `scope`).
+pub(crate) fn scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    text(claims, "scope")
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+}
+
+/// Checks the claims of a verified access token against what a route accepts: audience,
+/// organization, then every scope of `required`.
+pub(crate) fn check_target<'s>(
+    claims: &Map<String, Value>,
+    target: Target<'_>,
+    required: &[&'s str],
+) -> Result<(), TargetError<'s>> {
+    let auds = audiences(claims);
+    let organization = claims.get("organization_id");
+    match target {
+        Target::Resource(indicator) => {
+            if !auds.contains(&indicator) {
+                return Err(TargetError::Invalid("it is not meant for this API (aud)"));
+            }
+            if organization.is_some() {
+                return Err(TargetError::Invalid(
+                    "it is narrowed to an organization (organization_id), and this route is not",
+                ));
+            }
+        }
+        Target::Organization(id) => {
+            let urn = crate::claims::organization_urn(id);
+            if !auds.contains(&urn.as_str()) {
+                return Err(TargetError::Invalid(
+                    "it is not an organization token for this organization (aud)",
+                ));
+            }
+        }
+        Target::OrganizationResource {
+            indicator,
+            organization: id,
+        } => {
+            if !auds.contains(&indicator) {
+                return Err(TargetError::Invalid("it is not meant for this API (aud)"));
+            }
+            if organization.and_then(Value::as_str) != Some(id) {
+                return Err(TargetError::Invalid(
+                    "it is not narrowed to this organization (organization_id)",
+                ));
+            }
+        }
+    }
+    let missing: Vec<&'s str> = required
+        .iter()
+        .copied()
+        .filter(|need| !scopes(claims).any(|s| s == *need))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(TargetError::Scopes(missing))
+    }
 }
 
 /// Compares secrets without an early exit that would time how much of them matched.
@@ -488,10 +570,7 @@ mod tests {
     }
 
     const ID: Kind<'static> = Kind::Id { nonce: Some("n-1") };
-    const ACCESS: Kind<'static> = Kind::Access {
-        audience: API,
-        scopes: &["read"],
-    };
+    const ACCESS: Kind<'static> = Kind::Access;
 
     #[tokio::test]
     async fn no_kid_is_accepted_with_one_fitting_key_only() {
@@ -597,19 +676,26 @@ mod tests {
         let keys = jwks(&[&a]).await;
         let good = a.sign(json!({ "typ": "at+jwt" }), access_claims());
         assert_eq!(check(ACCESS, &good, &keys).await, Ok(()));
-        // An ID token, or a token without the access-token type, is not an access token.
+        let typed = a.sign(json!({ "typ": "application/AT+JWT" }), access_claims());
+        assert_eq!(check(ACCESS, &typed, &keys).await, Ok(()));
+        // `typ` is checked where present: an untyped token passes this step.
         let no_typ = a.sign(json!({}), access_claims());
-        assert!(check(ACCESS, &no_typ, &keys)
+        assert_eq!(check(ACCESS, &no_typ, &keys).await, Ok(()));
+        // An ID token is not an access token, typed or not.
+        let id = a.sign(json!({ "typ": "JWT" }), id_claims());
+        assert!(check(ACCESS, &id, &keys).await.unwrap_err().contains("typ"));
+        let id = a.sign(json!({}), id_claims());
+        assert!(check(ACCESS, &id, &keys)
             .await
             .unwrap_err()
-            .contains("typ"));
-        let id = a.sign(json!({}), id_claims());
-        assert!(check(ACCESS, &id, &keys).await.is_err());
+            .contains("client_id"));
         for (patch, why) in [
-            (json!({ "aud": "https://other.example.com" }), "aud"),
-            (json!({ "scope": "write" }), "read"),
             (json!({ "client_id": null }), "client_id"),
+            (json!({ "sub": "" }), "sub"),
+            (json!({ "jti": null }), "jti"),
             (json!({ "exp": now() - 3600 }), "expired"),
+            (json!({ "nbf": now() + 3600 }), "nbf"),
+            (json!({ "iss": "https://evil.example/oidc" }), "iss"),
         ] {
             let mut claims = access_claims();
             for (k, v) in patch.as_object().unwrap() {
@@ -632,6 +718,111 @@ mod tests {
             .await
             .unwrap_err()
             .contains("signature"));
+    }
+
+    fn claims_of(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn targets_check_audience_organization_and_scopes() {
+        use TargetError::*;
+        let resource = claims_of(access_claims());
+        let mut org_resource = resource.clone();
+        org_resource.insert("organization_id".into(), json!("org-1"));
+        let mut org = resource.clone();
+        org.insert("aud".into(), json!(["urn:logto:organization:org-1"]));
+        let here = Target::OrganizationResource {
+            indicator: API,
+            organization: "org-1",
+        };
+        let cases: Vec<(
+            &Map<String, Value>,
+            Target,
+            &[&str],
+            Result<(), TargetError>,
+        )> = vec![
+            (&resource, Target::Resource(API), &["read"], Ok(())),
+            (&resource, Target::Resource(API), &["read", "write"], Ok(())),
+            (
+                &resource,
+                Target::Resource(API),
+                &["read", "admin", "x"],
+                Err(Scopes(vec!["admin", "x"])),
+            ),
+            (
+                &resource,
+                Target::Resource("https://other"),
+                &[],
+                Err(Invalid("it is not meant for this API (aud)")),
+            ),
+            (
+                &org_resource,
+                Target::Resource(API),
+                &[],
+                Err(Invalid(
+                    "it is narrowed to an organization (organization_id), and this route is not",
+                )),
+            ),
+            (&org_resource, here, &["read"], Ok(())),
+            (
+                &org_resource,
+                Target::OrganizationResource {
+                    indicator: API,
+                    organization: "org-2",
+                },
+                &[],
+                Err(Invalid(
+                    "it is not narrowed to this organization (organization_id)",
+                )),
+            ),
+            (
+                &resource,
+                here,
+                &[],
+                Err(Invalid(
+                    "it is not narrowed to this organization (organization_id)",
+                )),
+            ),
+            (&org, Target::Organization("org-1"), &["write"], Ok(())),
+            (
+                &org,
+                Target::Organization("org-2"),
+                &[],
+                Err(Invalid(
+                    "it is not an organization token for this organization (aud)",
+                )),
+            ),
+            (
+                &org,
+                Target::Resource(API),
+                &[],
+                Err(Invalid("it is not meant for this API (aud)")),
+            ),
+            (
+                &resource,
+                Target::Organization("org-1"),
+                &[],
+                Err(Invalid(
+                    "it is not an organization token for this organization (aud)",
+                )),
+            ),
+        ];
+        for (claims, target, required, expected) in cases {
+            assert_eq!(
+                check_target(claims, target, required),
+                expected,
+                "{target:?} {required:?}"
+            );
+        }
+        // A scope is a whole word of `scope`, never a part of one.
+        let mut partial = resource.clone();
+        partial.insert("scope".into(), json!("readers  write"));
+        assert_eq!(
+            check_target(&partial, Target::Resource(API), &["read"]),
+            Err(Scopes(vec!["read"]))
+        );
+        assert_eq!(scopes(&partial).collect::<Vec<_>>(), ["readers", "write"]);
     }
 
     #[test]

@@ -1101,6 +1101,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod api;
+mod api_error;
 mod bounded;
 mod catchers;
 mod claims;
@@ -1129,6 +1131,10 @@ pub mod testing;
 mod tokens;
 mod transaction;
 
+pub use api::{
+    BearerToken, OrganizationResourceToken, OrganizationToken, Organizations, VerifiedToken,
+};
+pub use api_error::BearerError;
 pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
     ORGANIZATIONS_RESOURCE,

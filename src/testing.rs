@@ -23,16 +23,76 @@
 //! # });
 //! ```
 //!
+//! # Testing API routes
+//!
+//! The API guards ([`BearerToken`](crate::BearerToken),
+//! [`OrganizationToken`](crate::OrganizationToken),
+//! [`OrganizationResourceToken`](crate::OrganizationResourceToken)) accept tokens signed by
+//! Logto. In a test, attach the fairing with
+//! [`trust_test_key`](crate::Logto::trust_test_key): the guards then trust this module's
+//! test key instead, and [`TestToken`] makes tokens signed with it, with the claims a test
+//! chooses. Every check but the key is the same as in production.
+//!
+//! ```
+//! use rocket::{get, routes, local::asynchronous::Client, http::Status};
+//! use rocket_logto::{BearerToken, Logto, Resource};
+//! use rocket_logto::testing::{BearerRequest, TestToken};
+//!
+//! struct Orders;
+//! impl Resource for Orders {
+//!     const INDICATOR: &'static str = "https://orders.example.com";
+//!     const REQUIRED_SCOPES: &'static [&'static str] = &["read:orders"];
+//! }
+//!
+//! #[get("/api/orders")]
+//! fn orders(token: BearerToken<Orders>) -> String {
+//!     format!("orders of {}", token.sub())
+//! }
+//!
+//! # rocket::execute(async {
+//! let figment = rocket_logto::testing::figment().merge(("logto.resources", [Orders::INDICATOR]));
+//! let rocket = rocket::custom(figment)
+//!     .attach(Logto::fairing().trust_test_key())
+//!     .register("/", Logto::catchers())
+//!     .mount("/", routes![orders]);
+//! let client = Client::untracked(rocket).await.unwrap();
+//!
+//! let token = TestToken::for_resource::<Orders>().user("alice");
+//! let response = client.get("/api/orders").bearer(&token).dispatch().await;
+//! assert_eq!(response.into_string().await.as_deref(), Some("orders of alice"));
+//!
+//! let no_scope = TestToken::for_resource::<Orders>().scopes(&[]);
+//! let response = client.get("/api/orders").bearer(&no_scope).dispatch().await;
+//! assert_eq!(response.status(), Status::Forbidden);
+//! # });
+//! ```
+//!
 //! # Why this is safe to ship
 //!
-//! The helpers hold no secret and switch nothing on. They write the same encrypted
+//! The session helpers hold no secret and switch nothing on. They write the same encrypted
 //! session cookies a real sign-in writes, sealed with the app's own `secret_key` through
 //! Rocket's local client, so they work only where the test already holds that key. Whoever
 //! holds an app's `secret_key` can forge its sessions with or without this module; an app
-//! built with the feature accepts nothing it would not accept without it. Keep the feature
-//! in `[dev-dependencies]` all the same, so release builds do not carry the code.
+//! built with the feature accepts nothing it would not accept without it.
+//!
+//! The test key is the one thing that would let someone make tokens an app accepts, so it
+//! is fenced in three ways:
+//!
+//! - **A fresh key per process.** It is generated (P-384, ES384) when a test first needs
+//!   it and never leaves the process's memory: no key is written in the crate, a file or
+//!   the environment, so no token made elsewhere, nor by an earlier run, verifies with it.
+//! - **An explicit opt-in in code.** Only a fairing built with
+//!   [`Logto::fairing().trust_test_key()`](crate::Logto::trust_test_key) trusts it. No
+//!   configuration key, environment variable or Rocket profile does (unknown `logto` keys
+//!   are refused), and a normal fairing refuses test tokens like any token signed by
+//!   another key.
+//! - **Debug builds only.** A fairing that trusts it stops the launch of a release build
+//!   (no `debug_assertions`) with an error, so the opt-in cannot reach production even by
+//!   mistake. The method exists only with the `testing` feature: keep the feature in
+//!   `[dev-dependencies]` so release builds do not even carry the code.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -41,9 +101,11 @@ use rocket::http::Cookie;
 use rocket::{Orbit, Rocket};
 use serde_json::{json, Map, Value};
 
+use crate::api::ApiState;
 use crate::claims::organization_urn;
 use crate::fairing::LogtoState;
 use crate::guards::Resource;
+use crate::jwks::Jwks;
 use crate::session::{self, CachedToken, CookieNames, Session};
 
 /// How long the tokens of a test session live: long enough that no test refreshes them.
@@ -258,5 +320,262 @@ impl SignedInRequest for rocket::local::blocking::LocalRequest<'_> {
         cookies
             .into_iter()
             .fold(self, |request, cookie| request.private_cookie(cookie))
+    }
+}
+
+/// The process's test key: generated on first use, never stored anywhere.
+struct TestKey {
+    pair: ring::signature::EcdsaKeyPair,
+    kid: String,
+}
+
+fn test_key() -> &'static TestKey {
+    static KEY: OnceLock<TestKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
+            .expect("rocket_logto::testing: cannot generate the test key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("rocket_logto::testing: cannot load the test key");
+        TestKey {
+            pair,
+            kid: format!("rocket-logto-test-{}", session::random_token(9)),
+        }
+    })
+}
+
+/// The test key's public half as a key set, for a fairing in test mode.
+pub(crate) fn test_jwks() -> Arc<Jwks> {
+    use ring::signature::KeyPair;
+    let key = test_key();
+    let point = key.pair.public_key().as_ref();
+    let jwk = json!({
+        "kty": "EC", "crv": "P-384", "use": "sig", "alg": "ES384", "kid": key.kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..49]),
+        "y": URL_SAFE_NO_PAD.encode(&point[49..97]),
+    });
+    let keys = serde_json::from_value(json!({ "keys": [jwk] }))
+        .expect("rocket_logto::testing: the test key set");
+    Arc::new(Jwks::fixed(keys))
+}
+
+/// Why test mode is refused in a build with (`debug_build`) or without debug assertions;
+/// `None` when it is allowed.
+pub(crate) fn test_mode_refusal(debug_build: bool) -> Option<&'static str> {
+    (!debug_build).then_some(
+        "refusing to launch: `Logto::fairing().trust_test_key()` (test mode: the API guards \
+         trust the testing key) is for tests and debug builds only, and this is a release \
+         build; remove the call from the code that builds the app",
+    )
+}
+
+#[cfg(test)]
+static FORCE_RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this is a debug build (`debug_assertions`). Unit tests can pretend otherwise.
+pub(crate) fn debug_build() -> bool {
+    #[cfg(test)]
+    if FORCE_RELEASE.load(std::sync::atomic::Ordering::SeqCst) {
+        return false;
+    }
+    cfg!(debug_assertions)
+}
+
+/// How many verified access tokens the API guards of `rocket` keep in memory (bounded by
+/// `bearer_cache_entries`): for tests of what is cached.
+pub fn cached_bearer_tokens(rocket: &Rocket<Orbit>) -> usize {
+    rocket.state::<ApiState>().map_or(0, ApiState::cached)
+}
+
+/// An access token for a test of an API route, signed with the test key that a fairing
+/// in test mode ([`trust_test_key`](crate::Logto::trust_test_key)) trusts. It starts valid
+/// for its guard; change what the test is about. Send it with
+/// [`BearerRequest::bearer`], or get the JWT with [`TestToken::sign`].
+///
+/// Every token has `iss` (the app's issuer), `aud`, `sub`, `client_id`, `scope`, `iat`,
+/// `exp` (in an hour), `jti` and the header `typ: at+jwt`.
+#[derive(Debug, Clone)]
+pub struct TestToken {
+    audience: String,
+    organization_id: Option<String>,
+    sub: String,
+    client_id: String,
+    scopes: Vec<String>,
+    claims: Map<String, Value>,
+}
+
+impl TestToken {
+    fn new(audience: String, organization_id: Option<String>, scopes: &[&str]) -> TestToken {
+        TestToken {
+            audience,
+            organization_id,
+            sub: "test-user".into(),
+            client_id: "test-client".into(),
+            scopes: owned(scopes),
+            claims: Map::new(),
+        }
+    }
+
+    /// A user's token for the API resource `R`, with `R::REQUIRED_SCOPES`: what
+    /// [`BearerToken<R>`](crate::BearerToken) accepts.
+    pub fn for_resource<R: Resource>() -> TestToken {
+        TestToken::new(R::INDICATOR.into(), None, R::REQUIRED_SCOPES)
+    }
+
+    /// A user's organization token for `organization_id`, without scopes: what
+    /// [`OrganizationToken`](crate::OrganizationToken) accepts on that organization's routes.
+    pub fn for_organization(organization_id: &str) -> TestToken {
+        TestToken::new(organization_urn(organization_id), None, &[])
+    }
+
+    /// A user's token for the API resource `R` narrowed to `organization_id`, with
+    /// `R::REQUIRED_SCOPES`: what [`OrganizationResourceToken<R>`](crate::OrganizationResourceToken)
+    /// accepts on that organization's routes.
+    pub fn for_organization_resource<R: Resource>(organization_id: &str) -> TestToken {
+        TestToken::new(
+            R::INDICATOR.into(),
+            Some(organization_id.into()),
+            R::REQUIRED_SCOPES,
+        )
+    }
+
+    /// The user (`sub`, default `test-user`), with the client `test-client`.
+    pub fn user(mut self, sub: &str) -> TestToken {
+        self.sub = sub.into();
+        self
+    }
+
+    /// A machine-to-machine token of the application `client_id` (client credentials):
+    /// `sub` and `client_id` are both `client_id`.
+    pub fn machine(mut self, client_id: &str) -> TestToken {
+        self.sub = client_id.into();
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// The granted scopes, instead of the default ones.
+    pub fn scopes(mut self, scopes: &[&str]) -> TestToken {
+        self.scopes = owned(scopes);
+        self
+    }
+
+    /// Sets any claim, over the ones above (`exp` in the past, another `iss`, a custom
+    /// claim...); `Value::Null` removes it.
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> TestToken {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// The signed JWT, issued by the Logto of `rocket`'s configuration.
+    ///
+    /// # Panics
+    ///
+    /// When the Logto fairing is not attached to `rocket`: a mistake in the test itself.
+    pub fn sign(&self, rocket: &Rocket<Orbit>) -> String {
+        let state = rocket
+            .state::<LogtoState>()
+            .expect("rocket_logto::testing: the Logto fairing is not attached to this Rocket");
+        let now = session::now();
+        let mut claims = Map::new();
+        for (name, value) in [
+            ("iss", json!(state.config.issuer())),
+            ("aud", json!(self.audience)),
+            ("sub", json!(self.sub)),
+            ("client_id", json!(self.client_id)),
+            ("scope", json!(self.scopes.join(" "))),
+            ("iat", json!(now)),
+            ("exp", json!(now + 3600)),
+            ("jti", json!(session::random_token(12))),
+        ] {
+            claims.insert(name.into(), value);
+        }
+        if let Some(org) = &self.organization_id {
+            claims.insert("organization_id".into(), json!(org));
+        }
+        for (name, value) in &self.claims {
+            match value {
+                Value::Null => claims.remove(name),
+                value => claims.insert(name.clone(), value.clone()),
+            };
+        }
+        let key = test_key();
+        let header = json!({ "alg": "ES384", "typ": "at+jwt", "kid": key.kid });
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(Value::Object(claims).to_string())
+        );
+        let signature = key
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+            .expect("rocket_logto::testing: signing with the test key");
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    }
+}
+
+/// Sends a [`TestToken`] with a request of Rocket's local client.
+pub trait BearerRequest: Sized {
+    /// The request with `Authorization: Bearer <token>`, signed for the app under test.
+    fn bearer(self, token: &TestToken) -> Self;
+}
+
+impl BearerRequest for rocket::local::asynchronous::LocalRequest<'_> {
+    fn bearer(self, token: &TestToken) -> Self {
+        let jwt = token.sign(self.inner().rocket());
+        self.header(rocket::http::Header::new(
+            "Authorization",
+            format!("Bearer {jwt}"),
+        ))
+    }
+}
+
+impl BearerRequest for rocket::local::blocking::LocalRequest<'_> {
+    fn bearer(self, token: &TestToken) -> Self {
+        let jwt = token.sign(self.inner().rocket());
+        self.header(rocket::http::Header::new(
+            "Authorization",
+            format!("Bearer {jwt}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_mode_is_refused_without_debug_assertions_only() {
+        assert!(test_mode_refusal(true).is_none());
+        let why = test_mode_refusal(false).expect("refused in a release build");
+        assert!(
+            why.contains("release build") && why.contains("trust_test_key"),
+            "{why}"
+        );
+        // This test binary is a debug build, and the fairing reads the real flag.
+        assert_eq!(debug_build(), cfg!(debug_assertions));
+    }
+
+    #[rocket::async_test]
+    async fn a_fairing_in_test_mode_stops_the_launch_of_a_release_build() {
+        let ignite = || {
+            rocket::custom(figment())
+                .attach(crate::Logto::fairing().trust_test_key())
+                .ignite()
+        };
+        assert!(
+            ignite().await.is_ok(),
+            "a debug build launches in test mode"
+        );
+        FORCE_RELEASE.store(true, std::sync::atomic::Ordering::SeqCst);
+        let refused = ignite().await;
+        FORCE_RELEASE.store(false, std::sync::atomic::Ordering::SeqCst);
+        match refused {
+            Err(e) => assert!(
+                matches!(e.kind(), rocket::error::ErrorKind::FailedFairings(f) if f[0].name == "Logto"),
+                "{e}"
+            ),
+            Ok(_) => panic!("a release build must not launch in test mode"),
+        }
     }
 }
