@@ -170,8 +170,9 @@ impl std::fmt::Debug for VerifiedToken {
 }
 
 /// Verified tokens by their exact bytes, until their `exp` (at most [`CACHE_TTL`]),
-/// bounded. Only a token that passed [`jwt::verify`] gets in, so a forged one never does;
-/// a hit still has its `exp` and the route's target checked.
+/// bounded. Only a token that passed [`jwt::verify`] and then opened a route gets in, so a
+/// forged one never does, nor one for another audience or organization; a hit still has
+/// its `exp` and the route's target checked.
 struct VerifiedTokens(ExpiringMap<Arc<Verified>>);
 
 enum Cached {
@@ -330,22 +331,25 @@ async fn verified_for(
         ));
     };
     let raw = bearer_of(request, resource)?;
-    let token = match api.cache.get(raw, now(), skew(state)) {
-        Cached::Hit(token) => token,
+    let (token, cached) = match api.cache.get(raw, now(), skew(state)) {
+        Cached::Hit(token) => (token, true),
         Cached::Expired => {
             return Err(BearerError::InvalidToken {
                 resource,
                 reason: "it has expired".into(),
             })
         }
-        Cached::Miss => {
-            let token = verify_fresh(state, api, raw, resource).await?;
-            api.cache.insert(&token);
-            token
-        }
+        Cached::Miss => (verify_fresh(state, api, raw, resource).await?, false),
     };
+    // Checked on every request, cached or not: a token accepted by one route may be sent
+    // to another. Only a token that opened a route is cached.
     match jwt::check_target(token.claims(), target, required) {
-        Ok(()) => Ok(token),
+        Ok(()) => {
+            if !cached {
+                api.cache.insert(&token);
+            }
+            Ok(token)
+        }
         Err(TargetError::Invalid(reason)) => Err(BearerError::InvalidToken {
             resource,
             reason: reason.into(),
