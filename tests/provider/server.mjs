@@ -39,6 +39,9 @@ const env = process.env;
 const PORT = Number.parseInt(env.PORT ?? '0', 10);
 const APP_ID = env.APP_ID || 'sample-app';
 const APP_SECRET = env.APP_SECRET || 'sample-secret';
+// A Logto "machine-to-machine" app: client credentials only, with its own roles.
+const M2M_APP_ID = env.M2M_APP_ID || 'm2m-app';
+const M2M_APP_SECRET = env.M2M_APP_SECRET || 'm2m-secret';
 const REDIRECT_URIS = list(env.REDIRECT_URIS, ['http://localhost:8000/logto/sign-in-callback']);
 const POST_LOGOUT_REDIRECT_URIS = list(env.POST_LOGOUT_REDIRECT_URIS, ['http://localhost:8000']);
 const SIGNING_ALG = (env.SIGNING_ALG || 'ES384').toUpperCase();
@@ -90,6 +93,9 @@ const ORGANIZATION_ROLES = {
     resourceScopes: { [SHOPPING]: ['shopping:read'] },
   },
 };
+
+/** Machine-to-machine roles: the API-resource scopes the M2M app is granted. */
+const MACHINE_SCOPES = { [SHOPPING]: ['shopping:read'] };
 
 const ORGANIZATIONS = {
   org_acme: { name: 'Acme', description: 'Acme Corporation', members: { user_alice: ['admin'] } },
@@ -236,7 +242,7 @@ const state = {
 
 function emptyStats() {
   return {
-    token_requests: { authorization_code: 0, refresh_token: 0 },
+    token_requests: { authorization_code: 0, refresh_token: 0, client_credentials: 0 },
     refresh_by_resource: {},
     refresh_by_organization: {},
     revoked_grants: 0,
@@ -269,6 +275,14 @@ function buildProvider(issuer) {
 
   const configuration = {
     clients: [{
+      client_id: M2M_APP_ID,
+      client_secret: M2M_APP_SECRET,
+      client_name: 'rocket_logto test machine-to-machine app',
+      redirect_uris: [],
+      grant_types: ['client_credentials'],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    }, {
       client_id: APP_ID,
       client_secret: APP_SECRET,
       client_name: 'rocket_logto test app',
@@ -330,6 +344,8 @@ function buildProvider(issuer) {
         },
       },
       userinfo: { enabled: true },
+      // Machine-to-machine tokens (`grant_type=client_credentials` + `resource` + `scope`).
+      clientCredentials: { enabled: true },
       rpInitiatedLogout: { enabled: true }, // oidc-provider's own confirmation form
       resourceIndicators: {
         enabled: true,
@@ -339,6 +355,10 @@ function buildProvider(issuer) {
           const defined = RESOURCES[indicator];
           if (!defined) throw new errors.InvalidTarget();
           let scopes = defined;
+          // A machine-to-machine token: the scopes of the app's machine roles.
+          if (ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials') {
+            scopes = defined.filter((scope) => (MACHINE_SCOPES[indicator] ?? []).includes(scope));
+          }
           // organization_id + resource: a normal API token narrowed to the organization roles.
           const organizationId = ctx.oidc.route === 'token' ? ctx.oidc.params?.organization_id : undefined;
           const account = ctx.oidc.entities.Account;
