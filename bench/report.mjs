@@ -28,6 +28,10 @@ const ROWS = [
   ['rocket_auth', 'Rocket, `AuthenticatedUser` → claims as JSON', 'express_user'],
   ['rocket_resource', 'Rocket, `ResourceToken<R>`, cached valid token → token as JSON', 'express_resource'],
   ['rocket_auth_distinct', `Rocket, \`AuthenticatedUser\` → claims as JSON, ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies of the session round robin`, 'express_user'],
+  ['rocket_bearer', 'Rocket, `BearerToken<R>`, the same valid token on every request → verified claims as JSON', null],
+  ['baseline_bearer', 'Baseline: `jsonwebtoken` check on every request (Logto\'s API-protection page), the same token → claims as JSON', null],
+  ['rocket_bearer_new', `Rocket, \`BearerToken<R>\`, a new token on every request (${Number(meta.TOKENS).toLocaleString('en-US')} machine-to-machine tokens round robin, cache of 100): verifications/s on one core`, null],
+  ['baseline_bearer_new', 'Baseline: `jsonwebtoken` check on every request, a new token on every request', null],
   ['express_user', '`@logto/express`, `withLogto` → `req.user`', null],
   ['express_resource', '`@logto/express`, `withLogto` + `getAccessToken` (cached) → `req.user`', null],
 ];
@@ -94,12 +98,17 @@ const vs = (id, other) => {
 };
 p('### Targets');
 p();
-p(`- \`AuthenticatedUser\` ≥ 0.90 of the plain route: ${x(stats.rocket_auth.rps, plain.rps)}: ${target(stats.rocket_auth.rps >= 0.9 * plain.rps)}`);
-p(`- \`ResourceToken<R>\` ≥ 0.90 of the plain route: ${x(stats.rocket_resource.rps, plain.rps)}: ${target(stats.rocket_resource.rps >= 0.9 * plain.rps)}`);
-p(`- \`AuthenticatedUser\` vs \`withLogto\` (≥ 10×, lower p99 and peak RSS): ${vs('rocket_auth', 'express_user')}`);
-p(`- \`ResourceToken<R>\` vs \`withLogto\` + \`getAccessToken\` (same): ${vs('rocket_resource', 'express_resource')}`);
+const has = (...ids) => ids.every((id) => stats[id].n);
+if (has('rocket_auth')) p(`- \`AuthenticatedUser\` ≥ 0.90 of the plain route: ${x(stats.rocket_auth.rps, plain.rps)}: ${target(stats.rocket_auth.rps >= 0.9 * plain.rps)}`);
+if (has('rocket_resource')) p(`- \`ResourceToken<R>\` ≥ 0.90 of the plain route: ${x(stats.rocket_resource.rps, plain.rps)}: ${target(stats.rocket_resource.rps >= 0.9 * plain.rps)}`);
+if (has('rocket_auth', 'express_user')) p(`- \`AuthenticatedUser\` vs \`withLogto\` (≥ 10×, lower p99 and peak RSS): ${vs('rocket_auth', 'express_user')}`);
+if (has('rocket_resource', 'express_resource')) p(`- \`ResourceToken<R>\` vs \`withLogto\` + \`getAccessToken\` (same): ${vs('rocket_resource', 'express_resource')}`);
+if (has('rocket_bearer')) p(`- \`BearerToken<R>\`, repeated token, ≥ 0.90 of the plain route: ${x(stats.rocket_bearer.rps, plain.rps)}: ${target(stats.rocket_bearer.rps >= 0.9 * plain.rps)}`);
+if (has('rocket_bearer', 'baseline_bearer')) p(`- \`BearerToken<R>\`, repeated token, vs the baseline that verifies every request: ${x(stats.rocket_bearer.rps, stats.baseline_bearer.rps)} requests/s, p99 ${ms(stats.rocket_bearer.p99)} vs ${ms(stats.baseline_bearer.p99)}`);
+if (has('rocket_bearer_new')) p(`- \`BearerToken<R>\`, a new token on every request: **${Math.round(stats.rocket_bearer_new.rps).toLocaleString('en-US')} verifications/s/core** (the server runs on one core)${has('baseline_bearer_new') ? `; the \`jsonwebtoken\` baseline: ${Math.round(stats.baseline_bearer_new.rps).toLocaleString('en-US')}/s (${x(stats.rocket_bearer_new.rps, stats.baseline_bearer_new.rps)})` : ''}`);
 const calls = Number(meta.STORM_CALLS);
-p(`- Refresh storm: exactly 1 token-endpoint call: ${calls}: ${target(calls === 1)}`);
+if (meta.STORM_CALLS) p(`- Refresh storm: exactly 1 token-endpoint call: ${calls}: ${target(calls === 1)}`);
+if (meta.ONLY_ROWS) p(`- Only these rows were run (BENCH_ROWS): rocket_plain, ${meta.ONLY_ROWS}; no refresh storm nor micro-benchmarks.`);
 p();
 
 p('## Session cookie bytes per request');
@@ -111,6 +120,7 @@ p(`- @logto/express + express-session: **${meta.EXPRESS_COOKIE_BYTES} bytes** �
 p();
 
 const storm = Object.fromEntries(meta.STORM.split(' ').slice(1).map((kv) => kv.split('=')));
+if (meta.STORM_CALLS) {
 p('## Refresh storm');
 p();
 p(
@@ -124,6 +134,7 @@ p(`| ${calls} | ${storm.min_ms} ms | ${storm.p50_ms} ms | ${storm.p99_ms} ms | $
 p();
 p('Every request waits for the one refresh (the fastest answer shows about how long it takes against this provider), then each writes the refreshed session back to its cookie.');
 p();
+}
 
 p('## Micro-benchmarks of the per-request work');
 p();
@@ -146,5 +157,6 @@ p();
 const distinct = Number(meta.DISTINCT).toLocaleString('en-US');
 p('- Rocket (`examples/bench_server.rs`): Rocket\'s release defaults (workers = the cores it may use: 1), the `Logto` fairing, the routes `/plain` (answers the same JSON bytes as `/me`, precomputed: no guard, no serialisation), `/user`, `/me` and `/shopping`. Every Rocket row sends the same signed-in `Cookie` header, the plain route included; the distinct-cookies row sends ' + distinct + ' encryptions of the same session (collected from a server whose inactivity setting made it re-write the session on every answer), each connection taking the next one on each request.');
 p('- Express (`bench/express/server.mjs`): the guide\'s setup (`cookie-parser`, `express-session` with `secret` and `cookie.maxAge` only, `handleAuthRoutes`), with routes `/user` (`withLogto(config)`) and `/shopping` (`withLogto({ ...config, getAccessToken: true, resource })`), both answering `res.json(req.user)`. Each process is seeded with the same tokens as the Rocket session (copied from what the provider answered the Rocket app, by `bench/token_recorder.mjs`, a recording proxy), stored where @logto/node keeps them (`req.session.idToken`, `.refreshToken`, `.accessToken`); it must make no HTTP request during the run (checked).');
+p('- API rows: the routes `/api/shopping` (`BearerToken<Shopping>`, answering the verified claims as JSON) and `/baseline/shopping` (the same answer after a check of the token with `jsonwebtoken` 9 on every request: Logto\'s keys fetched once at launch, `decode` with `iss`, `aud`, `exp`, `nbf`, then the scope; no cache). "Same token" rows send the signed-in session\'s shopping token (ES384) with the same `Cookie` header as the plain row; "new token" rows send distinct machine-to-machine tokens (client credentials, ES384) round robin to a server whose verified-token cache holds 100, so each request is verified.');
 p('- Sign-in is real: alice signs in through the Rocket app and the provider\'s login form (`tests/provider`, oidc-provider, ES384 tokens); the shopping token was fetched once before the runs, and the provider\'s token counters show no refresh during them (checked).');
 console.log(out.join('\n'));

@@ -7,6 +7,7 @@
 //! bench_server storm    --app URL --cookie-file F [--n 100]  # N concurrent requests on one session
 //! bench_server micro    --dir DIR [--iters N]                 # per-request work, ns/op, in process
 //! bench_server collect  --app URL --cookie-file F --n N --out F2  # N distinct cookies of one session
+//! bench_server tokens   --provider URL --n N --out F          # N distinct machine-to-machine tokens
 //! bench_server free-port
 //! ```
 //!
@@ -15,9 +16,12 @@
 //! the claims routes without a guard) and `BENCH_SESSION_INACTIVITY` (seconds).
 //!
 //! Routes: `/plain` (no guard), `/user` (`LogtoUser`, claims as JSON), `/me` (`AuthenticatedUser`,
-//! claims as JSON), `/shopping` (`ResourceToken<Shopping>`, the token as JSON), and the bench-only
-//! `/__bench/decrypt` (decrypts the session cookies with Rocket's `CookieJar::get_private` and
-//! nothing else: the decryption share of a guard, for `micro`).
+//! claims as JSON), `/shopping` (`ResourceToken<Shopping>`, the token as JSON), `/api/shopping`
+//! (`BearerToken<Shopping>`, the verified claims as JSON), `/baseline/shopping` (the same answer
+//! from a check of the bearer token on every request with the `jsonwebtoken` crate, as Logto's
+//! "Protect your API" page does it: no cache), and the bench-only `/__bench/decrypt` (decrypts
+//! the session cookies with Rocket's `CookieJar::get_private` and nothing else: the decryption
+//! share of a guard, for `micro`). `BENCH_BEARER_CACHE` sets `bearer_cache_entries`.
 //!
 //! Nothing here depends on how rocket_logto encodes its session: `prepare` learns the tokens the
 //! app holds from `bench/token_recorder.mjs`, the proxy the app reached the provider through.
@@ -32,7 +36,8 @@ use rocket::response::content::RawJson;
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, routes, Build, Rocket, State};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, IdTokenClaims, Logto, LogtoUser, Resource, ResourceToken,
+    AccessToken, AuthenticatedUser, BearerToken, IdTokenClaims, Logto, LogtoUser, Resource,
+    ResourceToken,
 };
 
 #[path = "../tests/support/real_provider.rs"]
@@ -77,6 +82,92 @@ fn shopping(token: ResourceToken<Shopping>) -> Json<AccessToken> {
     Json(token.token().clone())
 }
 
+/// The verified claims of the bearer token.
+#[get("/api/shopping")]
+fn api_shopping(token: BearerToken<Shopping>) -> Json<serde_json::Map<String, Value>> {
+    Json(token.claims().clone())
+}
+
+/// The baseline: Logto's keys fetched once at launch, and every request's token checked with
+/// `jsonwebtoken` (signature, `exp`, `nbf`, `iss`, `aud`), then its scopes, as Logto's
+/// API-protection page does: no cache.
+struct Baseline {
+    issuer: String,
+    keys: Vec<(String, jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)>,
+}
+
+struct BearerHeader<'r>(&'r str);
+
+#[rocket::async_trait]
+impl<'r> rocket::request::FromRequest<'r> for BearerHeader<'r> {
+    type Error = ();
+    async fn from_request(request: &'r rocket::Request<'_>) -> rocket::request::Outcome<Self, ()> {
+        match request
+            .headers()
+            .get_one("Authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+        {
+            Some(token) => rocket::request::Outcome::Success(BearerHeader(token)),
+            None => rocket::request::Outcome::Error((Status::Unauthorized, ())),
+        }
+    }
+}
+
+#[get("/baseline/shopping")]
+fn baseline_shopping(
+    token: BearerHeader<'_>,
+    baseline: &State<Baseline>,
+) -> Result<Json<serde_json::Map<String, Value>>, Status> {
+    let header = jsonwebtoken::decode_header(token.0).map_err(|_| Status::Unauthorized)?;
+    let (_, alg, key) = baseline
+        .keys
+        .iter()
+        .find(|(kid, alg, _)| Some(kid) == header.kid.as_ref() && *alg == header.alg)
+        .ok_or(Status::Unauthorized)?;
+    let mut validation = jsonwebtoken::Validation::new(*alg);
+    validation.set_issuer(&[&baseline.issuer]);
+    validation.set_audience(&[SHOPPING]);
+    validation.validate_nbf = true;
+    validation.leeway = 60;
+    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token.0, key, &validation)
+        .map_err(|_| Status::Unauthorized)?;
+    let scopes = data
+        .claims
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !scopes.split(' ').any(|s| s == "shopping:read") {
+        return Err(Status::Forbidden);
+    }
+    Ok(Json(data.claims))
+}
+
+/// Fetches Logto's keys for the baseline at launch.
+async fn baseline_keys(endpoint: &str) -> Baseline {
+    let issuer = format!("{endpoint}/oidc");
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("{issuer}/jwks"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| die(&format!("baseline: the provider's JWKS: {e}")))
+        .json()
+        .await
+        .unwrap_or_else(|e| die(&format!("baseline: the provider's JWKS: {e}")));
+    let keys = jwks
+        .keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let alg = match jwk.common.key_algorithm? {
+                jsonwebtoken::jwk::KeyAlgorithm::ES384 => jsonwebtoken::Algorithm::ES384,
+                jsonwebtoken::jwk::KeyAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+                _ => return None,
+            };
+            Some((kid, alg, jsonwebtoken::DecodingKey::from_jwk(jwk).ok()?))
+        })
+        .collect();
+    Baseline { issuer, keys }
+}
+
 fn chunk_name(i: usize) -> String {
     if i == 0 {
         SESSION_COOKIE.to_string()
@@ -105,6 +196,7 @@ fn rocket_app(
     base_url: &str,
     plain_body: String,
     inactivity: Option<u64>,
+    baseline: Option<Baseline>,
 ) -> Rocket<Build> {
     let mut logto = json!({
         "endpoint": endpoint,
@@ -118,6 +210,9 @@ fn rocket_app(
     if let Some(secs) = inactivity {
         logto["session_inactivity_secs"] = json!(secs);
     }
+    if let Some(entries) = env("BENCH_BEARER_CACHE").and_then(|s| s.parse::<u64>().ok()) {
+        logto["bearer_cache_entries"] = json!(entries);
+    }
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("address", "127.0.0.1"))
         .merge(("port", port))
@@ -125,10 +220,19 @@ fn rocket_app(
         .merge(("log_level", "off"))
         .merge(("cli_colors", false))
         .merge(("logto", logto));
-    rocket::custom(figment)
+    let rocket = rocket::custom(figment)
         .attach(Logto::fairing())
         .manage(PlainBody(plain_body))
-        .mount("/", routes![plain, user, me, shopping, decrypt])
+        .mount(
+            "/",
+            routes![plain, user, me, shopping, api_shopping, decrypt],
+        );
+    match baseline {
+        Some(baseline) => rocket
+            .manage(baseline)
+            .mount("/", routes![baseline_shopping]),
+        None => rocket,
+    }
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -155,6 +259,7 @@ fn main() {
         Some("storm") => runtime().block_on(storm(&args)),
         Some("micro") => micro(&args),
         Some("collect") => runtime().block_on(collect(&args)),
+        Some("tokens") => runtime().block_on(tokens(&args)),
         Some("free-port") => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             println!("{}", l.local_addr().expect("addr").port());
@@ -180,9 +285,20 @@ fn serve() {
         .map(|f| std::fs::read_to_string(&f).unwrap_or_else(|e| die(&format!("{f}: {e}"))))
         .unwrap_or_else(|| "{}".into());
     let inactivity = env("BENCH_SESSION_INACTIVITY").and_then(|s| s.parse().ok());
-    if let Err(e) =
-        rocket::execute(rocket_app(port, &endpoint, &base_url, plain_body, inactivity).launch())
-    {
+    let launched = rocket::execute(async {
+        let baseline = baseline_keys(&endpoint).await;
+        rocket_app(
+            port,
+            &endpoint,
+            &base_url,
+            plain_body,
+            inactivity,
+            Some(baseline),
+        )
+        .launch()
+        .await
+    });
+    if let Err(e) = launched {
         die(&format!("rocket: {e}"));
     }
 }
@@ -496,6 +612,62 @@ async fn collect(args: &[String]) {
 }
 
 // ---------------------------------------------------------------------------------------
+// tokens: distinct valid access tokens for the shopping API, as many clients would send them:
+// machine-to-machine tokens of the provider's client-credentials app (each has its own `jti`).
+
+async fn tokens(args: &[String]) {
+    let provider = need(args, "--provider");
+    let n: usize = arg(args, "--n")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let out = need(args, "--out");
+    let client = reqwest::Client::new();
+    let mut set = tokio::task::JoinSet::new();
+    let mut tokens = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let (client, url) = (client.clone(), format!("{provider}/oidc/token"));
+        set.spawn(async move {
+            let answer: Value = client
+                .post(url)
+                .basic_auth("m2m-app", Some("m2m-secret"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", SHOPPING),
+                    ("scope", "shopping:read"),
+                ])
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .unwrap_or_else(|e| die(&format!("tokens: {e}")))
+                .json()
+                .await
+                .unwrap_or_else(|e| die(&format!("tokens: {e}")));
+            answer["access_token"]
+                .as_str()
+                .unwrap_or_else(|| die("tokens: no access_token"))
+                .to_string()
+        });
+        if i % 16 == 15 {
+            while let Some(token) = set.join_next().await {
+                tokens.insert(token.expect("task"));
+            }
+        }
+    }
+    while let Some(token) = set.join_next().await {
+        tokens.insert(token.expect("task"));
+    }
+    if tokens.len() < n {
+        die(&format!(
+            "tokens: only {} distinct tokens out of {n}",
+            tokens.len()
+        ));
+    }
+    let lines: Vec<String> = tokens.into_iter().map(|t| format!("Bearer {t}")).collect();
+    std::fs::write(&out, lines.join("\n") + "\n").expect("write");
+    eprintln!("tokens: {n} distinct machine-to-machine tokens");
+}
+
+// ---------------------------------------------------------------------------------------
 // micro: the per-request work, in process (Rocket's local blocking client, no HTTP).
 
 fn parse_cookie_header(header: &str) -> Vec<Cookie<'static>> {
@@ -574,6 +746,7 @@ fn micro(args: &[String]) {
             "http://127.0.0.1:8000",
             me_body.clone(),
             inactivity,
+            None,
         ))
         .expect("rocket")
     };

@@ -944,6 +944,149 @@
 //! }
 //! ```
 //!
+//! # Protecting an API
+//!
+//! The other half of a Logto-based product is the API that its web apps, SPAs, mobile apps
+//! and services call with a Logto access token (`Authorization: Bearer <token>`). Logto's
+//! guide "Protect your API" has each API fetch Logto's keys and check the JWT and its scopes
+//! by hand, for three permission models. Here each model is a guard:
+//!
+//! | Logto's model | the token | guard |
+//! |---|---|---|
+//! | global API resources | `aud` is the API's indicator | [`BearerToken<R>`] |
+//! | organization (non-API) permissions | `aud` is `urn:logto:organization:<id>`, organization scopes | [`OrganizationToken<R = Organizations>`](OrganizationToken) |
+//! | organization-level API resources | `aud` is the indicator, `organization_id` is `<id>` | [`OrganizationResourceToken<R>`] |
+//!
+//! ```no_run
+//! use rocket::{get, launch, routes};
+//! use rocket::serde::json::{Json, Value};
+//! use rocket_logto::{BearerToken, Logto, OrganizationToken, Resource};
+//!
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//!     const REQUIRED_SCOPES: &'static [&'static str] = &["read:orders"];
+//! }
+//!
+//! /// 401 without a valid token for the shopping API, 403 without `read:orders`.
+//! #[get("/orders")]
+//! fn orders(token: BearerToken<Shopping>) -> Json<Value> {
+//!     Json(Value::Object(token.claims().clone()))
+//! }
+//!
+//! /// Only an organization token of this very organization opens it.
+//! #[get("/organizations/<organization_id>/members")]
+//! fn members(organization_id: &str, token: OrganizationToken) -> String {
+//!     format!("members of {organization_id}, asked by {}", token.sub())
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         // RFC 6750 answers for the guards' refusals.
+//!         .register("/", Logto::catchers())
+//!         .mount("/api", routes![orders, members])
+//! }
+//! ```
+//!
+//! ```toml
+//! # Rocket.toml of an API that signs nobody in: no app_id, app_secret or base_url.
+//! [default.logto]
+//! endpoint = "https://your-tenant.logto.app"
+//! resources = ["https://shopping.your-app.com/api"]
+//! ```
+//!
+//! **Configuration.** With `app_id` and `app_secret` absent the app is an API only
+//! ([`LogtoConfig::is_api_only`]): the fairing mounts no sign-in routes, and a guard that
+//! signs users in ([`AuthenticatedUser`] and the others) stops the launch. It needs the
+//! resources it serves in `resources` (`urn:logto:resource:organizations` for an API that
+//! takes organization tokens only); a configuration that is neither a web app nor an API
+//! stops the launch with a message saying what to add. An app can be both: the sample web
+//! app serves its own API. Every resource of a [`BearerToken<R>`] or
+//! [`OrganizationResourceToken<R>`] must be in `resources`, else the launch stops.
+//!
+//! **What is checked**, by the same code as ID tokens at sign-in: the signature with
+//! Logto's published keys (the key set shared with sign-in, fetched again when a token names
+//! an unknown key id, at most every 10 s whatever the key ids), an algorithm Logto signs with
+//! (RS256 or ES384, never `none` or a shared secret), `typ` `at+jwt` when the header has a
+//! `typ` (so an ID token is refused), `iss`, `exp`, `iat` and `nbf` within
+//! `clock_skew_secs`, a `sub`, `client_id` and `jti`; then what the route accepts: the
+//! audience, the organization, every scope of `R::REQUIRED_SCOPES`. A token for a global
+//! resource that is narrowed to an organization (it carries the user's roles *in* that
+//! organization) opens only [`OrganizationResourceToken`] routes. The guards deref to
+//! [`VerifiedToken`]: `sub()`, `client_id()`, `user_id()` (`None` for a machine-to-machine
+//! token: Logto's client credentials give `sub` = `client_id`), `scopes()`, `has_scope()`,
+//! `organization_id()`, `exp()`, `token()` and `claims()`.
+//!
+//! **The route's organization.** [`OrganizationToken`] and [`OrganizationResourceToken`]
+//! read the organization from the route's `<organization_id>` path segment and check the
+//! token against it: there is no comparison for the handler to write, so none to forget. A
+//! route that uses them without that segment fails every request with 500 (and the log says
+//! why) rather than accept a token of any organization.
+//!
+//! **Errors, not forwards.** An API route has no signed-out version to fall back to, so
+//! these guards never forward: a missing or bad token fails at once with a [`BearerError`],
+//! and the crate's catchers ([`Logto::catchers`]) answer it as RFC 6750 says, in JSON
+//! whatever the `Accept` header, never with a redirect to sign-in:
+//!
+//! | case | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no token (no `Authorization`, another scheme) | 401 | `Bearer realm="<resource>"` |
+//! | malformed, forged, expired, not yet valid, another issuer, audience or organization, several `Authorization` headers, over 8 KB | 401 | `error="invalid_token"` with a description |
+//! | an opaque token (Logto's answer when no resource was asked for) | 401 | `error="invalid_token"`, saying to request a token for the resource |
+//! | valid, but without the required scopes | 403 | `error="insufficient_scope"`, `scope="<required scopes>"` |
+//! | Logto's keys cannot be fetched | 503 (or 502) | none |
+//!
+//! The body is `{"error": ..., "error_description": ...}` (and `scope` for 403; `error` is
+//! `missing_token` when there is no token). An app's own catcher for a status and base
+//! still wins, as always. For a route that serves anonymous callers too,
+//! `Option<BearerToken<R>>` is `None` without a token *or* with a bad one, and
+//! `Result<BearerToken<R>, BearerError>` tells [`BearerError::Missing`] from a refused
+//! token.
+//!
+//! **The cache.** Checking an ES384 signature costs far more than the rest of a request,
+//! so a token that opened a route is kept, by its exact bytes, until its `exp` (an hour at
+//! most), up to `bearer_cache_entries` tokens (10000 by default; the oldest go first).
+//! A client that repeats its token pays for one verification. A forged token is never
+//! kept (only a verified one gets in), nor one for another audience or organization, and a
+//! kept token is still checked against each route's audience, organization and scopes.
+//!
+//! **Calling your API from the web app.** [`ResourceToken<R>`] gives the signed-in user's
+//! token for `R`; send it as `Authorization: Bearer <token>`. The API answers with its
+//! verified claims:
+//!
+//! ```no_run
+//! use rocket::get;
+//! use rocket_logto::{LogtoError, Resource, ResourceToken};
+//!
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//! }
+//!
+//! #[get("/my-orders")]
+//! async fn my_orders(token: ResourceToken<Shopping>) -> Result<String, LogtoError> {
+//!     let answer = reqwest::Client::new()
+//!         .get("https://shopping.your-app.com/api/orders")
+//!         .bearer_auth(token.access_token())
+//!         .send()
+//!         .await
+//!         .and_then(|r| r.error_for_status())
+//!         .map_err(|e| LogtoError::BadGateway(format!("the shopping API: {e}")))?;
+//!     answer.text().await.map_err(|e| LogtoError::BadGateway(e.to_string()))
+//! }
+//! ```
+//!
+//! **Testing API routes.** With the `testing` feature, a fairing built with
+//! `Logto::fairing().trust_test_key()` accepts tokens made by `testing::TestToken`, in
+//! debug builds only: see "Testing API routes" in the `testing` module.
+//!
+//! `examples/api` is a small API with one route per model and one that needs a scope
+//! (`cargo run --example api`).
+//!
 //! # Security
 //!
 //! What the library checks, in short:
@@ -969,6 +1112,10 @@
 //! - **Pages**: a response to a request whose guards read the session gets
 //!   `Cache-Control: private, no-store` unless the route set its own, so no shared cache
 //!   keeps a user's page and Back never shows a stale one.
+//! - **API access tokens**: the same signature, key and claim checks as ID tokens, RS256 or
+//!   ES384 only, `typ` `at+jwt` when present, the route's audience, organization and scopes;
+//!   RFC 6750 errors, never a redirect; verified tokens cached by their exact bytes only
+//!   after they opened a route (see [Protecting an API](#protecting-an-api)).
 //! - **Back-channel logout**: the logout token must be posted form-encoded and is checked
 //!   for signature, algorithm, `iss`, `aud`, `iat`, `exp`, the back-channel event, `sub` or
 //!   `sid`, no `nonce`, and an unused `jti`.
@@ -985,11 +1132,11 @@
 //! | key | type | default | environment |
 //! |---|---|---|---|
 //! | `endpoint` | http(s) URL | required | `LOGTO_ENDPOINT` |
-//! | `app_id` | string | required | `LOGTO_APP_ID` |
-//! | `app_secret` | string | required | `LOGTO_APP_SECRET` |
-//! | `base_url` | http(s) URL, where this app is served; its path (segments of letters, digits, `-`, `_`, `.`, `~`) is where Rocket serves it | required | `LOGTO_BASE_URL` |
+//! | `app_id` | string | required to sign users in; absent for an API only | `LOGTO_APP_ID` |
+//! | `app_secret` | string | required to sign users in; absent for an API only | `LOGTO_APP_SECRET` |
+//! | `base_url` | http(s) URL, where this app is served; its path (segments of letters, digits, `-`, `_`, `.`, `~`) is where Rocket serves it | required to sign users in; optional for an API only | `LOGTO_BASE_URL` |
 //! | `scopes` | list of strings, each one word | `[]` (`openid offline_access profile` are always requested) | |
-//! | `resources` | list of absolute URIs | `[]` (plus `urn:logto:resource:organizations` with the organizations scope) | |
+//! | `resources` | list of absolute URIs: requested at sign-in, and accepted by the API guards | `[]` (plus `urn:logto:resource:organizations` with the organizations scope); at least one for an API only | |
 //! | `prompt` | space-separated `none`, `login`, `consent`, `select_account` | `"consent"` | |
 //! | `fetch_user_info` | bool | `false` | |
 //! | `routes_prefix` | path segments of letters, digits, `-`, `_`, `.`: the auth routes' place under the path of `base_url` | `"logto"` | |
@@ -1008,6 +1155,7 @@
 //! | `session_lifetime_secs` | integer, 1 to 34560000 (400 days) | `2592000` (30 days) | |
 //! | `refresh_cache_entries` | integer, 1 to 10000000 | `10000` | |
 //! | `session_cache_entries` | integer, 1 to 10000000 | `4096` | |
+//! | `bearer_cache_entries` | integer, 1 to 10000000: verified access tokens the API guards keep | `10000` | |
 //! | `spent_state_entries` | integer, 1 to 10000000 | `100000` | |
 //!
 //! Notes:
@@ -1044,8 +1192,13 @@
 //!
 //! # Cargo features
 //!
-//! The crate has no cargo features of its own. It enables Rocket's `secrets` (private
-//! cookies) and `json` features, and uses `rustls` for its HTTPS client.
+//! - `testing`: the `testing` module, helpers for an app's own route tests (signed-in
+//!   users, and bearer tokens with `Logto::fairing().trust_test_key()`). Use it from
+//!   `[dev-dependencies]`.
+//!
+//! The crate enables Rocket's `secrets` (private cookies) and `json` features, and uses
+//! `rustls` for its HTTPS client. `secrets` means that a release build needs a
+//! `secret_key`, an API that signs nobody in too.
 //!
 //! # Sessions and cookies
 //!

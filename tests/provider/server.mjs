@@ -386,7 +386,7 @@ function buildProvider(issuer) {
     ttl: {
       AccessToken: () => state.accessTokenTtl,
       AuthorizationCode: 60,
-      ClientCredentials: 600,
+      ClientCredentials: () => state.accessTokenTtl,
       IdToken: 3600,
       Interaction: 3600,
       RefreshToken: 14 * 24 * 3600,
