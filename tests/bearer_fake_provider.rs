@@ -587,7 +587,7 @@ async fn api_answers_stay_rfc_6750_json_for_browsers_in_an_app_that_signs_in_too
         Header::new("Accept", "application/json"),
         Header::new("Accept", "text/plain"),
     ] {
-        let a = get(&client, "/api/whoami", &[accept.clone()]).await;
+        let a = get(&client, "/api/whoami", std::slice::from_ref(&accept)).await;
         assert_eq!(a.status, Status::Unauthorized, "{accept}");
         assert!(a.challenge.is_some(), "{accept}");
         assert_eq!(

@@ -1,0 +1,185 @@
+//! The API guards log why they refused a token, never the token, and any `Authorization`
+//! header gets an answer (401, 403 or 200), never a panic or a 500. Its own test binary: it
+//! installs a capturing logger before Rocket can install its own.
+
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
+
+use std::sync::Mutex;
+
+use fake_provider::{FakeProvider, Options};
+use proptest::prelude::*;
+use rocket::figment::Figment;
+use rocket::http::{Header, Status};
+use rocket::local::blocking::Client;
+use rocket::{get, routes};
+use rocket_logto::{BearerToken, Logto, OrganizationToken, Resource};
+use serde_json::json;
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target().starts_with("rocket_logto") {
+            LINES.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+const SHOPPING: &str = "https://shopping.example.com/api";
+
+struct Shopping;
+impl Resource for Shopping {
+    const INDICATOR: &'static str = SHOPPING;
+    const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+}
+
+#[get("/api/whoami")]
+fn whoami(token: BearerToken<Shopping>) -> String {
+    token.sub().to_string()
+}
+
+#[get("/api/organizations/<organization_id>/whoami")]
+fn org(organization_id: &str, token: OrganizationToken) -> String {
+    format!("{organization_id} {}", token.sub())
+}
+
+fn app(fp: &FakeProvider) -> Client {
+    let figment = Figment::from(rocket::Config::debug_default())
+        .merge((
+            "logto",
+            json!({ "endpoint": fp.endpoint, "resources": [SHOPPING] }),
+        ))
+        .merge(("log_level", "debug"));
+    Client::untracked(
+        rocket::custom(figment)
+            .attach(Logto::fairing())
+            .register("/", Logto::catchers())
+            .mount("/", routes![whoami, org]),
+    )
+    .unwrap()
+}
+
+fn claims(fp: &FakeProvider, patch: serde_json::Value) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = json!({
+        "iss": fp.issuer(), "aud": SHOPPING, "sub": "user-1", "client_id": "web-app",
+        "scope": "shopping:read", "iat": now, "exp": now + 3600, "jti": format!("j-{now}-{patch}"),
+    });
+    for (k, v) in patch.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    claims
+}
+
+#[test]
+fn refusals_are_logged_with_their_reason_and_without_the_token() {
+    log::set_logger(&Capture).expect("first logger");
+    log::set_max_level(log::LevelFilter::Trace);
+    let fp = FakeProvider::start_blocking(Options::default());
+    let client = app(&fp);
+    let send = |token: &str| {
+        client
+            .get("/api/whoami")
+            .header(Header::new("Authorization", format!("Bearer {token}")))
+            .dispatch()
+            .status()
+    };
+    let good = fp.sign_jwt(json!({ "typ": "at+jwt" }), claims(&fp, json!({})));
+    let expired = fp.sign_jwt(json!({ "typ": "at+jwt" }), claims(&fp, json!({ "exp": 1 })));
+    let no_scope = fp.sign_jwt(
+        json!({ "typ": "at+jwt" }),
+        claims(&fp, json!({ "scope": "x" })),
+    );
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    assert_eq!(send(&good), Status::Ok);
+    assert_eq!(send(&expired), Status::Unauthorized);
+    assert_eq!(send(&no_scope), Status::Forbidden);
+    assert_ne!(send(&forged), Status::Ok);
+    assert_eq!(send("opaque-token-value"), Status::Unauthorized);
+
+    let lines = LINES.lock().unwrap().clone();
+    let refusals: Vec<&String> = lines.iter().filter(|l| l.contains("refused")).collect();
+    assert!(
+        refusals.iter().any(|l| l.contains("it has expired")),
+        "{lines:#?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("lacks the scopes: shopping:read")),
+        "{lines:#?}"
+    );
+    assert!(refusals.iter().any(|l| l.contains("opaque")), "{lines:#?}");
+    for token in [&good, &expired, &no_scope, &forged] {
+        let signature = token.rsplit('.').next().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        for line in &lines {
+            assert!(
+                !line.contains(signature) && !line.contains(payload),
+                "a token reached the log: {line}"
+            );
+        }
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("opaque-token-value")),
+        "{lines:#?}"
+    );
+}
+
+fn authorization() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC{0,200}",
+        "(?i:bearer)( {0,3})[A-Za-z0-9._~+/=-]{0,300}",
+        "Bearer [A-Za-z0-9_-]{1,60}\\.[A-Za-z0-9_-]{0,200}\\.[A-Za-z0-9_-]{0,200}",
+        "Bearer eyJ[A-Za-z0-9_-]{0,80}\\.eyJ[A-Za-z0-9_-]{0,80}\\.\\PC{0,40}",
+    ]
+}
+
+#[test]
+fn any_authorization_header_gets_an_rfc_6750_answer() {
+    let fp = FakeProvider::start_blocking(Options::default());
+    let client = app(&fp);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    });
+    let strategy = (authorization(), "[a-z0-9%_.-]{1,20}");
+    runner
+        .run(&strategy, |(value, org)| {
+            for path in [
+                "/api/whoami".to_string(),
+                format!("/api/organizations/{org}/whoami"),
+            ] {
+                let response = client
+                    .get(path.clone())
+                    .header(Header::new("Authorization", value.clone()))
+                    .dispatch();
+                let status = response.status();
+                prop_assert!(
+                    matches!(status.code, 401 | 404),
+                    "{path} {value:?}: {status}"
+                );
+                if status.code == 401 {
+                    let challenge = response
+                        .headers()
+                        .get_one("WWW-Authenticate")
+                        .unwrap_or_default()
+                        .to_string();
+                    prop_assert!(challenge.starts_with("Bearer realm=\""), "{challenge}");
+                    prop_assert!(!challenge.contains(['\r', '\n']), "{challenge}");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
