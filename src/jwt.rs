@@ -724,6 +724,13 @@ mod tests {
         value.as_object().unwrap().clone()
     }
 
+    type Case<'a> = (
+        &'a Map<String, Value>,
+        Target<'a>,
+        &'a [&'a str],
+        Result<(), TargetError<'a>>,
+    );
+
     #[test]
     fn targets_check_audience_organization_and_scopes() {
         use TargetError::*;
@@ -736,12 +743,7 @@ mod tests {
             indicator: API,
             organization: "org-1",
         };
-        let cases: Vec<(
-            &Map<String, Value>,
-            Target,
-            &[&str],
-            Result<(), TargetError>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (&resource, Target::Resource(API), &["read"], Ok(())),
             (&resource, Target::Resource(API), &["read", "write"], Ok(())),
             (
