@@ -84,7 +84,7 @@ fn shopping(token: ResourceToken<Shopping>) -> Json<AccessToken> {
 
 /// The plain route's bytes, behind the guard: the difference to `/plain` is the guard.
 #[get("/api/shopping")]
-fn api_shopping<'r>(token: BearerToken<Shopping>, body: &'r State<PlainBody>) -> RawJson<&'r str> {
+fn api_shopping(token: BearerToken<Shopping>, body: &State<PlainBody>) -> RawJson<&str> {
     std::hint::black_box(token.sub());
     RawJson(body.0.as_str())
 }
