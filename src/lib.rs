@@ -1044,8 +1044,53 @@
 //!
 //! # Cargo features
 //!
-//! The crate has no cargo features of its own. It enables Rocket's `secrets` (private
-//! cookies) and `json` features, and uses `rustls` for its HTTPS client.
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | [`testing`]: helpers for an app's own route tests (see "Testing your routes"). Use it from `[dev-dependencies]`. |
+//!
+//! The crate enables Rocket's `secrets` (private cookies) and `json` features, and uses
+//! `rustls` for its HTTPS client.
+//!
+//! # Testing your routes
+//!
+//! An app's own tests check its protected routes with Rocket's local client and the
+//! `testing` feature, without a provider or a network. Add the feature to the
+//! dev-dependencies, then sign a request in as a [`testing::TestUser`]:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! rocket_logto = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! ```ignore
+//! use rocket::local::asynchronous::Client;
+//! use rocket_logto::testing::{SignedInRequest, TestUser};
+//!
+//! #[rocket::async_test]
+//! async fn orders_are_for_signed_in_users() {
+//!     let client = Client::untracked(crate::rocket()).await.unwrap();
+//!     let alice = TestUser::new("alice")
+//!         .claim("email", "alice@example.com")
+//!         .resource_token::<Shopping>(&["shopping:read"]);
+//!     let response = client.get("/orders").signed_in_as(&alice).dispatch().await;
+//!     assert_eq!(response.status(), rocket::http::Status::Ok);
+//!     // Signed out: the route forwards, and the 401 catcher answers.
+//!     let response = client.get("/orders").dispatch().await;
+//!     assert_eq!(response.status(), rocket::http::Status::Unauthorized);
+//! }
+//! ```
+//!
+//! [`testing::TestUser`] chooses the ID token's claims, the access tokens of the session
+//! (per resource, per organization, per organization and resource) and the kept userinfo
+//! answer. Its tokens live a day, so no test refreshes them, and the session holds no
+//! refresh token: a route that would refresh answers 401 "sign in again" rather than
+//! calling Logto. [`testing::figment`] is a configuration whose `endpoint` is a closed
+//! port, for apps that do not want their `Rocket.toml` in tests.
+//!
+//! It is safe to ship: the helpers hold no secret and switch nothing on. They write the
+//! session cookies a real sign-in writes, sealed with the app's own `secret_key` through
+//! the local client, so they work only where the test already holds that key, and whoever
+//! holds it can forge sessions without them.
 //!
 //! # Sessions and cookies
 //!
