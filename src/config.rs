@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::claims::{UserScope, ORGANIZATIONS_RESOURCE};
 use crate::redirect::ReturnPath;
+use crate::sign_in::{DirectSignIn, FirstScreen};
 
 /// The environment variables that override the file, and the keys they set.
 pub const ENV_OVERRIDES: [(&str, &str); 4] = [
@@ -197,14 +198,6 @@ struct RawConfig {
     bearer_cache_entries: Option<usize>,
 }
 
-const FIRST_SCREENS: [&str; 6] = [
-    "sign_in",
-    "register",
-    "reset_password",
-    "identifier:sign_in",
-    "identifier:register",
-    "single_sign_on",
-];
 const IDENTIFIERS: [&str; 3] = ["email", "phone", "username"];
 const PROMPTS: [&str; 4] = ["none", "login", "consent", "select_account"];
 /// Parameters the library sets itself; `extra_params` may not override them.
@@ -443,13 +436,10 @@ impl LogtoConfig {
             Some(v) => http_url("post_sign_out_redirect", None, Some(v))?,
         };
 
+        // The same checks as a sign-in link's options (`sign_in.rs`).
         if let Some(screen) = &raw.first_screen {
-            if !FIRST_SCREENS.contains(&screen.as_str()) {
-                return Err(err(
-                    "first_screen",
-                    format!("is {screen:?}; expected one of {FIRST_SCREENS:?}"),
-                ));
-            }
+            FirstScreen::parse(screen)
+                .map_err(|e| err("first_screen", format!("is {screen:?}: {e}")))?;
         }
         for identifier in &raw.identifiers {
             if !IDENTIFIERS.contains(&identifier.as_str()) {
@@ -460,16 +450,8 @@ impl LogtoConfig {
             }
         }
         if let Some(direct) = &raw.direct_sign_in {
-            let ok = match direct.split_once(':') {
-                Some(("social" | "sso", target)) => !target.is_empty(),
-                _ => false,
-            };
-            if !ok {
-                return Err(err(
-                    "direct_sign_in",
-                    format!("is {direct:?}; expected `social:<target>` or `sso:<connector-id>`"),
-                ));
-            }
+            DirectSignIn::parse(direct)
+                .map_err(|e| err("direct_sign_in", format!("is {direct:?}: {e}")))?;
         }
         for key in raw.extra_params.keys() {
             if RESERVED_PARAMS.contains(&key.as_str()) {

@@ -76,21 +76,22 @@ impl RequestSession {
         let loaded = state
             .decoded
             .get_or_decode(jar, CookieNames::of(config))
-            .and_then(|(s, claims)| {
+            .and_then(|(s, claims, legacy)| {
                 session::check_lifetimes(&s, config, session::now())?;
                 if state.logouts.ended(&claims, s.created_at_ms) {
                     return Err(LoadError::Invalid("ended by a back-channel logout"));
                 }
-                Ok((s, claims))
+                Ok((s, claims, legacy))
             });
         match loaded {
-            Ok((mut s, claims)) => {
+            Ok((mut s, claims, legacy)) => {
                 // Rolling inactivity: re-stamp now and then rather than on every request,
-                // so most requests write no cookie.
+                // so most requests write no cookie. A cookie of the earlier format is
+                // written again at once, in the current one.
                 let now = session::now();
                 let restamp_after =
                     (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
-                let restamped = now - s.seen_at > restamp_after && {
+                let restamped = (legacy || now - s.seen_at > restamp_after) && {
                     Arc::make_mut(&mut s).seen_at = now;
                     session::store(jar, &s, config).is_ok()
                 };
@@ -181,7 +182,7 @@ impl DecodedSessions {
         &self,
         jar: &CookieJar<'_>,
         names: &CookieNames,
-    ) -> Result<(Arc<Session>, Arc<IdTokenClaims>), LoadError> {
+    ) -> Result<(Arc<Session>, Arc<IdTokenClaims>, bool), LoadError> {
         let sent = || {
             names
                 .chunks
@@ -196,12 +197,17 @@ impl DecodedSessions {
             .get(key)
             .filter(|hit| hit.cookies.iter().map(String::as_str).eq(sent()))
         {
-            return Ok((hit.session.clone(), hit.claims.clone()));
+            return Ok((hit.session.clone(), hit.claims.clone(), false));
         }
-        let s = Arc::new(session::read(jar, names)?);
+        let read = session::read(jar, names)?;
+        let s = Arc::new(read.session);
         let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
             .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
         let claims = Arc::new(claims);
+        if read.legacy {
+            // Written again in this request, under new values: nothing to keep.
+            return Ok((s, claims, true));
+        }
         let cookies = sent().map(str::to_string).collect();
         self.0.insert(
             key,
@@ -211,7 +217,7 @@ impl DecodedSessions {
                 claims: claims.clone(),
             }),
         );
-        Ok((s, claims))
+        Ok((s, claims, false))
     }
 }
 

@@ -1081,8 +1081,8 @@
 //! ```
 //!
 //! **Testing API routes.** With the `testing` feature, a fairing built with
-//! `Logto::fairing().trust_test_key()` accepts tokens made by `testing::TestToken`, in
-//! debug builds only: see "Testing API routes" in the `testing` module.
+//! [`Logto::trust_test_key`] accepts tokens made by [`testing::TestToken`], in debug
+//! builds only: see [Testing your routes](#testing-your-routes).
 //!
 //! `examples/api` is a small API with one route per model and one that needs a scope
 //! (`cargo run --example api`).
@@ -1192,13 +1192,61 @@
 //!
 //! # Cargo features
 //!
-//! - `testing`: the `testing` module, helpers for an app's own route tests (signed-in
-//!   users, and bearer tokens with `Logto::fairing().trust_test_key()`). Use it from
-//!   `[dev-dependencies]`.
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | [`testing`]: helpers for an app's own route tests, signed-in users and bearer tokens (see "Testing your routes"). Use it from `[dev-dependencies]`. |
 //!
 //! The crate enables Rocket's `secrets` (private cookies) and `json` features, and uses
 //! `rustls` for its HTTPS client. `secrets` means that a release build needs a
 //! `secret_key`, an API that signs nobody in too.
+//!
+//! # Testing your routes
+//!
+//! An app's own tests check its protected routes with Rocket's local client and the
+//! `testing` feature, without a provider or a network. Add the feature to the
+//! dev-dependencies, then sign a request in as a [`testing::TestUser`]:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! rocket_logto = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! ```ignore
+//! use rocket::local::asynchronous::Client;
+//! use rocket_logto::testing::{SignedInRequest, TestUser};
+//!
+//! #[rocket::async_test]
+//! async fn orders_are_for_signed_in_users() {
+//!     let client = Client::untracked(crate::rocket()).await.unwrap();
+//!     let alice = TestUser::new("alice")
+//!         .claim("email", "alice@example.com")
+//!         .resource_token::<Shopping>(&["shopping:read"]);
+//!     let response = client.get("/orders").signed_in_as(&alice).dispatch().await;
+//!     assert_eq!(response.status(), rocket::http::Status::Ok);
+//!     // Signed out: the route forwards, and the 401 catcher answers.
+//!     let response = client.get("/orders").dispatch().await;
+//!     assert_eq!(response.status(), rocket::http::Status::Unauthorized);
+//! }
+//! ```
+//!
+//! [`testing::TestUser`] chooses the ID token's claims, the access tokens of the session
+//! (per resource, per organization, per organization and resource) and the kept userinfo
+//! answer. Its tokens live a day, so no test refreshes them, and the session holds no
+//! refresh token: a route that would refresh answers 401 "sign in again" rather than
+//! calling Logto. [`testing::figment`] is a configuration whose `endpoint` is a closed
+//! port, for apps that do not want their `Rocket.toml` in tests.
+//!
+//! API routes are tested with bearer tokens: attach the fairing with
+//! [`Logto::trust_test_key`] (test mode: the API guards trust the feature's test key
+//! instead of Logto's), and send a [`testing::TestToken`] with
+//! [`testing::BearerRequest::bearer`]; see [Testing API routes](testing#testing-api-routes).
+//! The test key is generated per process and never stored, only a fairing built with that
+//! call trusts it (no configuration key does), and a release build with it stops at launch.
+//!
+//! It is safe to ship: the helpers hold no secret and switch nothing on. They write the
+//! session cookies a real sign-in writes, sealed with the app's own `secret_key` through
+//! the local client, so they work only where the test already holds that key, and whoever
+//! holds it can forge sessions without them.
 //!
 //! # Sessions and cookies
 //!

@@ -151,7 +151,7 @@ pub(crate) enum LoadError {
 /// Each chunk's plaintext starts with `<generation>.<index>.<count>.`: a chunk from an
 /// older write (a stale or replayed cookie) has another generation and is refused, so a
 /// session is never assembled from two writes.
-pub(crate) fn read(jar: &CookieJar<'_>, names: &CookieNames) -> Result<Session, LoadError> {
+pub(crate) fn read(jar: &CookieJar<'_>, names: &CookieNames) -> Result<codec::Read, LoadError> {
     if jar.get(names.session()).is_none() {
         return Err(LoadError::Absent);
     }
@@ -176,7 +176,7 @@ pub(crate) fn check_lifetimes(
 
 /// Reassembles a session from its decrypted chunks (`chunk(i)`), reading at most
 /// `MAX_CHUNKS` of them.
-pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<Session, LoadError> {
+pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<codec::Read, LoadError> {
     let first = chunk(0).ok_or(LoadError::Invalid("undecryptable"))?;
     let (generation, index, count, data) =
         split_header(&first).ok_or(LoadError::Invalid("bad header"))?;
@@ -340,6 +340,7 @@ mod tests {
         let through_codec = |s: Session| {
             let chunks = encode(&s).unwrap();
             decode(|i| chunks.get(i).cloned())
+                .map(|read| read.session)
                 .and_then(|s| check_lifetimes(&s, &config, now).map(|()| s))
         };
         // Absolute lifetime (30 days) passed although seen a minute ago.
@@ -426,7 +427,7 @@ mod properties {
             let chunks = encode(&s).unwrap();
             prop_assert!(chunks.len() <= MAX_CHUNKS);
             prop_assert!(chunks.iter().all(|c| c.len() <= CHUNK_PLAINTEXT + 32));
-            let back = decode(|i| chunks.get(i).cloned()).unwrap();
+            let back = decode(|i| chunks.get(i).cloned()).unwrap().session;
             prop_assert!(back == s);
         }
 

@@ -79,6 +79,23 @@ async fn sign_in_tokens_and_sign_out() {
     );
     b.shot("home-signed-in").await;
 
+    // 4b. The organization switcher fetches the chosen organization's token.
+    b.wait_for_element("the organization switcher", "#org-select")
+        .await
+        .select_by_value("org_acme")
+        .await
+        .expect("choosing org_acme");
+    b.click("#org-switch").await;
+    let shown = b
+        .wait_for("the organization token of org_acme", async || {
+            let s = b.state().await?;
+            (s.path() == "/" && s.text.contains("urn:logto:organization:org_acme"))
+                .then_some(s.text)
+        })
+        .await;
+    assert!(shown.contains("org_acme"), "{shown}");
+    b.shot("home-organization-token").await;
+
     // 5. A token for the shopping API.
     b.goto(&env.app.url("/fetch-access-token")).await;
     let token = b.wait_for_json(&env.app, "/fetch-access-token").await;
@@ -143,6 +160,39 @@ async fn sign_in_tokens_and_sign_out() {
     b.wait_for_login_form(&env.provider).await;
     b.shot("sign-in-again-asks-password").await;
 
+    env.finish().await;
+}
+
+/// "Sign Up" opens the provider on its registration screen (`first_screen=register`), and
+/// the error page is the app's, styled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_opens_the_registration_screen() {
+    let Some(env) = Env::start("sign_up_opens_the_registration_screen", 61).await else {
+        return;
+    };
+    let b = &env.browser;
+    b.goto(&env.app.url("/")).await;
+    b.click("#sign-up").await;
+    b.wait_for("the provider's registration screen", async || {
+        let s = b.state().await?;
+        (s.origin() == env.provider.endpoint
+            && b.client.find(Locator::Css("h1#register")).await.is_ok())
+        .then_some(())
+    })
+    .await;
+    b.shot("provider-registration-screen").await;
+    b.fill_login_form(ALICE).await;
+    b.click("#submit").await;
+    assert_eq!(b.wait_signed_in(&env.app).await, ALICE_SUB);
+
+    // A callback nobody started: the app's error page.
+    b.goto(
+        &env.app
+            .url("/logto/sign-in-callback?state=AAAAAAAAAAAAAAAAAAAAAA&code=x"),
+    )
+    .await;
+    b.wait_for_element("the error page", "h1#error").await;
+    b.shot("error-page").await;
     env.finish().await;
 }
 

@@ -3,12 +3,11 @@
 //! Configured by `Rocket.toml` (`[default.logto]`) and the `LOGTO_*` variables; the
 //! README's demo command starts a local Logto-like provider that matches it.
 
-use std::collections::BTreeMap;
-
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use rocket::fairing::AdHoc;
+use rocket::http::ContentType;
 use rocket::response::Responder;
 use rocket::serde::json::Json;
 use rocket::{get, launch, routes, State};
@@ -31,20 +30,62 @@ struct Links {
     logto: String,
 }
 
-/// Signed in: "Hello <sub>" and a "Sign Out" link. `AuthenticatedUser` forwards when
-/// nobody is signed in, so the next rank serves the visitor.
-#[get("/")]
-fn home(user: AuthenticatedUser, links: &State<Links>) -> Template {
+/// Signed in: the user's profile, their organizations with a switcher that fetches the
+/// chosen organization's token (`/?org=<id>`), and the shopping API token.
+/// `AuthenticatedUser` forwards when nobody is signed in, so the next rank serves the
+/// visitor.
+#[get("/?<org>")]
+async fn home(user: AuthenticatedUser<'_>, org: Option<&str>, links: &State<Links>) -> Template {
+    let shopping = user.access_token(Shopping::INDICATOR).await;
+    let org_token = match org {
+        Some(id) => Some(user.organization_token(id).await),
+        None => None,
+    };
     Template::render(
         "index",
-        context! { user: user.claims(), logto: &links.logto },
+        context! {
+            user: user.claims(),
+            logto: &links.logto,
+            shopping: shopping.as_ref().ok().map(TokenSummary::of),
+            shopping_error: shopping.as_ref().err().map(LogtoError::message),
+            org_id: org,
+            org_token: org_token.as_ref().and_then(|t| t.as_ref().ok()).map(TokenSummary::of),
+            org_error: org_token.as_ref().and_then(|t| t.as_ref().err()).map(LogtoError::message),
+        },
     )
 }
 
-/// Signed out: a "Sign In" link.
+/// What the home page shows of an access token (never the token itself).
+#[derive(serde::Serialize)]
+struct TokenSummary {
+    audience: serde_json::Value,
+    scopes: Vec<String>,
+    expires_in_minutes: i64,
+}
+
+impl TokenSummary {
+    fn of(token: &AccessToken) -> TokenSummary {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        TokenSummary {
+            audience: token.claims().get("aud").cloned().unwrap_or_default(),
+            scopes: token.scopes().into_iter().map(str::to_string).collect(),
+            expires_in_minutes: (token.expires_at() - now).max(0) / 60,
+        }
+    }
+}
+
+/// Signed out: "Sign In" and "Sign Up" buttons.
 #[get("/", rank = 2)]
 fn public_home(links: &State<Links>) -> Template {
     Template::render("index", context! { logto: &links.logto })
+}
+
+/// The stylesheet, served by the app itself (no CDN).
+#[get("/static/app.css")]
+fn stylesheet() -> (ContentType, &'static str) {
+    (ContentType::CSS, include_str!("static/app.css"))
 }
 
 /// The claims as JSON; signed-out browsers are sent to sign-in (the crate's 401 catcher).
@@ -123,10 +164,99 @@ fn rocket() -> _ {
             routes![
                 home,
                 public_home,
+                stylesheet,
                 me,
                 userinfo,
                 fetch_access_token,
                 fetch_organization_token
             ],
         )
+}
+
+/// The sample's route tests: written only with `rocket_logto::testing`, no provider.
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use rocket::http::{ContentType, Status};
+    use rocket::local::asynchronous::Client;
+    use rocket_logto::testing::{SignedInRequest, TestUser};
+
+    use super::Shopping;
+
+    async fn client() -> Client {
+        Client::untracked(super::rocket()).await.unwrap()
+    }
+
+    fn alice() -> TestUser {
+        TestUser::new("user_alice")
+            .claim("name", "Alice Example")
+            .claim("email", "alice@example.com")
+            .resource_token::<Shopping>(&["shopping:read"])
+            .organization_token("org_acme", &["read:reports"])
+    }
+
+    #[rocket::async_test]
+    async fn signed_out_visitors_get_sign_in_and_sign_up() {
+        let client = client().await;
+        let page = client.get("/").dispatch().await;
+        assert_eq!(page.status(), Status::Ok);
+        let html = page.into_string().await.unwrap();
+        assert!(
+            html.contains(r#"id="sign-in""#) && html.contains("logto/sign-up\""),
+            "{html}"
+        );
+    }
+
+    #[rocket::async_test]
+    async fn the_home_page_shows_the_user_and_their_tokens() {
+        let client = client().await;
+        let page = client.get("/").signed_in_as(&alice()).dispatch().await;
+        assert_eq!(page.status(), Status::Ok);
+        let html = page.into_string().await.unwrap();
+        assert!(html.contains("Hello user_alice,"), "{html}");
+        assert!(html.contains("Alice Example") && html.contains("shopping:read"));
+        assert!(html.contains(r#"<option value="org_acme""#));
+
+        let page = client
+            .get("/?org=org_acme")
+            .signed_in_as(&alice())
+            .dispatch()
+            .await;
+        let html = page.into_string().await.unwrap();
+        assert!(html.contains("urn:logto:organization:org_acme"), "{html}");
+    }
+
+    #[rocket::async_test]
+    async fn the_json_routes_answer_for_the_signed_in_user() {
+        let client = client().await;
+        let me = client.get("/me").signed_in_as(&alice()).dispatch().await;
+        assert_eq!(me.status(), Status::Ok);
+        assert!(me
+            .into_string()
+            .await
+            .unwrap()
+            .contains("alice@example.com"));
+        let token = client
+            .get("/fetch-access-token")
+            .signed_in_as(&alice())
+            .dispatch()
+            .await;
+        assert_eq!(token.status(), Status::Ok);
+        assert!(token
+            .into_string()
+            .await
+            .unwrap()
+            .contains("https://shopping.example.com/api"));
+    }
+
+    #[rocket::async_test]
+    async fn the_stylesheet_is_served_by_the_app() {
+        let client = client().await;
+        let css = client.get("/static/app.css").dispatch().await;
+        assert_eq!(css.content_type(), Some(ContentType::CSS));
+        assert!(css
+            .into_string()
+            .await
+            .unwrap()
+            .contains("prefers-color-scheme: dark"));
+    }
 }

@@ -330,6 +330,10 @@ function buildProvider(issuer) {
 
     interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}` },
 
+    // Logto's sign-in experience parameters, kept with the interaction so that the login
+    // page can show which screen Logto would open (`first_screen`) and pre-fill `login_hint`.
+    extraParams: ['first_screen', 'login_hint', 'direct_sign_in', 'organization_id', 'ui_locales', 'identifier'],
+
     features: {
       devInteractions: { enabled: false },
       dPoP: { enabled: false },
@@ -556,12 +560,17 @@ const escapeHtml = (value) => String(value).replace(/[&<>"']/g, (c) => ({
   '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
 })[c]);
 
-function loginPage(uid, { username = '', error } = {}) {
+/**
+ * The login form. With `first_screen=register` it is titled as Logto's registration screen
+ * (this provider has no accounts to create, so the form still signs an existing user in).
+ */
+function loginPage(uid, { username = '', error, register = false } = {}) {
+  const title = register ? 'Create your account' : 'Sign in';
   return `<!DOCTYPE html>
 <html lang="en">
-<head><meta charset="utf-8"><title>Sign in</title></head>
+<head><meta charset="utf-8"><title>${title}</title></head>
 <body>
-  <h1>Sign in</h1>
+  <h1 id="${register ? 'register' : 'sign-in'}">${title}</h1>
   ${error ? `<p id="error" class="error" role="alert">${escapeHtml(error)}</p>` : ''}
   <form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
     <label for="username">Username</label>
@@ -644,7 +653,11 @@ async function handleInteraction(provider, req, res, uid, action) {
   }
 
   if (action === undefined && req.method === 'GET') {
-    send(res, 200, loginPage(uid));
+    const { params } = interaction;
+    send(res, 200, loginPage(uid, {
+      username: params.login_hint ?? '',
+      register: params.first_screen === 'register',
+    }));
     return;
   }
   if (action === 'login' && req.method === 'POST') {
