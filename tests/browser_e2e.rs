@@ -119,6 +119,16 @@ async fn sign_in_tokens_and_sign_out() {
     );
     b.shot("shopping-access-token").await;
 
+    // 5b. The whole chain: that token, sent to the app's API as a bearer token.
+    b.goto(&env.app.url("/call-api")).await;
+    let called = b.wait_for_json(&env.app, "/call-api").await;
+    assert_eq!(called["status"], 200, "the API refused the token: {called}");
+    assert_eq!(
+        called["answer"]["sub"], sub,
+        "the API's verified claims: {called}"
+    );
+    b.shot("api-called-with-the-token").await;
+
     // 6. User info, with Logto's custom_data.
     b.goto(&env.app.url("/userinfo")).await;
     let info = b.wait_for_json(&env.app, "/userinfo").await;

@@ -9,13 +9,41 @@ use std::sync::{Arc, Mutex};
 use rocket::fairing::AdHoc;
 use rocket::http::ContentType;
 use rocket::response::Responder;
-use rocket::serde::json::Json;
-use rocket::{get, launch, routes, State};
+use rocket::serde::json::{json, Json, Value};
+use rocket::{get, launch, routes, Build, Rocket, State};
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
     AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, Resource,
     ResourceToken, SignInDecision, SignedIn, UserInfo,
 };
+
+/// This app's own copy of the API of `examples/api`, mounted at `/api`.
+#[path = "../api/routes.rs"]
+mod api;
+
+/// Where that copy is, as a URL: `<base_url>/api`.
+struct ApiBase(String);
+
+/// Sign-in, token, API call: the signed-in user's token for the shopping API
+/// (`ResourceToken`), sent as a bearer token to the API, which answers the token's verified
+/// claims (or its RFC 6750 refusal).
+#[get("/call-api")]
+async fn call_api(
+    token: ResourceToken<Shopping>,
+    api: &State<ApiBase>,
+) -> Result<Json<Value>, LogtoError> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/whoami", api.0))
+        .bearer_auth(token.access_token())
+        .send()
+        .await
+        .map_err(|e| LogtoError::BadGateway(format!("The API could not be reached: {e}")))?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.map_err(|e| {
+        LogtoError::BadGateway(format!("The API answered {status} without JSON: {e}"))
+    })?;
+    Ok(Json(json!({ "status": status, "answer": answer })))
+}
 
 /// The shopping API of the guide.
 struct Shopping;
@@ -119,9 +147,15 @@ type Users = Arc<Mutex<BTreeSet<String>>>;
 
 #[launch]
 fn rocket() -> _ {
+    app(Logto::fairing())
+}
+
+/// The app with the `logto` fairing to use: `Logto::fairing()`, or in the route tests
+/// `Logto::fairing().trust_test_key()` (test mode, for the API routes' bearer tokens).
+fn app(logto: Logto) -> Rocket<Build> {
     let users = Users::default();
     let known = users.clone();
-    let logto = Logto::fairing()
+    let logto = logto
         // After each sign-in: create the app's own record of the user.
         .on_sign_in(move |signed_in: SignedIn| {
             let users = known.clone();
@@ -156,6 +190,13 @@ fn rocket() -> _ {
                 logto: logto.unwrap_or_default(),
             })
         }))
+        .attach(AdHoc::on_ignite("API base", |rocket| async move {
+            let base = Logto::config(&rocket)
+                .map(|c| format!("{}/api", c.base_url.as_str().trim_end_matches('/')))
+                .unwrap_or_default();
+            rocket.manage(ApiBase(base))
+        }))
+        .mount("/api", api::routes())
         .manage(users)
         // The crate's catchers: 401 sends browsers to sign-in, the others show its pages.
         .register("/", Logto::catchers())
@@ -168,7 +209,8 @@ fn rocket() -> _ {
                 me,
                 userinfo,
                 fetch_access_token,
-                fetch_organization_token
+                fetch_organization_token,
+                call_api
             ],
         )
 }
@@ -178,7 +220,8 @@ fn rocket() -> _ {
 mod tests {
     use rocket::http::{ContentType, Status};
     use rocket::local::asynchronous::Client;
-    use rocket_logto::testing::{SignedInRequest, TestUser};
+    use rocket_logto::testing::{BearerRequest, SignedInRequest, TestToken, TestUser};
+    use rocket_logto::Logto;
 
     use super::Shopping;
 
@@ -192,6 +235,24 @@ mod tests {
             .claim("email", "alice@example.com")
             .resource_token::<Shopping>(&["shopping:read"])
             .organization_token("org_acme", &["read:reports"])
+    }
+
+    #[rocket::async_test]
+    async fn the_api_answers_a_token_of_its_resource_and_refuses_others() {
+        let client = Client::untracked(super::app(Logto::fairing().trust_test_key()))
+            .await
+            .unwrap();
+        let token = TestToken::for_resource::<super::api::Shopping>().user("user_alice");
+        let response = client.get("/api/whoami").bearer(&token).dispatch().await;
+        assert_eq!(response.status(), Status::Ok);
+        let claims: serde_json::Value =
+            serde_json::from_str(&response.into_string().await.unwrap()).unwrap();
+        assert_eq!(claims["sub"], "user_alice");
+        let response = client.get("/api/whoami").dispatch().await;
+        assert_eq!(response.status(), Status::Unauthorized);
+        let other = TestToken::for_organization("org_acme");
+        let response = client.get("/api/whoami").bearer(&other).dispatch().await;
+        assert_eq!(response.status(), Status::Unauthorized);
     }
 
     #[rocket::async_test]
