@@ -13,6 +13,7 @@ use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
+use crate::logout::SessionCheck;
 use crate::provider::decode_jwt_payload;
 use crate::session::{self, CookieNames, LoadError, Session};
 
@@ -53,8 +54,12 @@ impl RequestSession {
             .get_or_decode(jar, CookieNames::of(config))
             .and_then(|(s, claims)| {
                 session::check_lifetimes(&s, config, session::now())?;
-                if state.logouts.ended(&claims, s.created_at_ms) {
-                    return Err(LoadError::Invalid("ended by a back-channel logout"));
+                match state.logouts.check(&claims, s.created_at_ms) {
+                    SessionCheck::Live => {}
+                    SessionCheck::Ended => {
+                        return Err(LoadError::Invalid("ended by a sign-out or a logout"))
+                    }
+                    SessionCheck::Unverifiable => return Err(LoadError::Unverifiable),
                 }
                 Ok((s, claims))
             });
@@ -76,7 +81,11 @@ impl RequestSession {
                 }
             }
             Err(e) => {
-                let cleared = session_cookie_names(jar, config);
+                let cleared = match e {
+                    // Refused for now, not broken: the cookies stay for when it can be checked.
+                    LoadError::Unverifiable => Vec::new(),
+                    _ => session_cookie_names(jar, config),
+                };
                 if let LoadError::Invalid(why) = e {
                     log::info!(
                         "logto: session cookie refused ({why}); treating the request as signed out"

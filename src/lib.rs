@@ -885,6 +885,7 @@ mod refresh;
 mod routes;
 mod session;
 mod sign_in;
+mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -895,7 +896,7 @@ pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims,
     UserInfo as UserInfoClaims, UserScope, ORGANIZATIONS_RESOURCE,
 };
-pub use config::{AppSecret, ConfigError, LogtoConfig};
+pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl};
 pub use error::{html_escape, LogtoError};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, LogtoUser, Resource, ResourceToken, UserInfo};
