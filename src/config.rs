@@ -354,7 +354,10 @@ fn redis_url(value: &str) -> Result<RedisUrl, ConfigError> {
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(err(key, "has no host: expected e.g. redis://127.0.0.1:6379"));
+        return Err(err(
+            key,
+            "has no host: expected e.g. redis://127.0.0.1:6379",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(err(key, "must not have a query or fragment"));
@@ -397,7 +400,11 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
             "lists several URLs: that is for the nodes of a Redis Cluster; add redis_cluster = true, or keep one URL",
         ));
     }
-    if cluster && urls.iter().any(|u| !u.0.path().trim_start_matches('/').is_empty()) {
+    if cluster
+        && urls
+            .iter()
+            .any(|u| !u.0.path().trim_start_matches('/').is_empty())
+    {
         return Err(err(
             "redis_url",
             "names a database (/N), which Redis Cluster does not have",
@@ -918,14 +925,22 @@ mod tests {
     #[test]
     fn redis_is_off_by_default_and_read_from_the_file_or_the_environment() {
         assert!(load(FULL, &[]).unwrap().redis.is_none());
-        let cfg = load(&format!("{FULL}\nredis_url = \"redis://127.0.0.1:6379\""), &[]).unwrap();
+        let cfg = load(
+            &format!("{FULL}\nredis_url = \"redis://127.0.0.1:6379\""),
+            &[],
+        )
+        .unwrap();
         let redis = cfg.redis.unwrap();
         assert_eq!(redis.urls.len(), 1);
         assert_eq!(redis.urls[0].expose(), "redis://127.0.0.1:6379");
         assert!(!redis.cluster && !redis.fail_closed);
         assert_eq!(redis.key_prefix, DEFAULT_REDIS_KEY_PREFIX);
         assert_eq!(redis.timeout, Duration::from_millis(1000));
-        let cfg = load(FULL, &[("LOGTO_REDIS_URL", "rediss://u:p@cache.example:6380/2")]).unwrap();
+        let cfg = load(
+            FULL,
+            &[("LOGTO_REDIS_URL", "rediss://u:p@cache.example:6380/2")],
+        )
+        .unwrap();
         assert!(cfg.redis.unwrap().urls[0].is_tls());
         let cfg = load(
             &format!(
@@ -947,30 +962,101 @@ mod tests {
         for (lines, key, why) in [
             ("redis_url = \"\"", "redis_url", "empty"),
             ("redis_url = \"   \"", "redis_url", "empty"),
-            ("redis_url = \"http://:hunter2pw@h:6379\"", "redis_url", "scheme `http`"),
-            ("redis_url = \"unix:///tmp/redis.sock\"", "redis_url", "scheme `unix`"),
+            (
+                "redis_url = \"http://:hunter2pw@h:6379\"",
+                "redis_url",
+                "scheme `http`",
+            ),
+            (
+                "redis_url = \"unix:///tmp/redis.sock\"",
+                "redis_url",
+                "scheme `unix`",
+            ),
             ("redis_url = \"127.0.0.1:6379\"", "redis_url", "redis://"),
-            ("redis_url = \"redis://:hunter2pw@\"", "redis_url", "not a URL"),
-            ("redis_url = \"redis://:hunter2pw@h:6379/x\"", "redis_url", "database number"),
-            ("redis_url = \"redis://:hunter2pw@h:99999\"", "redis_url", "not a URL"),
-            ("redis_url = \"redis://:hunter2pw@h:6379?db=1\"", "redis_url", "query"),
-            ("redis_url = \"redis://:hunter2pw@a,redis://b\"", "redis_url", "redis_cluster = true"),
-            ("redis_url = \"redis://a/1\"\nredis_cluster = true", "redis_url", "database"),
-            ("redis_url = \"redis://a,\"\nredis_cluster = true", "redis_url", "empty"),
+            (
+                "redis_url = \"redis://:hunter2pw@\"",
+                "redis_url",
+                "not a URL",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@h:6379/x\"",
+                "redis_url",
+                "database number",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@h:99999\"",
+                "redis_url",
+                "not a URL",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@h:6379?db=1\"",
+                "redis_url",
+                "query",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@a,redis://b\"",
+                "redis_url",
+                "redis_cluster = true",
+            ),
+            (
+                "redis_url = \"redis://a/1\"\nredis_cluster = true",
+                "redis_url",
+                "database",
+            ),
+            (
+                "redis_url = \"redis://a,\"\nredis_cluster = true",
+                "redis_url",
+                "empty",
+            ),
             ("redis_url = 6379", "redis_url", "redis_url"),
-            ("redis_cluster = true", "redis_cluster", "without `redis_url`"),
-            ("redis_timeout_ms = 5", "redis_timeout_ms", "without `redis_url`"),
-            ("redis_url = \"redis://h\"\nredis_timeout_ms = 5", "redis_timeout_ms", "10 to 60000"),
-            ("redis_url = \"redis://h\"\nredis_timeout_ms = 600000", "redis_timeout_ms", "10 to 60000"),
-            ("redis_url = \"redis://h\"\nredis_key_prefix = \"\"", "redis_key_prefix", "braces"),
-            ("redis_url = \"redis://h\"\nredis_key_prefix = \"{app}:\"", "redis_key_prefix", "braces"),
-            ("redis_url = \"redis://h\"\nredis_key_prefix = \"my app\"", "redis_key_prefix", "spaces"),
-            ("redis_url = \"redis://h\"\nredis_fail_closed = \"yes\"", "redis_fail_closed", "redis_fail_closed"),
+            (
+                "redis_cluster = true",
+                "redis_cluster",
+                "without `redis_url`",
+            ),
+            (
+                "redis_timeout_ms = 5",
+                "redis_timeout_ms",
+                "without `redis_url`",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_timeout_ms = 5",
+                "redis_timeout_ms",
+                "10 to 60000",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_timeout_ms = 600000",
+                "redis_timeout_ms",
+                "10 to 60000",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_key_prefix = \"\"",
+                "redis_key_prefix",
+                "braces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_key_prefix = \"{app}:\"",
+                "redis_key_prefix",
+                "braces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_key_prefix = \"my app\"",
+                "redis_key_prefix",
+                "spaces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_fail_closed = \"yes\"",
+                "redis_fail_closed",
+                "redis_fail_closed",
+            ),
         ] {
             let e = load(&format!("{FULL}\n{lines}"), &[]).unwrap_err();
             assert!(e.0.contains(key), "{lines}: {e}");
             assert!(e.0.contains(why), "{lines}: {e}");
-            assert!(!e.0.contains("hunter2pw"), "{lines}: the password shows in {e}");
+            assert!(
+                !e.0.contains("hunter2pw"),
+                "{lines}: the password shows in {e}"
+            );
             assert!(!e.0.contains('\n'), "one line: {e}");
         }
     }
@@ -979,7 +1065,10 @@ mod tests {
     fn the_redis_password_never_prints() {
         let cfg = load(
             FULL,
-            &[("LOGTO_REDIS_URL", "rediss://app:hunter2pw@cache.example:6380/0")],
+            &[(
+                "LOGTO_REDIS_URL",
+                "rediss://app:hunter2pw@cache.example:6380/0",
+            )],
         )
         .unwrap();
         let redis = cfg.redis.as_ref().unwrap();
@@ -987,7 +1076,11 @@ mod tests {
             redis.urls[0].to_string(),
             "rediss://app:***@cache.example:6380/0"
         );
-        for shown in [format!("{cfg:?}"), format!("{redis:?}"), redis.urls[0].to_string()] {
+        for shown in [
+            format!("{cfg:?}"),
+            format!("{redis:?}"),
+            redis.urls[0].to_string(),
+        ] {
             assert!(!shown.contains("hunter2pw"), "{shown}");
         }
         assert!(redis.urls[0].expose().contains("hunter2pw"));

@@ -136,7 +136,14 @@ impl RefreshCoordinator {
         grace: Duration,
         remember_for: Duration,
     ) -> RefreshCoordinator {
-        Self::with_clock(ttl, capacity, grace, remember_for, Clock::System, Store::Local)
+        Self::with_clock(
+            ttl,
+            capacity,
+            grace,
+            remember_for,
+            Clock::System,
+            Store::Local,
+        )
     }
 
     /// The same, sharing what it learns through `store`.
@@ -405,14 +412,7 @@ mod tests {
     /// A coordinator on a clock the test moves.
     pub(super) fn on_clock(ttl: Duration) -> (RefreshCoordinator, Clock) {
         let clock = Clock::manual();
-        let c = RefreshCoordinator::with_clock(
-            ttl,
-            100,
-            GRACE,
-            MONTH,
-            clock.clone(),
-            Store::Local,
-        );
+        let c = RefreshCoordinator::with_clock(ttl, 100, GRACE, MONTH, clock.clone(), Store::Local);
         (c, clock)
     }
 

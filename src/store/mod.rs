@@ -159,7 +159,10 @@ impl Store {
                 Begin::Proceed(Lease(None))
             }
             #[cfg(feature = "redis")]
-            Store::Redis(r) => r.begin_refresh(token, target, fresh_after, made_after).await,
+            Store::Redis(r) => {
+                r.begin_refresh(token, target, fresh_after, made_after)
+                    .await
+            }
         }
     }
 
@@ -223,10 +226,12 @@ impl Store {
 /// `cfg!(feature = "redis")`; a parameter so that both builds' answers are tested).
 pub(crate) fn check_support(redis_configured: bool, enabled: bool) -> Result<(), String> {
     if redis_configured && !enabled {
-        return Err("logto config: `redis_url` (or LOGTO_REDIS_URL) is set, but rocket_logto was \
+        return Err(
+            "logto config: `redis_url` (or LOGTO_REDIS_URL) is set, but rocket_logto was \
                     built without its `redis` feature: add features = [\"redis\"] to its line in \
                     Cargo.toml, or remove redis_url to keep everything in process"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -238,7 +243,10 @@ mod tests {
     #[test]
     fn a_build_without_the_feature_refuses_a_configured_redis_url() {
         let e = check_support(true, false).unwrap_err();
-        assert!(e.contains("`redis_url`") && e.contains("features = [\"redis\"]"), "{e}");
+        assert!(
+            e.contains("`redis_url`") && e.contains("features = [\"redis\"]"),
+            "{e}"
+        );
         assert!(check_support(false, false).is_ok());
         assert!(check_support(true, true).is_ok());
     }

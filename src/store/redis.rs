@@ -11,6 +11,7 @@
 //! | `res:{h}:<target>` | the refresh's result for one (resource, organization): expiry and age in clear, tokens sealed | 2 minutes |
 //! | `rot:{h}` | the token that replaced `h`, sealed | `rotation_grace_secs` |
 //! | `spent:{h}` | never send `h` again (rotated out, failed, or holder vanished) | session lifetime |
+//! | `abandoned:{h}` | lease values of calls that timed out: should one still run (Redis hung, then resumed), it takes nothing | 1 hour at most |
 //! | `jti:{j}` | a logout token's `jti` was used | 10 minutes |
 //! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>`, scored by expiry | session lifetime |
 //!
@@ -52,12 +53,15 @@ const POLL: Duration = Duration::from_millis(200);
 const TICK: Duration = Duration::from_secs(1);
 
 /// Looks at everything known about a refresh token and, if nothing says otherwise, takes
-/// the lease to send it (atomically, so that one instance wins).
-/// KEYS: res, rot, spent, lease, flight. ARGV: fresh_after (s), made_after (ms, 0 = any),
-/// lease value, lease ms, remember ms.
+/// the lease to send it (atomically, so that one instance wins). A call its caller gave up
+/// on (timed out, e.g. while Redis hung) may still run later: it then finds its lease value
+/// in `abandoned` and takes nothing.
+/// KEYS: res, rot, spent, lease, flight, abandoned. ARGV: fresh_after (s), made_after (ms,
+/// 0 = any), lease value, lease ms, remember ms.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('SISMEMBER', KEYS[6], ARGV[3]) == 1 then return {'abandoned', ''} end
 local res = redis.call('GET', KEYS[1])
 local rot = redis.call('GET', KEYS[2])
 if res then
@@ -100,6 +104,20 @@ end
 if redis.call('GET', KEYS[4]) == ARGV[9] then redis.call('DEL', KEYS[4]) end
 if redis.call('GET', KEYS[5]) == ARGV[9] then redis.call('DEL', KEYS[5]) end
 redis.call('PUBLISH', ARGV[7], ARGV[8])
+return 1
+",
+    )
+});
+
+/// Gives up a lease that a timed-out call may have taken, whether that call already ran or
+/// runs later. KEYS: lease, flight, abandoned. ARGV: lease value, ms to remember it.
+static ABANDON: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 ",
     )
@@ -172,7 +190,11 @@ struct RefreshKeys {
     spent: String,
     lease: String,
     flight: String,
+    abandoned: String,
 }
+
+/// A lease a timed-out call may hold: (lease key, flight key, abandoned key, lease value).
+type Abandoned = (String, String, String, String);
 
 pub(crate) struct RedisStore {
     conn: Conn,
@@ -192,6 +214,8 @@ pub(crate) struct RedisStore {
     fail_closed: bool,
     /// Ended records Redis could not take yet.
     pending: Mutex<Vec<EndedRecord>>,
+    /// Leases to give up once Redis answers again.
+    abandoned: Mutex<Vec<Abandoned>>,
     ended: Arc<Ended>,
     urls: Vec<RedisUrl>,
     description: String,
@@ -262,12 +286,17 @@ impl RedisStore {
             synced: AtomicBool::new(false),
             fail_closed: settings.fail_closed,
             pending: Mutex::new(Vec::new()),
+            abandoned: Mutex::new(Vec::new()),
             ended,
             urls: settings.urls.clone(),
             description,
             _stop: stop,
         });
-        tokio::spawn(subscriber(Arc::downgrade(&store), store.urls.clone(), stopped));
+        tokio::spawn(subscriber(
+            Arc::downgrade(&store),
+            store.urls.clone(),
+            stopped,
+        ));
         Ok(store)
     }
 
@@ -312,6 +341,7 @@ impl RedisStore {
             spent: self.key("spent", &h),
             lease: self.key("lease", &h),
             flight: self.key("flight", &h),
+            abandoned: self.key("abandoned", &h),
             h,
         }
     }
@@ -452,7 +482,7 @@ impl RedisStore {
                 .script(
                     "check a refresh",
                     &BEGIN,
-                    &[&k.res, &k.rot, &k.spent, &k.lease, &k.flight],
+                    &[&k.res, &k.rot, &k.spent, &k.lease, &k.flight, &k.abandoned],
                     &[
                         fresh.as_bytes(),
                         made.as_bytes(),
@@ -464,7 +494,19 @@ impl RedisStore {
                 .await
             {
                 Ok(answer) => answer,
-                Err(Down) => return Begin::Unavailable,
+                Err(Down) => {
+                    // The call may still run when Redis answers again: give its lease up then.
+                    let mut abandoned = self.abandoned.lock().expect("abandoned lock");
+                    if abandoned.len() < MAX_PENDING {
+                        abandoned.push((
+                            k.lease.clone(),
+                            k.flight.clone(),
+                            k.abandoned.clone(),
+                            lease_value.clone(),
+                        ));
+                    }
+                    return Begin::Unavailable;
+                }
             };
             let field = |i: usize| answer.get(i).map(Vec::as_slice).unwrap_or_default();
             match field(0) {
@@ -659,6 +701,42 @@ impl RedisStore {
         true
     }
 
+    /// Gives up the leases of calls that timed out; keeps those Redis could not take.
+    async fn flush_abandoned(&self) {
+        let abandoned = std::mem::take(&mut *self.abandoned.lock().expect("abandoned lock"));
+        let ttl = secs_ms(self.remember.min(Duration::from_secs(3600))).to_string();
+        let mut left = Vec::new();
+        for entry in abandoned {
+            let (lease, flight, set, value) = &entry;
+            if !left.is_empty()
+                || self
+                    .script::<i64>(
+                        "give up a lease",
+                        &ABANDON,
+                        &[lease, flight, set],
+                        &[value.as_bytes(), ttl.as_bytes()],
+                    )
+                    .await
+                    .is_err()
+            {
+                left.push(entry);
+            }
+        }
+        self.abandoned.lock().expect("abandoned lock").extend(left);
+    }
+
+    /// Retries what Redis could not take: ended records and abandoned leases.
+    async fn catch_up(&self) {
+        let pending = !self.pending.lock().expect("pending lock").is_empty();
+        if pending {
+            self.flush_pending().await;
+        }
+        let abandoned = !self.abandoned.lock().expect("abandoned lock").is_empty();
+        if abandoned {
+            self.flush_abandoned().await;
+        }
+    }
+
     async fn flush_pending(&self) {
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
         if !pending.is_empty() && !self.write_ended(&pending).await {
@@ -673,6 +751,7 @@ impl RedisStore {
     /// what this instance knows and Redis does not (written while it was down, or lost by a
     /// restart), announcing it to the other instances.
     async fn resync(&self) -> bool {
+        self.flush_abandoned().await;
         let now = now_ms();
         let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
         cmd.arg(format!("{}ended", self.prefix))
@@ -750,11 +829,7 @@ async fn wait_for(events: &mut broadcast::Receiver<Arc<str>>, h: &str, until: In
 
 /// Keeps a subscription to the channel, the mirror loaded after each (re)connection, and
 /// the records Redis could not take retried; ends with the store.
-async fn subscriber(
-    store: Weak<RedisStore>,
-    urls: Vec<RedisUrl>,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: oneshot::Receiver<()>) {
     let mut backoff = Duration::from_millis(100);
     let mut was_down = false;
     let mut next_url = 0;
@@ -768,10 +843,14 @@ async fn subscriber(
             let client = ::redis::Client::open(url.expose())?;
             let mut pubsub = tokio::time::timeout(timeout * 2, client.get_async_pubsub())
                 .await
-                .map_err(|_| ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+                .map_err(|_| {
+                    ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
             tokio::time::timeout(timeout * 2, pubsub.subscribe(&channel))
                 .await
-                .map_err(|_| ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+                .map_err(|_| {
+                    ::redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
             Ok::<_, ::redis::RedisError>(pubsub)
         };
         let connected = tokio::select! {
@@ -818,12 +897,7 @@ async fn subscriber(
                                     break;
                                 }
                                 match store.upgrade() {
-                                    Some(s) => {
-                                        let has_pending = !s.pending.lock().expect("pending lock").is_empty();
-                                        if has_pending {
-                                            s.flush_pending().await;
-                                        }
-                                    }
+                                    Some(s) => s.catch_up().await,
                                     None => return,
                                 }
                             }

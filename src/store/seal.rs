@@ -116,7 +116,9 @@ fn aad(name: &str, header: &[u8]) -> Vec<u8> {
 pub(crate) fn secret_key_material(figment: &Figment) -> Result<Vec<u8>, String> {
     const NEEDED: &str = "logto config: `redis_url` needs Rocket's `secret_key`, the same for every \
         instance (set secret_key in Rocket.toml or ROCKET_SECRET_KEY, e.g. from `openssl rand -base64 32`)";
-    let value = figment.find_value("secret_key").map_err(|_| NEEDED.to_string())?;
+    let value = figment
+        .find_value("secret_key")
+        .map_err(|_| NEEDED.to_string())?;
     let bytes = match &value {
         Value::String(_, s) => {
             let s = s.trim();
