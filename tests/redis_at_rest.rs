@@ -259,3 +259,140 @@ async fn redis_holds_no_token_and_no_claim_and_tampered_values_are_refused() {
     let (status, _) = get_json(&a, "/shopping").await;
     assert_eq!(status, Status::Ok);
 }
+
+/// Watches every command Redis receives (`redis-cli monitor`), to count round trips.
+struct Monitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    marker: redis::aio::MultiplexedConnection,
+    _child: tokio::process::Child,
+}
+
+impl Monitor {
+    async fn start(redis: &RedisServer) -> Monitor {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-cli monitor");
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let marker = redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut monitor = Monitor {
+            lines,
+            marker,
+            _child: child,
+        };
+        monitor.mark("start").await;
+        monitor
+    }
+
+    /// Sends a marker command and waits until the monitor saw it.
+    async fn mark(&mut self, label: &str) {
+        let word = format!("mark:{label}");
+        let started = std::time::Instant::now();
+        loop {
+            let _: String = redis::cmd("ECHO")
+                .arg(&word)
+                .query_async(&mut self.marker)
+                .await
+                .unwrap();
+            let seen = |lines: &Vec<String>| lines.iter().any(|l| l.contains(&word));
+            for _ in 0..50 {
+                if seen(&self.lines.lock().unwrap()) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(started.elapsed().as_secs() < 10, "monitor never saw {word}");
+        }
+    }
+
+    /// Round trips (commands sent by the app, not run inside its scripts) between two marks.
+    fn between(&self, from: &str, to: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        let start = lines
+            .iter()
+            .position(|l| l.contains(&format!("mark:{from}\"")))
+            .unwrap();
+        let end = lines
+            .iter()
+            .position(|l| l.contains(&format!("mark:{to}\"")))
+            .unwrap();
+        lines[start + 1..end]
+            .iter()
+            .filter(|l| !l.contains(" lua]"))
+            .filter(|l| !l.contains("\"ECHO\"") && !l.contains("\"echo\""))
+            .filter(|l| !l.to_ascii_lowercase().contains("\"ping\""))
+            .map(|l| l.split('"').nth(1).unwrap_or_default().to_ascii_uppercase())
+            .collect()
+    }
+}
+
+#[rocket::async_test]
+async fn redis_round_trips_per_sign_in_refresh_and_sign_out() {
+    let redis = RedisServer::start().await;
+    let fp = FakeProvider::start().await;
+    let logto = redis_table(&fp, &redis);
+    // A first round loads the scripts into Redis (a script's first use costs one more trip).
+    let warm = signed_in(&fp, logto.clone(), "user-0").await;
+    assert_eq!(get_json(&warm, "/shopping").await.0, Status::Ok);
+    warm.get("/logto/sign-out").dispatch().await;
+    let a = client(logto.clone()).await;
+    let b = untracked(logto.clone()).await;
+    let mut monitor = Monitor::start(&redis).await;
+
+    monitor.mark("sign-in").await;
+    assert_eq!(sign_in(&a, &fp, "user-1").await.0, Status::SeeOther);
+    let before = cookies_of(&a);
+    monitor.mark("refresh").await;
+    assert_eq!(get_json(&a, "/shopping").await.0, Status::Ok);
+    monitor.mark("other-instance").await;
+    assert_eq!(shopping_with(&b, &before).await.0, Status::Ok);
+    monitor.mark("requests").await;
+    for _ in 0..50 {
+        assert_eq!(get_json(&a, "/me").await.0, Status::Ok);
+        assert_eq!(get_json(&a, "/shopping").await.0, Status::Ok);
+        assert_eq!(shopping_with(&b, &before).await.0, Status::Ok);
+    }
+    monitor.mark("sign-out").await;
+    assert_eq!(
+        a.get("/logto/sign-out").dispatch().await.status(),
+        Status::SeeOther
+    );
+    monitor.mark("back-channel").await;
+    let logout = fp.sign_jwt(json!({}), fp.logout_token_claims(Some("user-3"), None));
+    let posted = b
+        .post("/logto/backchannel-logout")
+        .header(ContentType::Form)
+        .body(format!("logout_token={logout}"))
+        .dispatch()
+        .await;
+    assert_eq!(posted.status(), Status::Ok);
+    monitor.mark("end").await;
+
+    let phases = [
+        ("sign-in", "refresh", 0),
+        ("refresh", "other-instance", 2),
+        ("other-instance", "requests", 2),
+        ("requests", "sign-out", 0),
+        ("sign-out", "back-channel", 1),
+        ("back-channel", "end", 2),
+    ];
+    for (from, to, expected) in phases {
+        let trips = monitor.between(from, to);
+        println!("Redis round trips, {from}: {} {trips:?}", trips.len());
+        assert_eq!(trips.len(), expected, "{from}: {trips:?}");
+    }
+}
