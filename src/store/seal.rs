@@ -111,14 +111,27 @@ fn aad(name: &str, header: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes of Rocket's configured `secret_key` (base64 of 32 or 64 bytes, hex of 32, or a
-/// byte array), which every instance shares. Rocket's own debug-mode key is made up per
-/// process, so it cannot serve: instances would not understand each other.
+/// byte array), which every instance shares. Without one (debug builds: Rocket makes up a
+/// key per process, and so does this), the values this process seals can be opened by it
+/// alone: fine for one instance, and said in the log.
 pub(crate) fn secret_key_material(figment: &Figment) -> Result<Vec<u8>, String> {
     const NEEDED: &str = "logto config: `redis_url` needs Rocket's `secret_key`, the same for every \
         instance (set secret_key in Rocket.toml or ROCKET_SECRET_KEY, e.g. from `openssl rand -base64 32`)";
-    let value = figment
-        .find_value("secret_key")
-        .map_err(|_| NEEDED.to_string())?;
+    let configured = figment.find_value("secret_key").ok().filter(|v| {
+        // Rocket's defaults hold an all-zero key, which means "none".
+        v.deserialize::<Vec<u8>>()
+            .map_or(true, |bytes| bytes.iter().any(|&b| b != 0))
+    });
+    let Some(value) = configured else {
+        log::warn!(
+            "logto: no secret_key is configured: what this instance stores in Redis is sealed \
+             with a key of its own, so other instances cannot use it (nor its cookies); set \
+             secret_key, the same on every instance"
+        );
+        let mut key = vec![0u8; 64];
+        rand::thread_rng().fill_bytes(&mut key);
+        return Ok(key);
+    };
     let bytes = match &value {
         Value::String(_, s) => {
             let s = s.trim();
@@ -212,7 +225,12 @@ mod tests {
             let e = secret_key_material(&with(bad)).unwrap_err();
             assert!(e.contains("secret_key"), "{e}");
         }
-        let e = secret_key_material(&Figment::new()).unwrap_err();
-        assert!(e.contains("ROCKET_SECRET_KEY"), "{e}");
+        // None configured (a debug build; Rocket's default is all zeros): a key of this
+        // process only.
+        let own = secret_key_material(&Figment::new()).unwrap();
+        assert_eq!(own.len(), 64);
+        assert_ne!(own, secret_key_material(&Figment::new()).unwrap());
+        let zeros = with(serde_json::json!(vec![0u8; 32]));
+        assert_eq!(secret_key_material(&zeros).unwrap().len(), 64);
     }
 }
