@@ -28,6 +28,8 @@ const ROWS = [
   ['rocket_auth', 'Rocket, `AuthenticatedUser` → claims as JSON', 'express_user'],
   ['rocket_resource', 'Rocket, `ResourceToken<R>`, cached valid token → token as JSON', 'express_resource'],
   ['rocket_auth_distinct', `Rocket, \`AuthenticatedUser\` → claims as JSON, ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies of the session round robin`, 'express_user'],
+  ['rocket_auth_redis', 'Rocket, `AuthenticatedUser` → claims as JSON, with `redis_url` set', 'express_user'],
+  ['rocket_resource_redis', 'Rocket, `ResourceToken<R>`, cached valid token, with `redis_url` set', 'express_resource'],
   ['express_user', '`@logto/express`, `withLogto` → `req.user`', null],
   ['express_resource', '`@logto/express`, `withLogto` + `getAccessToken` (cached) → `req.user`', null],
 ];
@@ -98,6 +100,11 @@ p(`- \`AuthenticatedUser\` ≥ 0.90 of the plain route: ${x(stats.rocket_auth.rp
 p(`- \`ResourceToken<R>\` ≥ 0.90 of the plain route: ${x(stats.rocket_resource.rps, plain.rps)}: ${target(stats.rocket_resource.rps >= 0.9 * plain.rps)}`);
 p(`- \`AuthenticatedUser\` vs \`withLogto\` (≥ 10×, lower p99 and peak RSS): ${vs('rocket_auth', 'express_user')}`);
 p(`- \`ResourceToken<R>\` vs \`withLogto\` + \`getAccessToken\` (same): ${vs('rocket_resource', 'express_resource')}`);
+for (const [id, base, label] of [['rocket_auth_redis', 'rocket_auth', '`AuthenticatedUser`'], ['rocket_resource_redis', 'rocket_resource', '`ResourceToken<R>`']]) {
+  if (stats[id].n && stats[base].n) {
+    p(`- ${label} with \`redis_url\` set ≥ 0.95 of without (no Redis round trip per request): ${x(stats[id].rps, stats[base].rps)}: ${target(stats[id].rps >= 0.95 * stats[base].rps)}`);
+  }
+}
 const calls = Number(meta.STORM_CALLS);
 p(`- Refresh storm: exactly 1 token-endpoint call: ${calls}: ${target(calls === 1)}`);
 p();

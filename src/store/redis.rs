@@ -7,13 +7,13 @@
 //! | key | value | TTL |
 //! |---|---|---|
 //! | `lease:{h}` | the instance refreshing `h` now | twice `http_timeout_secs`, plus 1 s |
-//! | `flight:{h}` | set with the lease, removed by its outcome: a lease gone while this remains means its holder vanished mid-refresh | session lifetime |
+//! | `flight:{h}` | set with the lease, removed by its outcome: a lease gone while this remains means its holder vanished mid-refresh | the shorter session lifetime (inactivity or absolute) |
 //! | `res:{h}:<target>` | the refresh's result for one (resource, organization): expiry and age in clear, tokens sealed | 2 minutes |
 //! | `rot:{h}` | the token that replaced `h`, sealed | `rotation_grace_secs` |
-//! | `spent:{h}` | never send `h` again (rotated out, failed, or holder vanished) | session lifetime |
+//! | `spent:{h}` | never send `h` again (rotated out, failed, or holder vanished) | the shorter session lifetime (inactivity or absolute) |
 //! | `abandoned:{h}` | lease values of calls that timed out: should one still run (Redis hung, then resumed), it takes nothing | 1 hour at most |
 //! | `jti:{j}` | a logout token's `jti` was used | 10 minutes |
-//! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>`, scored by expiry | session lifetime |
+//! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>`, scored by expiry | `session_lifetime_secs` |
 //!
 //! and one pub/sub channel, `<prefix>events`: `r <h>` when a refresh's outcome is written,
 //! `e <member>...` when sessions end. Each instance mirrors `ended` in memory (loaded at
@@ -204,7 +204,12 @@ pub(crate) struct RedisStore {
     timeout: Duration,
     lease: Duration,
     grace: Duration,
-    remember: Duration,
+    /// How long a refresh token is remembered as never to be sent again: a copy of a cookie
+    /// that still carries it expires by inactivity at the latest (its last write is older
+    /// than the rotation), so the shorter of the two session lifetimes is enough.
+    spent_ttl: Duration,
+    /// How long an ended session is remembered: a session may live that long.
+    ended_ttl: Duration,
     /// Names this process in leases.
     instance: String,
     /// Hashes of refresh tokens whose outcome was just written, from the channel.
@@ -280,7 +285,11 @@ impl RedisStore {
             timeout,
             lease: config.http_timeout * 2 + Duration::from_secs(1),
             grace: config.rotation_grace,
-            remember: config.session_lifetime.max(config.rotation_grace),
+            spent_ttl: config
+                .session_lifetime
+                .min(config.session_inactivity)
+                .max(config.rotation_grace),
+            ended_ttl: config.session_lifetime,
             instance: random_token(9),
             events: broadcast::channel(1024).0,
             synced: AtomicBool::new(false),
@@ -475,7 +484,7 @@ impl RedisStore {
             fresh_after.max(0).to_string(),
             made_after_ms.to_string(),
             secs_ms(self.lease).to_string(),
-            secs_ms(self.remember).to_string(),
+            secs_ms(self.spent_ttl).to_string(),
         );
         loop {
             let answer: Vec<Vec<u8>> = match self
@@ -597,7 +606,7 @@ impl RedisStore {
             secs_ms(RESULT_TTL).to_string().into(),
             successor,
             secs_ms(self.grace).to_string().into(),
-            secs_ms(self.remember).to_string().into(),
+            secs_ms(self.spent_ttl).to_string().into(),
             self.channel.clone().into(),
             format!("r {}", k.h).into(),
             lease_value.into(),
@@ -675,7 +684,7 @@ impl RedisStore {
             return true;
         }
         let now = now_ms();
-        let remember = secs_ms(self.remember) as i64;
+        let remember = secs_ms(self.ended_ttl) as i64;
         let ended_key = format!("{}ended", self.prefix);
         for chunk in records.chunks(CHUNK) {
             let members: Vec<String> = chunk.iter().map(EndedRecord::member).collect();
@@ -704,7 +713,7 @@ impl RedisStore {
     /// Gives up the leases of calls that timed out; keeps those Redis could not take.
     async fn flush_abandoned(&self) {
         let abandoned = std::mem::take(&mut *self.abandoned.lock().expect("abandoned lock"));
-        let ttl = secs_ms(self.remember.min(Duration::from_secs(3600))).to_string();
+        let ttl = secs_ms(self.spent_ttl.min(Duration::from_secs(3600))).to_string();
         let mut left = Vec::new();
         for entry in abandoned {
             let (lease, flight, set, value) = &entry;
@@ -771,7 +780,7 @@ impl RedisStore {
             }
         }
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
-        let remember = secs_ms(self.remember) as i64;
+        let remember = secs_ms(self.ended_ttl) as i64;
         let mut seen = HashSet::new();
         let missing: Vec<EndedRecord> = pending
             .into_iter()
