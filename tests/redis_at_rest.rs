@@ -396,3 +396,63 @@ async fn redis_round_trips_per_sign_in_refresh_and_sign_out() {
         assert_eq!(trips.len(), expected, "{from}: {trips:?}");
     }
 }
+
+#[rocket::async_test]
+async fn with_redis_down_a_due_refresh_serves_the_cached_token_while_it_is_valid() {
+    let mut redis = RedisServer::start().await;
+    let fp = FakeProvider::start().await;
+    // Tokens live 30 s, under the 60 s refresh margin: every use asks for a refresh.
+    fp.set(|b| b.access_token_ttl = 30);
+    let mut logto = redis_table(&fp, &redis);
+    merge(&mut logto, &json!({ "redis_timeout_ms": 300 }));
+    let a = signed_in(&fp, logto, "user-1").await;
+    let (status, first) = get_json(&a, "/shopping").await;
+    assert_eq!(status, Status::Ok);
+    let token_requests = fp.count("/token");
+    redis.stop().await;
+    // Due for a refresh, Redis down: the cached token, still valid, is served; nothing sent.
+    let response = a.get("/shopping").header(Accept::JSON).dispatch().await;
+    assert_eq!(response.status(), Status::Ok);
+    assert!(
+        set_cookies(&response).is_empty(),
+        "the session is unchanged"
+    );
+    let again: Value = response.into_json().await.unwrap();
+    assert_eq!(again["access_token"], first["access_token"]);
+    assert_eq!(fp.count("/token"), token_requests);
+}
+
+#[rocket::async_test]
+async fn redis_fail_closed_refuses_sessions_while_redis_is_down_and_keeps_their_cookies() {
+    let mut redis = RedisServer::start().await;
+    let fp = FakeProvider::start().await;
+    let mut logto = redis_table(&fp, &redis);
+    merge(
+        &mut logto,
+        &json!({ "redis_fail_closed": true, "redis_timeout_ms": 300 }),
+    );
+    let a = signed_in(&fp, logto, "user-1").await;
+    let poll = |want: Status| {
+        let a = &a;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let response = a.get("/me").header(Accept::JSON).dispatch().await;
+                if response.status() == want {
+                    return set_cookies(&response);
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "never {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    poll(Status::Ok).await;
+    redis.stop().await;
+    let cookies = poll(Status::Unauthorized).await;
+    assert!(cookies.is_empty(), "the cookies are kept: {cookies:?}");
+    redis.restart().await;
+    poll(Status::Ok).await;
+}
