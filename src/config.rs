@@ -241,7 +241,7 @@ struct RawConfig {
     refresh_cache_entries: Option<usize>,
     spent_state_entries: Option<usize>,
     session_cache_entries: Option<usize>,
-    redis_url: Option<String>,
+    redis_url: Option<OneOrMany>,
     redis_cluster: Option<bool>,
     redis_key_prefix: Option<String>,
     redis_timeout_ms: Option<u64>,
@@ -324,6 +324,42 @@ fn http_url(key: &str, env: Option<&str>, value: Option<String>) -> Result<Url, 
     Ok(url)
 }
 
+/// A string, or a list of strings (`redis_url`: one server, or the nodes of a cluster).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`) shown as `***`.
+fn mask_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '"' | '\'' | ',' | '`') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let user = authority[..at].split(':').next().unwrap_or_default();
+                out.push_str(user);
+                if authority[..at].contains(':') {
+                    out.push_str(":***");
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Default start of every Redis key name.
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "rocket_logto:";
 
@@ -390,10 +426,14 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
         return Ok(None);
     };
     let cluster = raw.redis_cluster.unwrap_or(false);
-    let urls = value
-        .split(',')
-        .map(redis_url)
-        .collect::<Result<Vec<_>, _>>()?;
+    let urls = match value {
+        OneOrMany::One(list) => list.split(',').map(redis_url).collect::<Result<Vec<_>, _>>()?,
+        OneOrMany::Many(urls) if urls.is_empty() => return Err(err(
+            "redis_url",
+            "is an empty list: expected e.g. redis://127.0.0.1:6379 (or remove the key to keep everything in process)",
+        )),
+        OneOrMany::Many(urls) => urls.iter().map(|u| redis_url(u)).collect::<Result<Vec<_>, _>>()?,
+    };
     if urls.len() > 1 && !cluster {
         return Err(err(
             "redis_url",
@@ -476,7 +516,8 @@ impl LogtoConfig {
                 .next()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            ConfigError(format!("logto config: {e}"))
+            // Figment quotes the value it could not use: never a password of a URL.
+            ConfigError(format!("logto config: {}", mask_passwords(&e)))
         })?;
         let config = Self::validate(raw)?;
         for warning in config.warnings() {
@@ -953,6 +994,12 @@ mod tests {
         let redis = cfg.redis.unwrap();
         assert_eq!(redis.urls.len(), 2);
         assert!(redis.cluster && redis.fail_closed);
+        let cfg = load(
+            &format!("{FULL}\nredis_url = [\"redis://a:7000\", \"redis://b:7001\"]\nredis_cluster = true"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.redis.unwrap().urls[1].expose(), "redis://b:7001");
         assert_eq!(redis.key_prefix, "shop:auth:");
         assert_eq!(redis.timeout, Duration::from_millis(250));
     }
@@ -1009,6 +1056,17 @@ mod tests {
                 "empty",
             ),
             ("redis_url = 6379", "redis_url", "redis_url"),
+            ("redis_url = []", "redis_url", "empty list"),
+            (
+                "redis_url = [\"redis://:hunter2pw@a\", 5]",
+                "redis_url",
+                "redis_url",
+            ),
+            (
+                "redis_cluster = \"redis://:hunter2pw@a\"",
+                "redis_cluster",
+                "redis_cluster",
+            ),
             (
                 "redis_cluster = true",
                 "redis_cluster",
@@ -1059,6 +1117,20 @@ mod tests {
             );
             assert!(!e.0.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn passwords_in_quoted_values_are_masked() {
+        assert_eq!(
+            mask_passwords("found string \"redis://app:pw@h:1/0\", expected"),
+            "found string \"redis://app:***@h:1/0\", expected"
+        );
+        assert_eq!(
+            mask_passwords("a redis://:pw@a,rediss://u:p@b c http://host/x"),
+            "a redis://:***@a,rediss://u:***@b c http://host/x"
+        );
+        assert_eq!(mask_passwords("no url"), "no url");
+        assert_eq!(mask_passwords("x://"), "x://");
     }
 
     #[test]

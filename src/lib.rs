@@ -824,8 +824,8 @@
 //! - `redis`: several instances of the app share refreshes and sign-outs through Redis or
 //!   Redis Cluster ([Running several instances](#running-several-instances)). Without it, a
 //!   configured `redis_url` refuses to launch.
-//! - `testing`: [`testing`] signs a request of Rocket's local client in, for an app's own
-//!   route tests.
+//! - `testing`: `rocket_logto::testing` signs a request of Rocket's local client in, for an
+//!   app's own route tests.
 //!
 //! The crate enables Rocket's `secrets` (private cookies) and `json` features, and uses
 //! `rustls` for its HTTPS client (and, with `redis`, for `rediss://`).
