@@ -778,7 +778,7 @@
 //! | `refresh_cache_entries` | integer, 1 to 10000000 | `10000` | |
 //! | `session_cache_entries` | integer, 1 to 10000000 | `4096` | |
 //! | `spent_state_entries` | integer, 1 to 10000000 | `100000` | |
-//! | `redis_url` | `redis://` or `rediss://` URL (user and password allowed, `/N` for a database); with `redis_cluster`, comma-separated nodes. Needs the cargo feature `redis` | none: everything in process | `LOGTO_REDIS_URL` |
+//! | `redis_url` | `redis://` or `rediss://` URL (user and password allowed, `/N` for a database); with `redis_cluster`, a list of nodes (or one string, comma-separated). Needs the cargo feature `redis` | none: everything in process | `LOGTO_REDIS_URL` |
 //! | `redis_cluster` | bool: the URLs are Redis Cluster nodes | `false` | |
 //! | `redis_key_prefix` | 1 to 64 printable ASCII characters, no spaces or braces | `"rocket_logto:"` | |
 //! | `redis_timeout_ms` | integer, 10 to 60000: longest wait for one Redis operation | `1000` | |
@@ -946,8 +946,8 @@
 //! = true`: requests are then treated as signed out (the cookies are kept, and work again
 //! once Redis is back).
 //!
-//! **Redis Cluster**: set `redis_cluster = true` and list some nodes in `redis_url`,
-//! comma-separated (`"redis://10.0.0.1:7000,redis://10.0.0.2:7000"`). The keys of one
+//! **Redis Cluster**: set `redis_cluster = true` and list some nodes in `redis_url`
+//! (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`, or one comma-separated string). The keys of one
 //! refresh share a hash tag (`{<hash of the token>}`), so its script runs on one node;
 //! pub/sub messages cross the cluster. The prefix may not contain braces.
 
