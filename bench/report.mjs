@@ -32,6 +32,8 @@ const ROWS = [
   ['baseline_bearer', 'Baseline: `jsonwebtoken` check on every request (Logto\'s API-protection page), the same token → the same bytes', null],
   ['rocket_bearer_new', `Rocket, \`BearerToken<R>\`, a new token on every request (${Number(meta.TOKENS).toLocaleString('en-US')} machine-to-machine tokens round robin, cache of 100): verifications/s on one core`, null],
   ['baseline_bearer_new', 'Baseline: `jsonwebtoken` check on every request, a new token on every request', null],
+  ['rocket_auth_redis', 'Rocket, `AuthenticatedUser` → claims as JSON, with `redis_url` set', 'express_user'],
+  ['rocket_resource_redis', 'Rocket, `ResourceToken<R>`, cached valid token, with `redis_url` set', 'express_resource'],
   ['express_user', '`@logto/express`, `withLogto` → `req.user`', null],
   ['express_resource', '`@logto/express`, `withLogto` + `getAccessToken` (cached) → `req.user`', null],
 ];
@@ -106,6 +108,11 @@ if (has('rocket_resource', 'express_resource')) p(`- \`ResourceToken<R>\` vs \`w
 if (has('rocket_bearer')) p(`- \`BearerToken<R>\`, repeated token, ≥ 0.90 of the plain route: ${x(stats.rocket_bearer.rps, plain.rps)}: ${target(stats.rocket_bearer.rps >= 0.9 * plain.rps)}`);
 if (has('rocket_bearer', 'baseline_bearer')) p(`- \`BearerToken<R>\`, repeated token, vs the baseline that verifies every request: ${x(stats.rocket_bearer.rps, stats.baseline_bearer.rps)} requests/s, p99 ${ms(stats.rocket_bearer.p99)} vs ${ms(stats.baseline_bearer.p99)}`);
 if (has('rocket_bearer_new')) p(`- \`BearerToken<R>\`, a new token on every request: **${Math.round(stats.rocket_bearer_new.rps).toLocaleString('en-US')} verifications/s/core** (the server runs on one core)${has('baseline_bearer_new') ? `; the \`jsonwebtoken\` baseline: ${Math.round(stats.baseline_bearer_new.rps).toLocaleString('en-US')}/s (${x(stats.rocket_bearer_new.rps, stats.baseline_bearer_new.rps)})` : ''}`);
+for (const [id, base, label] of [['rocket_auth_redis', 'rocket_auth', '`AuthenticatedUser`'], ['rocket_resource_redis', 'rocket_resource', '`ResourceToken<R>`']]) {
+  if (stats[id].n && stats[base].n) {
+    p(`- ${label} with \`redis_url\` set ≥ 0.95 of without (no Redis round trip per request): ${x(stats[id].rps, stats[base].rps)}: ${target(stats[id].rps >= 0.95 * stats[base].rps)}`);
+  }
+}
 const calls = Number(meta.STORM_CALLS);
 if (meta.STORM_CALLS) p(`- Refresh storm: exactly 1 token-endpoint call: ${calls}: ${target(calls === 1)}`);
 if (meta.ONLY_ROWS) p(`- Only these rows were run (BENCH_ROWS): rocket_plain, ${meta.ONLY_ROWS}; no refresh storm nor micro-benchmarks.`);

@@ -190,6 +190,27 @@ impl<V: Clone> ExpiringMap<V> {
         value
     }
 
+    /// Whether no entry is held (live or not yet evicted): lets a caller skip computing a
+    /// key it would look up in vain.
+    pub fn is_empty(&self) -> bool {
+        self.lock().map.is_empty()
+    }
+
+    /// Every live entry, oldest first.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn snapshot(&self) -> Vec<(String, V)> {
+        let inner = self.lock();
+        let now = self.clock.now();
+        inner
+            .order
+            .values()
+            .filter_map(|key| {
+                self.live(&inner, key, now)
+                    .map(|v| (key.to_string(), v.clone()))
+            })
+            .collect()
+    }
+
     /// Entries held (live or not yet evicted).
     pub fn len(&self) -> usize {
         self.lock().map.len()

@@ -15,11 +15,12 @@ use crate::redirect::ReturnPath;
 use crate::sign_in::{DirectSignIn, FirstScreen};
 
 /// The environment variables that override the file, and the keys they set.
-pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+pub const ENV_OVERRIDES: [(&str, &str); 5] = [
     ("LOGTO_ENDPOINT", "endpoint"),
     ("LOGTO_APP_ID", "app_id"),
     ("LOGTO_APP_SECRET", "app_secret"),
     ("LOGTO_BASE_URL", "base_url"),
+    ("LOGTO_REDIS_URL", "redis_url"),
 ];
 
 /// Scopes every sign-in requests, before the configured ones.
@@ -31,7 +32,8 @@ pub const DEFAULT_SCOPES: [UserScope; 3] = [
 
 /// The validated configuration. Built by the fairing from the `logto` table of Rocket's
 /// figment (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`) and the
-/// variables of `ENV_OVERRIDES` (`LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET`, `LOGTO_BASE_URL`), which win over the file. The [crate docs](crate#configuration)
+/// variables of `ENV_OVERRIDES` (`LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET`, `LOGTO_BASE_URL`,
+/// `LOGTO_REDIS_URL`), which win over the file. The [crate docs](crate#configuration)
 /// list every key with its type and default.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -115,6 +117,64 @@ pub struct LogtoConfig {
     pub bearer_cache_entries: usize,
     /// No `app_id`: an API that signs nobody in.
     api_only: bool,
+    /// Redis shared by the app's instances (keys `redis_url`, `redis_cluster`,
+    /// `redis_key_prefix`, `redis_timeout_ms`, `redis_fail_closed`); `None` keeps everything
+    /// in process. Needs the cargo feature `redis`.
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where and how the instances of an app share refreshes and sign-outs (see the crate
+/// docs, "Running several instances").
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// The server, or with `cluster` the seed nodes of a Redis Cluster (key `redis_url`,
+    /// comma-separated for several nodes; env `LOGTO_REDIS_URL`).
+    pub urls: Vec<RedisUrl>,
+    /// The URLs are nodes of a Redis Cluster (key `redis_cluster`, default false).
+    pub cluster: bool,
+    /// Start of every key name (key `redis_key_prefix`, default `rocket_logto:`).
+    pub key_prefix: String,
+    /// Longest wait for one Redis operation; past it the request goes on without Redis
+    /// (key `redis_timeout_ms`, default 1000).
+    pub timeout: Duration,
+    /// While the list of ended sessions cannot be kept current (Redis unreachable), refuse
+    /// session cookies (signed out, cookies kept) instead of serving them (key
+    /// `redis_fail_closed`, default false).
+    pub fail_closed: bool,
+}
+
+/// A `redis://` or `rediss://` URL, which may carry a user and password: its `Debug` and
+/// `Display` print `***` in place of the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Url);
+
+impl RedisUrl {
+    /// The URL itself, password included, for the Redis client only.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether it asks for TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.scheme() == "rediss"
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        f.write_str(shown.as_str())
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
 }
 
 /// The app secret. Its `Debug` and `Display` print `***`, so it never reaches a log.
@@ -144,6 +204,7 @@ impl fmt::Debug for LogtoConfig {
             .field("scopes", &self.scopes)
             .field("resources", &self.resources)
             .field("routes_prefix", &self.routes_prefix)
+            .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
 }
@@ -196,6 +257,11 @@ struct RawConfig {
     spent_state_entries: Option<usize>,
     session_cache_entries: Option<usize>,
     bearer_cache_entries: Option<usize>,
+    redis_url: Option<OneOrMany>,
+    redis_cluster: Option<bool>,
+    redis_key_prefix: Option<String>,
+    redis_timeout_ms: Option<u64>,
+    redis_fail_closed: Option<bool>,
 }
 
 const IDENTIFIERS: [&str; 3] = ["email", "phone", "username"];
@@ -266,6 +332,167 @@ fn http_url(key: &str, env: Option<&str>, value: Option<String>) -> Result<Url, 
     Ok(url)
 }
 
+/// A string, or a list of strings (`redis_url`: one server, or the nodes of a cluster).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`) shown as `***`.
+fn mask_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '"' | '\'' | ',' | '`') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let user = authority[..at].split(':').next().unwrap_or_default();
+                out.push_str(user);
+                if authority[..at].contains(':') {
+                    out.push_str(":***");
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Default start of every Redis key name.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "rocket_logto:";
+
+/// One `redis://` or `rediss://` URL. Messages never repeat the value: it may hold a password.
+fn redis_url(value: &str) -> Result<RedisUrl, ConfigError> {
+    let key = "redis_url";
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(err(
+            key,
+            "has an empty URL: expected e.g. redis://127.0.0.1:6379 (or remove the key to keep \
+             everything in process)",
+        ));
+    }
+    let url = Url::parse(value).map_err(|e| {
+        err(
+            key,
+            format!("is not a URL ({e}): expected e.g. redis://127.0.0.1:6379 or rediss://user:password@host:6380"),
+        )
+    })?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(err(
+            key,
+            format!(
+                "has the scheme `{}`: expected redis:// (plain) or rediss:// (TLS)",
+                crate::logsafe::for_log(url.scheme())
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(err(
+            key,
+            "has no host: expected e.g. redis://127.0.0.1:6379",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err(key, "must not have a query or fragment"));
+    }
+    let path = url.path().trim_start_matches('/');
+    if !path.is_empty() && path.parse::<u16>().is_err() {
+        return Err(err(
+            key,
+            "has a path that is not a database number: expected e.g. redis://host:6379/0",
+        ));
+    }
+    Ok(RedisUrl(url))
+}
+
+fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError> {
+    let Some(value) = &raw.redis_url else {
+        for (set, key) in [
+            (raw.redis_cluster.is_some(), "redis_cluster"),
+            (raw.redis_key_prefix.is_some(), "redis_key_prefix"),
+            (raw.redis_timeout_ms.is_some(), "redis_timeout_ms"),
+            (raw.redis_fail_closed.is_some(), "redis_fail_closed"),
+        ] {
+            if set {
+                return Err(err(
+                    key,
+                    "is set without `redis_url`: set redis_url (or LOGTO_REDIS_URL) too, or remove it",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let cluster = raw.redis_cluster.unwrap_or(false);
+    let urls = match value {
+        OneOrMany::One(list) => list.split(',').map(redis_url).collect::<Result<Vec<_>, _>>()?,
+        OneOrMany::Many(urls) if urls.is_empty() => return Err(err(
+            "redis_url",
+            "is an empty list: expected e.g. redis://127.0.0.1:6379 (or remove the key to keep everything in process)",
+        )),
+        OneOrMany::Many(urls) => urls.iter().map(|u| redis_url(u)).collect::<Result<Vec<_>, _>>()?,
+    };
+    if urls.len() > 1 && !cluster {
+        return Err(err(
+            "redis_url",
+            "lists several URLs: that is for the nodes of a Redis Cluster; add redis_cluster = true, or keep one URL",
+        ));
+    }
+    if cluster
+        && urls
+            .iter()
+            .any(|u| !u.0.path().trim_start_matches('/').is_empty())
+    {
+        return Err(err(
+            "redis_url",
+            "names a database (/N), which Redis Cluster does not have",
+        ));
+    }
+    let key_prefix = raw
+        .redis_key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || !key_prefix
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '{' | '}'))
+    {
+        return Err(err(
+            "redis_key_prefix",
+            format!(
+                "is {:?}: expected 1 to 64 printable ASCII characters without spaces or braces \
+                 (braces would change the Redis Cluster hash slot), e.g. \"myapp:logto:\"",
+                crate::logsafe::for_log(&key_prefix)
+            ),
+        ));
+    }
+    let timeout = raw.redis_timeout_ms.unwrap_or(1000);
+    if !(10..=60_000).contains(&timeout) {
+        return Err(err(
+            "redis_timeout_ms",
+            format!("is {timeout}: expected 10 to 60000 milliseconds (default 1000)"),
+        ));
+    }
+    Ok(Some(RedisSettings {
+        urls,
+        cluster,
+        key_prefix,
+        timeout: Duration::from_millis(timeout),
+        fail_closed: raw.redis_fail_closed.unwrap_or(false),
+    }))
+}
+
 impl LogtoConfig {
     /// Reads the `logto` table of `figment` (already profile-selected, as Rocket's is), with
     /// the `LOGTO_*` environment variables on top.
@@ -297,7 +524,8 @@ impl LogtoConfig {
                 .next()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            ConfigError(format!("logto config: {e}"))
+            // Figment quotes the value it could not use: never a password of a URL.
+            ConfigError(format!("logto config: {}", mask_passwords(&e)))
         })?;
         let config = Self::validate(raw)?;
         for warning in config.warnings() {
@@ -323,6 +551,7 @@ impl LogtoConfig {
     }
 
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
+        let redis = redis_settings(&raw)?;
         let endpoint = http_url("endpoint", Some("LOGTO_ENDPOINT"), raw.endpoint)?;
         // Without `app_id` and `app_secret` the app signs nobody in: an API, which needs
         // the resources it serves. Either of them set means a web app, which needs all three.
@@ -544,6 +773,7 @@ impl LogtoConfig {
                 10_000,
             )?,
             api_only,
+            redis,
         })
     }
 
@@ -866,6 +1096,201 @@ mod tests {
         // Test mode has no configuration key.
         let e = load(&format!("{FULL}\ntrust_test_key = true"), &[]).unwrap_err();
         assert!(e.0.contains("trust_test_key"), "{e}");
+    }
+
+    #[test]
+    fn redis_is_off_by_default_and_read_from_the_file_or_the_environment() {
+        assert!(load(FULL, &[]).unwrap().redis.is_none());
+        let cfg = load(
+            &format!("{FULL}\nredis_url = \"redis://127.0.0.1:6379\""),
+            &[],
+        )
+        .unwrap();
+        let redis = cfg.redis.unwrap();
+        assert_eq!(redis.urls.len(), 1);
+        assert_eq!(redis.urls[0].expose(), "redis://127.0.0.1:6379");
+        assert!(!redis.cluster && !redis.fail_closed);
+        assert_eq!(redis.key_prefix, DEFAULT_REDIS_KEY_PREFIX);
+        assert_eq!(redis.timeout, Duration::from_millis(1000));
+        let cfg = load(
+            FULL,
+            &[("LOGTO_REDIS_URL", "rediss://u:p@cache.example:6380/2")],
+        )
+        .unwrap();
+        assert!(cfg.redis.unwrap().urls[0].is_tls());
+        let cfg = load(
+            &format!(
+                "{FULL}\nredis_url = \"redis://a:7000, redis://b:7001\"\nredis_cluster = true\n\
+                 redis_key_prefix = \"shop:auth:\"\nredis_timeout_ms = 250\nredis_fail_closed = true"
+            ),
+            &[],
+        )
+        .unwrap();
+        let redis = cfg.redis.unwrap();
+        assert_eq!(redis.urls.len(), 2);
+        assert!(redis.cluster && redis.fail_closed);
+        let cfg = load(
+            &format!("{FULL}\nredis_url = [\"redis://a:7000\", \"redis://b:7001\"]\nredis_cluster = true"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.redis.unwrap().urls[1].expose(), "redis://b:7001");
+        assert_eq!(redis.key_prefix, "shop:auth:");
+        assert_eq!(redis.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_redis_settings_are_refused_by_name_and_never_show_the_password() {
+        for (lines, key, why) in [
+            ("redis_url = \"\"", "redis_url", "empty"),
+            ("redis_url = \"   \"", "redis_url", "empty"),
+            (
+                "redis_url = \"http://:hunter2pw@h:6379\"",
+                "redis_url",
+                "scheme `http`",
+            ),
+            (
+                "redis_url = \"unix:///tmp/redis.sock\"",
+                "redis_url",
+                "scheme `unix`",
+            ),
+            ("redis_url = \"127.0.0.1:6379\"", "redis_url", "redis://"),
+            (
+                "redis_url = \"redis://:hunter2pw@\"",
+                "redis_url",
+                "not a URL",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@h:6379/x\"",
+                "redis_url",
+                "database number",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@h:99999\"",
+                "redis_url",
+                "not a URL",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@h:6379?db=1\"",
+                "redis_url",
+                "query",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@a,redis://b\"",
+                "redis_url",
+                "redis_cluster = true",
+            ),
+            (
+                "redis_url = \"redis://a/1\"\nredis_cluster = true",
+                "redis_url",
+                "database",
+            ),
+            (
+                "redis_url = \"redis://a,\"\nredis_cluster = true",
+                "redis_url",
+                "empty",
+            ),
+            ("redis_url = 6379", "redis_url", "redis_url"),
+            ("redis_url = []", "redis_url", "empty list"),
+            (
+                "redis_url = [\"redis://:hunter2pw@a\", 5]",
+                "redis_url",
+                "redis_url",
+            ),
+            (
+                "redis_cluster = \"redis://:hunter2pw@a\"",
+                "redis_cluster",
+                "redis_cluster",
+            ),
+            (
+                "redis_cluster = true",
+                "redis_cluster",
+                "without `redis_url`",
+            ),
+            (
+                "redis_timeout_ms = 5",
+                "redis_timeout_ms",
+                "without `redis_url`",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_timeout_ms = 5",
+                "redis_timeout_ms",
+                "10 to 60000",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_timeout_ms = 600000",
+                "redis_timeout_ms",
+                "10 to 60000",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_key_prefix = \"\"",
+                "redis_key_prefix",
+                "braces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_key_prefix = \"{app}:\"",
+                "redis_key_prefix",
+                "braces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_key_prefix = \"my app\"",
+                "redis_key_prefix",
+                "spaces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nredis_fail_closed = \"yes\"",
+                "redis_fail_closed",
+                "redis_fail_closed",
+            ),
+        ] {
+            let e = load(&format!("{FULL}\n{lines}"), &[]).unwrap_err();
+            assert!(e.0.contains(key), "{lines}: {e}");
+            assert!(e.0.contains(why), "{lines}: {e}");
+            assert!(
+                !e.0.contains("hunter2pw"),
+                "{lines}: the password shows in {e}"
+            );
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn passwords_in_quoted_values_are_masked() {
+        assert_eq!(
+            mask_passwords("found string \"redis://app:pw@h:1/0\", expected"),
+            "found string \"redis://app:***@h:1/0\", expected"
+        );
+        assert_eq!(
+            mask_passwords("a redis://:pw@a,rediss://u:p@b c http://host/x"),
+            "a redis://:***@a,rediss://u:***@b c http://host/x"
+        );
+        assert_eq!(mask_passwords("no url"), "no url");
+        assert_eq!(mask_passwords("x://"), "x://");
+    }
+
+    #[test]
+    fn the_redis_password_never_prints() {
+        let cfg = load(
+            FULL,
+            &[(
+                "LOGTO_REDIS_URL",
+                "rediss://app:hunter2pw@cache.example:6380/0",
+            )],
+        )
+        .unwrap();
+        let redis = cfg.redis.as_ref().unwrap();
+        assert_eq!(
+            redis.urls[0].to_string(),
+            "rediss://app:***@cache.example:6380/0"
+        );
+        for shown in [
+            format!("{cfg:?}"),
+            format!("{redis:?}"),
+            redis.urls[0].to_string(),
+        ] {
+            assert!(!shown.contains("hunter2pw"), "{shown}");
+        }
+        assert!(redis.urls[0].expose().contains("hunter2pw"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
+use crate::logout::SessionCheck;
 use crate::provider::decode_jwt_payload;
 use crate::session::{self, CookieNames, LoadError, Session};
 
@@ -78,8 +79,12 @@ impl RequestSession {
             .get_or_decode(jar, CookieNames::of(config))
             .and_then(|(s, claims, legacy)| {
                 session::check_lifetimes(&s, config, session::now())?;
-                if state.logouts.ended(&claims, s.created_at_ms) {
-                    return Err(LoadError::Invalid("ended by a back-channel logout"));
+                match state.logouts.check(&claims, s.created_at_ms) {
+                    SessionCheck::Live => {}
+                    SessionCheck::Ended => {
+                        return Err(LoadError::Invalid("ended by a sign-out or a logout"))
+                    }
+                    SessionCheck::Unverifiable => return Err(LoadError::Unverifiable),
                 }
                 Ok((s, claims, legacy))
             });

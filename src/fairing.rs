@@ -2,6 +2,7 @@
 //! mounts the auth routes, and makes sure the session cookies a request changed reach the
 //! browser whatever answers it.
 
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
 use crate::logout::Logouts;
 use crate::provider::Provider;
 use crate::refresh::RefreshCoordinator;
+use crate::store::{Ended, Store};
 use crate::tokens::DecodedTokens;
 use crate::transaction::SpentStates;
 
@@ -250,17 +252,28 @@ impl Fairing for Logto {
         let session_lifetime = config.session_lifetime;
         let rotation_grace = config.rotation_grace;
         let session_cache_entries = config.session_cache_entries;
+        // Where refreshes and ended sessions are shared: in process, or Redis.
+        let ended = Arc::new(Ended::new(session_lifetime, spent_entries));
+        let store = match Store::start(&config, rocket.figment(), ended.clone()).await {
+            Ok(store) => store,
+            Err(e) => {
+                log::error!("{e}");
+                return Err(rocket);
+            }
+        };
+        log::info!("logto: refreshes and sign-outs {}", store.describe());
         let state = LogtoState {
             config,
             provider,
-            refresh: RefreshCoordinator::new(
+            refresh: RefreshCoordinator::with_store(
                 REFRESH_MEMORY,
                 refresh_entries,
                 rotation_grace,
                 session_lifetime,
+                store.clone(),
             ),
             spent: SpentStates::new(spent_entries),
-            logouts: Logouts::new(session_lifetime, spent_entries),
+            logouts: Logouts::new(ended, store, spent_entries),
             decoded: DecodedSessions::new(session_cache_entries),
             decoded_tokens: DecodedTokens::new(session_cache_entries),
             on_sign_in: self.on_sign_in.clone(),

@@ -1104,7 +1104,9 @@
 //!   name the same issuer, user and app; userinfo must name the same user.
 //! - **Sessions**: a new session on every sign-in; encrypted, `HttpOnly`, `SameSite=Lax`
 //!   cookies, `Secure` with an https `base_url`; a tampered, truncated or expired cookie
-//!   means signed out; lifetimes enforced from inside the encrypted payload.
+//!   means signed out; lifetimes enforced from inside the encrypted payload; a sign-out
+//!   ends its session, so a copy of its cookies taken before is refused (on every
+//!   instance, with Redis).
 //! - **Redirects**: return paths are same-origin relative paths only ([`ReturnPath`]); the
 //!   post sign-out URI comes from the configuration.
 //! - **Tokens**: never in URLs or logs; auth responses carry `Cache-Control: no-store` and
@@ -1125,7 +1127,7 @@
 //!
 //! # Configuration
 //!
-//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The four
+//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The five
 //! variables in the last column win over the file; any key can also be set through
 //! `ROCKET_LOGTO={key=value, ...}`.
 //!
@@ -1157,6 +1159,11 @@
 //! | `session_cache_entries` | integer, 1 to 10000000 | `4096` | |
 //! | `bearer_cache_entries` | integer, 1 to 10000000: verified access tokens the API guards keep | `10000` | |
 //! | `spent_state_entries` | integer, 1 to 10000000 | `100000` | |
+//! | `redis_url` | `redis://` or `rediss://` URL (user and password allowed, `/N` for a database); with `redis_cluster`, a list of nodes (or one string, comma-separated). Needs the cargo feature `redis` | none: everything in process | `LOGTO_REDIS_URL` |
+//! | `redis_cluster` | bool: the URLs are Redis Cluster nodes | `false` | |
+//! | `redis_key_prefix` | 1 to 64 printable ASCII characters, no spaces or braces | `"rocket_logto:"` | |
+//! | `redis_timeout_ms` | integer, 10 to 60000: longest wait for one Redis operation | `1000` | |
+//! | `redis_fail_closed` | bool: refuse sessions while the ended sessions cannot be kept current | `false` | |
 //!
 //! Notes:
 //!
@@ -1187,6 +1194,9 @@
 //!   out of order, signs in again at its next refresh. A rotation this process no longer
 //!   remembers (evicted, or after a restart) reaches Logto, whose reuse detection then ends
 //!   the grant.
+//! - The `redis_*` keys: see [Running several instances](#running-several-instances). The
+//!   other `redis_*` keys without `redis_url` are refused; the URL is never printed with its
+//!   password.
 //! - Unknown keys are refused, so a typo does not go unnoticed.
 //! - Rocket's own `secret_key` matters too: see below.
 //!
@@ -1194,10 +1204,11 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
+//! | `redis` | several instances of the app share refreshes and sign-outs through Redis or Redis Cluster ([Running several instances](#running-several-instances)). Without it, a configured `redis_url` refuses to launch. |
 //! | `testing` | [`testing`]: helpers for an app's own route tests, signed-in users and bearer tokens (see "Testing your routes"). Use it from `[dev-dependencies]`. |
 //!
 //! The crate enables Rocket's `secrets` (private cookies) and `json` features, and uses
-//! `rustls` for its HTTPS client. `secrets` means that a release build needs a
+//! `rustls` for its HTTPS client (and, with `redis`, for `rediss://`). `secrets` means that a release build needs a
 //! `secret_key`, an API that signs nobody in too.
 //!
 //! # Testing your routes
@@ -1289,15 +1300,85 @@
 //!
 //! # Running several instances
 //!
-//! Sessions live in cookies, so several instances of the app behind a load balancer work
-//! when they share the same `secret_key` (and the same `logto` configuration).
+//! Sessions live in cookies, so instances of the app behind a load balancer need the same
+//! `secret_key` and the same `logto` table, and nothing else to share sessions. What each
+//! instance keeps in memory is another matter:
 //!
-//! Refresh coordination is per process: concurrent requests that need a refresh share one
-//! call only within one instance. Logto may rotate refresh tokens, and reusing a rotated-out
-//! token revokes the grant; if two instances refresh the same session at the same moment,
-//! that user is signed out. Sticky sessions (routing a browser to the same instance) avoid
-//! it. The record of used `state` values is per process too; a replayed callback on another
-//! instance still fails, because Logto accepts an authorization code only once.
+//! - **refresh coordination**: one refresh at a time per refresh token, rotations followed
+//!   for `rotation_grace_secs`, tokens never to be sent again (rotated out, or possibly
+//!   spent by a failed refresh);
+//! - **ended sessions**: sign-outs (a copy of a signed-out session's cookies is refused)
+//!   and back-channel logouts, and the logout tokens' `jti`s.
+//!
+//! With one instance that is all there is. With several, a browser's parallel requests land
+//! on different instances, each would spend the same refresh token, and Logto revokes the
+//! whole grant when a rotated-out refresh token comes back: the user is signed out
+//! everywhere. A back-channel logout would reach one instance only. So, with the cargo
+//! feature `redis`, set `redis_url` and the instances share all of the above through Redis:
+//!
+//! ```toml
+//! # Cargo.toml: rocket_logto = { version = "0.1", features = ["redis"] }
+//! # Rocket.toml
+//! [default]
+//! secret_key = "<openssl rand -base64 32>"   # the same on every instance
+//!
+//! [default.logto]
+//! redis_url = "redis://127.0.0.1:6379"       # or LOGTO_REDIS_URL; rediss://user:password@host:6380/0
+//! # redis_key_prefix = "rocket_logto:"       # when several apps share one Redis
+//! # redis_timeout_ms = 1000
+//! # redis_fail_closed = false
+//! ```
+//!
+//! **The cookie stays the source of truth.** Redis holds coordination, never the only copy
+//! of a session: losing Redis loses no session, and a request whose session needs no
+//! refresh makes no Redis round trip. Each instance checks requests against its own copy
+//! of the ended sessions, loaded when it connects (and after every reconnection) and kept
+//! current through pub/sub. Round trips: a sign-in 0; a refresh 2 (check and take a short
+//! lease, then write the outcome); an instance that follows a refresh made elsewhere 2, or 3
+//! when it waited for it; a sign-out 1; a back-channel logout 2.
+//!
+//! **One refresh across instances.** Before a refresh token this instance knows nothing
+//! about is sent, one atomic script looks at what the others did with it: refreshed for
+//! this target (the result is used), rotated (the successor is followed, the old token is
+//! never sent again), spent, or being refreshed right now (wait for the outcome, announced
+//! on pub/sub, at most the lease). Otherwise it takes the lease (`SET NX PX`; twice
+//! `http_timeout_secs` plus a second) and calls Logto. An instance that dies while it holds
+//! a lease leaves a marker behind: once the lease has expired, the others take the token
+//! for spent (it may have reached Logto) and end that session (the user signs in again)
+//! rather than resend it, which would revoke the grant. The same happens if Redis fails
+//! between the lease and the outcome for longer than the lease.
+//!
+//! **Shared**: refresh results and rotations (for `rotation_grace_secs`), tokens never to
+//! be sent again, ended sessions, logout `jti`s. **Not shared**: sessions themselves (in
+//! cookies), used sign-in `state`s (a callback replayed on another instance still fails:
+//! Logto accepts a code once), caches of decoded cookies, discovery and keys.
+//!
+//! **Nothing secret in the clear.** Key names carry keyed hashes (HMAC-SHA256) of refresh
+//! tokens, `sid`s, `sub`s and `jti`s, never the values; values holding tokens are sealed with
+//! AES-256-GCM under a key derived from `secret_key` (HKDF) and bound to their key name, so
+//! whoever reads or writes Redis can neither read a token nor plant a result (a value that
+//! fails to open is ignored, and the token it concerns is not sent). Every key has a TTL.
+//!
+//! **When Redis is down or hangs** (each operation waits at most `redis_timeout_ms`):
+//! - routes that only read the session answer from the cookie, as without Redis (a warning
+//!   is logged);
+//! - a route that needs a refresh serves the cached access token while it is valid;
+//!   otherwise it answers 503 with `Retry-After`. Either way it keeps the session and sends
+//!   nothing to Logto: spending a token twice is worse than a short wait;
+//! - a sign-out or back-channel logout is enforced by the instance that got it at once, and
+//!   by the others once Redis is back (it is kept and sent then);
+//! - when Redis is back, everything works again without a restart, and the ended sessions
+//!   are reloaded (and written back if Redis lost them in a restart).
+//!
+//! During an outage the other instances cannot learn of new sign-outs. To refuse sessions
+//! instead while the list of ended sessions cannot be kept current, set `redis_fail_closed
+//! = true`: requests are then treated as signed out (the cookies are kept, and work again
+//! once Redis is back).
+//!
+//! **Redis Cluster**: set `redis_cluster = true` and list some nodes in `redis_url`
+//! (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`, or one comma-separated string). The keys of one
+//! refresh share a hash tag (`{<hash of the token>}`), so its script runs on one node;
+//! pub/sub messages cross the cluster. The prefix may not contain braces.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -1326,6 +1407,7 @@ mod routes;
 mod session;
 mod sign_in;
 mod single_flight;
+mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -1340,7 +1422,7 @@ pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
     ORGANIZATIONS_RESOURCE,
 };
-pub use config::{AppSecret, ConfigError, LogtoConfig};
+pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl};
 pub use error::{html_escape, LogtoError};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};

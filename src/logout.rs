@@ -1,12 +1,15 @@
 //! Back-channel logout (OpenID Connect Back-Channel Logout 1.0): Logto posts a signed
 //! logout token when a user's session ends there, and from then on this app refuses the
 //! session cookies of that Logto session (`sid`) or, without a `sid`, every session of
-//! that user (`sub`) started before the logout.
+//! that user (`sub`) started before the logout. A sign-out through `/logto/sign-out` ends
+//! its own session the same way, so that a copy of its cookies taken before no longer works.
 //!
 //! Cookie sessions live in browsers, so the refusal list lives in memory: bounded, kept
-//! for the session lifetime, per process (see "Running several instances" in the docs).
+//! for the session lifetime. With Redis it is shared by every instance, and each instance
+//! checks requests against its own mirror of it (see "Running several instances" in the
+//! docs).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,6 +19,7 @@ use crate::claims::IdTokenClaims;
 use crate::jwt::{self, JwtError, Kind};
 use crate::provider::{Discovery, Provider};
 use crate::session::now_ms;
+use crate::store::{Ended, EndedKind, EndedRecord, Ident, Store};
 
 /// The `events` member that makes a JWT a logout token.
 pub(crate) const BACKCHANNEL_LOGOUT_EVENT: &str =
@@ -23,52 +27,118 @@ pub(crate) const BACKCHANNEL_LOGOUT_EVENT: &str =
 /// How long a logout token's `jti` is remembered to refuse replays.
 const JTI_MEMORY: Duration = Duration::from_secs(600);
 
-/// Logouts received, and the logout tokens already used.
+/// Whether a session may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionCheck {
+    Live,
+    /// Signed out, or logged out by Logto.
+    Ended,
+    /// The list of ended sessions cannot be kept current (Redis unreachable) and the app
+    /// asked to refuse sessions meanwhile (`redis_fail_closed`).
+    Unverifiable,
+}
+
+/// Sessions ended, and the logout tokens already used.
 pub(crate) struct Logouts {
-    /// `sid` -> when it was logged out.
-    sids: ExpiringMap<i64>,
-    /// `sub` -> when all of the user's sessions were logged out.
-    subs: ExpiringMap<i64>,
+    /// Ended sessions (with Redis: this instance's mirror of the shared list).
+    ended: Arc<Ended>,
     jtis: ExpiringMap<()>,
-    /// Set by the first logout: until then, no request pays for a lookup.
-    any: AtomicBool,
+    store: Store,
 }
 
 impl Logouts {
-    pub fn new(session_lifetime: Duration, capacity: usize) -> Logouts {
+    /// Records ended sessions in `ended` (shared with `store`'s mirror), bounded by `capacity`.
+    pub fn new(ended: Arc<Ended>, store: Store, capacity: usize) -> Logouts {
         Logouts {
-            sids: ExpiringMap::new(session_lifetime, capacity),
-            subs: ExpiringMap::new(session_lifetime, capacity),
+            ended,
             jtis: ExpiringMap::new(JTI_MEMORY, capacity),
-            any: AtomicBool::new(false),
+            store,
         }
     }
 
-    /// Whether a session with these claims, started at `created_at_ms`, was logged out.
-    pub fn ended(&self, claims: &IdTokenClaims, created_at_ms: i64) -> bool {
-        // Most apps never receive a logout: one cheap check before any lookup.
-        if !self.any.load(Ordering::Relaxed) {
-            return false;
+    /// Whether a session with these claims, started at `created_at_ms`, may be used: an
+    /// in-memory lookup, no round trip.
+    pub fn check(&self, claims: &IdTokenClaims, created_at_ms: i64) -> SessionCheck {
+        if self.store.refuse_unchecked_sessions() {
+            return SessionCheck::Unverifiable;
         }
-        let by_sid = claims
-            .sid
-            .as_deref()
-            .is_some_and(|sid| self.sids.get(sid).is_some());
+        // Most apps never end a session: one cheap check before any lookup.
+        if self.ended.none() {
+            return SessionCheck::Live;
+        }
+        let store = &self.store;
+        let by_sid = || {
+            claims.sid.as_deref().is_some_and(|sid| {
+                self.ended
+                    .ended_at(EndedKind::Sid, || store.ident(Ident::Sid(sid)))
+                    .is_some()
+            })
+        };
         // Only sessions started before the logout; a sign-in after it must work.
-        let by_sub = self
-            .subs
-            .get(&claims.sub)
-            .is_some_and(|at| created_at_ms < at);
-        by_sid || by_sub
+        let by_sub = || {
+            self.ended
+                .ended_at(EndedKind::Sub, || store.ident(Ident::Sub(&claims.sub)))
+                .is_some_and(|at| created_at_ms < at)
+        };
+        let by_session = || {
+            self.ended
+                .ended_at(EndedKind::Session, || {
+                    store.ident(Ident::Session {
+                        sub: &claims.sub,
+                        created_at_ms,
+                    })
+                })
+                .is_some()
+        };
+        if by_sid() || by_sub() || by_session() {
+            SessionCheck::Ended
+        } else {
+            SessionCheck::Live
+        }
     }
 
-    fn record(&self, logout: &LogoutToken) {
-        self.any.store(true, Ordering::Relaxed);
-        match (&logout.sid, &logout.sub) {
-            (Some(sid), _) => self.sids.insert(sid, now_ms()),
-            (None, Some(sub)) => self.subs.insert(sub, now_ms()),
-            (None, None) => {}
+    /// Ends the session of `claims` started at `created_at_ms` (its sign-out): every copy of
+    /// its cookies is refused from now on, on every instance.
+    pub async fn end_session(&self, claims: &IdTokenClaims, created_at_ms: i64) {
+        let record = EndedRecord {
+            kind: EndedKind::Session,
+            ident: self.store.ident(Ident::Session {
+                sub: &claims.sub,
+                created_at_ms,
+            }),
+            at_ms: created_at_ms,
+        };
+        self.ended.insert(&record);
+        self.store.share_ended(vec![record]).await;
+    }
+
+    /// Uses the logout token `jti` (once across instances) and records its logout.
+    async fn record(&self, jti: &str, logout: &LogoutToken) -> Result<(), String> {
+        const REPLAYED: &str = "it was already used (jti)";
+        if !self.jtis.insert_new(jti, ()) {
+            return Err(REPLAYED.into());
         }
+        match self.store.first_use_of_jti(jti).await {
+            Some(true) => {}
+            Some(false) => return Err(REPLAYED.into()),
+            None => log::warn!(
+                "logto: the logout token's jti could not be checked with the other instances \
+                 (Redis unreachable); accepted on this instance's memory"
+            ),
+        }
+        let (kind, ident) = match (&logout.sid, &logout.sub) {
+            (Some(sid), _) => (EndedKind::Sid, self.store.ident(Ident::Sid(sid))),
+            (None, Some(sub)) => (EndedKind::Sub, self.store.ident(Ident::Sub(sub))),
+            (None, None) => return Ok(()),
+        };
+        let record = EndedRecord {
+            kind,
+            ident,
+            at_ms: now_ms(),
+        };
+        self.ended.insert(&record);
+        self.store.share_ended(vec![record]).await;
+        Ok(())
     }
 }
 
@@ -101,9 +171,6 @@ pub(crate) async fn accept(
         sid: text("sid"),
     };
     let jti = text("jti").ok_or("it has no token id (jti)")?;
-    if !logouts.jtis.insert_new(&jti, ()) {
-        return Err("it was already used (jti)".into());
-    }
-    logouts.record(&logout);
+    logouts.record(&jti, &logout).await?;
     Ok(logout)
 }

@@ -16,6 +16,11 @@
 //! Every map is keyed by a SHA-256 fingerprint of the refresh token, never the token, so
 //! that the long record of rotated-out tokens holds no token at all. Entries live for a
 //! while and their number is bounded, so memory stays flat whatever the traffic.
+//!
+//! The maps are this process's memory. Before a token this process knows nothing about is
+//! sent, the [`Store`] is asked: in process it has nothing to add; with Redis it tells what
+//! the other instances did with the token (refreshed, rotated, spent, refreshing right
+//! now) and gives one instance at a time the lease to send it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use tokio::sync::Mutex;
 use crate::bounded::{Clock, ExpiringMap};
 use crate::provider::{ProviderError, TokenResponse};
 use crate::session::now;
+use crate::store::{Begin, Finish, Store};
 
 /// What a request needs a token for.
 pub(crate) type Target = (Option<String>, Option<String>);
@@ -54,6 +60,9 @@ pub(crate) enum RefreshError {
     /// The refresh token was rotated out longer than the grace ago, or may have been spent
     /// by a failed refresh: its session ends, and the token was not sent to Logto.
     Spent,
+    /// The shared store (Redis) cannot be reached: nothing was sent to Logto, the session
+    /// is intact, try again shortly.
+    Unavailable,
 }
 
 impl From<ProviderError> for RefreshError {
@@ -77,9 +86,9 @@ struct Entry {
 
 /// The refresh token that replaced a rotated-out one, and the ID token that came with it.
 #[derive(Clone)]
-struct Successor {
-    refresh_token: String,
-    id_token: Option<String>,
+pub(crate) struct Successor {
+    pub refresh_token: String,
+    pub id_token: Option<String>,
 }
 
 /// What became of a refresh token.
@@ -104,6 +113,8 @@ pub(crate) struct RefreshCoordinator {
     /// tells a rotated-out token past its grace from one this process never saw rotate.
     /// Holds fingerprints only.
     spent: ExpiringMap<()>,
+    /// What the other instances know (nothing, in process).
+    store: Store,
 }
 
 /// How many rotations a stale request may follow before giving up.
@@ -118,13 +129,32 @@ impl RefreshCoordinator {
     /// A coordinator that keeps refresh outcomes for `ttl`, at most `capacity` per kind,
     /// follows rotations for `grace`, and remembers them for `remember_for` (the longest a
     /// session cookie may live).
+    #[cfg(test)]
     pub fn new(
         ttl: Duration,
         capacity: usize,
         grace: Duration,
         remember_for: Duration,
     ) -> RefreshCoordinator {
-        Self::with_clock(ttl, capacity, grace, remember_for, Clock::System)
+        Self::with_clock(
+            ttl,
+            capacity,
+            grace,
+            remember_for,
+            Clock::System,
+            Store::Local,
+        )
+    }
+
+    /// The same, sharing what it learns through `store`.
+    pub fn with_store(
+        ttl: Duration,
+        capacity: usize,
+        grace: Duration,
+        remember_for: Duration,
+        store: Store,
+    ) -> RefreshCoordinator {
+        Self::with_clock(ttl, capacity, grace, remember_for, Clock::System, store)
     }
 
     fn with_clock(
@@ -133,11 +163,13 @@ impl RefreshCoordinator {
         grace: Duration,
         remember_for: Duration,
         clock: Clock,
+        store: Store,
     ) -> RefreshCoordinator {
         RefreshCoordinator {
             entries: ExpiringMap::with_clock(ttl, capacity, clock.clone()),
             successors: ExpiringMap::with_clock(grace, capacity, clock.clone()),
             spent: ExpiringMap::with_clock(remember_for.max(grace), capacity, clock),
+            store,
         }
     }
 
@@ -175,6 +207,24 @@ impl RefreshCoordinator {
                         refresh_token: next.refresh_token,
                         id_token: next.id_token.or(from.id_token),
                     }
+                }
+                None => break,
+            }
+        }
+        from
+    }
+
+    /// [`Self::newest`], asking the other instances for the hops this process has not seen.
+    async fn newest_shared(&self, mut from: Successor) -> Successor {
+        for _ in 0..MAX_CHAIN {
+            from = self.newest(from);
+            match self.store.successor(&from.refresh_token).await {
+                Some(next) => {
+                    self.remember_rotation(&fingerprint(&from.refresh_token), next.clone());
+                    from = Successor {
+                        refresh_token: next.refresh_token,
+                        id_token: next.id_token.or(from.id_token),
+                    };
                 }
                 None => break,
             }
@@ -244,6 +294,41 @@ impl RefreshCoordinator {
                 id_token = successor.id_token.or(id_token);
                 continue;
             }
+            // Nothing known here: what did the other instances do with it?
+            let lease = match self
+                .store
+                .begin_refresh(&token, &target, fresh_after, made_after)
+                .await
+            {
+                Begin::Proceed(lease) => lease,
+                Begin::Shared { result, successor } => {
+                    let mut result = Arc::new(result);
+                    let r = Arc::make_mut(&mut result);
+                    match successor {
+                        Some(successor) => {
+                            self.remember_rotation(&key, successor.clone());
+                            let newest = self.newest_shared(successor).await;
+                            r.refresh_token = newest.refresh_token;
+                            r.id_token = newest.id_token.or(r.id_token.take()).or(id_token);
+                        }
+                        None => r.id_token = r.id_token.take().or(id_token),
+                    }
+                    state.results.retain(|(t, _)| *t != target);
+                    state.results.push((target, result.clone()));
+                    return Ok(result);
+                }
+                Begin::Rotated(successor) => {
+                    self.remember_rotation(&key, successor.clone());
+                    token = successor.refresh_token;
+                    id_token = successor.id_token.or(id_token);
+                    continue;
+                }
+                Begin::Spent => {
+                    self.spent.insert(&key, ());
+                    return Err(RefreshError::Spent);
+                }
+                Begin::Unavailable => return Err(RefreshError::Unavailable),
+            };
             return match call(token.clone()).await {
                 Ok(response) => {
                     let next = response
@@ -251,14 +336,12 @@ impl RefreshCoordinator {
                         .clone()
                         .unwrap_or_else(|| token.clone());
                     let new_id = response.id_token.clone().or(id_token);
-                    if next != token {
-                        self.remember_rotation(
-                            &key,
-                            Successor {
-                                refresh_token: next.clone(),
-                                id_token: response.id_token.clone(),
-                            },
-                        );
+                    let successor = (next != token).then(|| Successor {
+                        refresh_token: next.clone(),
+                        id_token: response.id_token.clone(),
+                    });
+                    if let Some(successor) = &successor {
+                        self.remember_rotation(&key, successor.clone());
                     }
                     let result = Arc::new(Refreshed {
                         refresh_token: next,
@@ -267,6 +350,13 @@ impl RefreshCoordinator {
                         expires_at: now() + response.expires_in.unwrap_or(3600) as i64,
                         made_at: Instant::now(),
                     });
+                    let finish = Finish::Refreshed {
+                        result: &result,
+                        successor: successor.as_ref(),
+                    };
+                    self.store
+                        .finish_refresh(lease, &token, &target, finish)
+                        .await;
                     state.results.retain(|(t, _)| *t != target);
                     state.results.push((target, result.clone()));
                     Ok(result)
@@ -276,17 +366,26 @@ impl RefreshCoordinator {
                     // the error, later ones (after the entry is gone) `Spent`.
                     state.failed = Some(e.clone());
                     self.spent.insert(&key, ());
+                    self.store
+                        .finish_refresh(lease, &token, &target, Finish::Spent)
+                        .await;
                     Err(e.into())
                 }
                 Err(e @ ProviderError::Refused { .. }) => {
                     // Refused for this target only (not a member, scope missing): the
                     // token is intact for others.
+                    self.store
+                        .finish_refresh(lease, &token, &target, Finish::Free)
+                        .await;
                     state.failed_targets.push((target, e.clone()));
                     Err(e.into())
                 }
                 Err(e) => {
                     // No answer or a server error: the token was not spent, a later
                     // request may try it again.
+                    self.store
+                        .finish_refresh(lease, &token, &target, Finish::Free)
+                        .await;
                     Err(e.into())
                 }
             };
@@ -313,7 +412,7 @@ mod tests {
     /// A coordinator on a clock the test moves.
     pub(super) fn on_clock(ttl: Duration) -> (RefreshCoordinator, Clock) {
         let clock = Clock::manual();
-        let c = RefreshCoordinator::with_clock(ttl, 100, GRACE, MONTH, clock.clone());
+        let c = RefreshCoordinator::with_clock(ttl, 100, GRACE, MONTH, clock.clone(), Store::Local);
         (c, clock)
     }
 

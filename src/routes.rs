@@ -433,9 +433,13 @@ async fn end_session(
     let Some(ended) = ended else {
         return SignOutAnswer::Redirect(AuthRedirect(config.post_sign_out_redirect.to_string()));
     };
-    let sub = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token)
-        .map(|c| c.sub)
-        .unwrap_or_default();
+    let claims = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token);
+    let sub = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
+    if let Ok(claims) = &claims {
+        // Copies of this session's cookies (taken before, or still in flight) are refused
+        // from now on, on every instance.
+        state.logouts.end_session(claims, ended.created_at_ms).await;
+    }
     log::info!("logto: user {} signed out", for_log(&sub));
     let discovery = match state.provider.discovery().await {
         Ok(d) => d,

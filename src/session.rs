@@ -144,6 +144,9 @@ pub(crate) enum LoadError {
     Absent,
     /// Something was there but is unusable (tampered, truncated, old key, expired).
     Invalid(&'static str),
+    /// A session that cannot be checked against the ended sessions now (Redis down with
+    /// `redis_fail_closed`): treated as signed out, its cookies kept for later.
+    Unverifiable,
 }
 
 /// Reads the session from the request's cookies (lifetimes are checked by the caller).

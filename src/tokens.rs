@@ -260,6 +260,34 @@ async fn refresh_into(
     let result = match result {
         Ok(r) => Ok(r),
         Err(RefreshError::Provider(e)) => Err(e),
+        Err(RefreshError::Unavailable) => {
+            // Redis is down: nothing was sent to Logto (spending a token twice is worse
+            // than a short wait) and the session stays as it is.
+            let cached = match (resource, organization) {
+                (None, None) => session.userinfo_token.clone(),
+                _ => session.cached_token(resource, organization).cloned(),
+            };
+            if let Some(cached) = cached.filter(|t| t.expires_at > now()) {
+                log::warn!(
+                    "logto: the refresh for user {} waits until Redis is back; serving the cached access token meanwhile",
+                    old.sub
+                );
+                return Ok(cached);
+            }
+            log::warn!(
+                "logto: the refresh for user {} waits until Redis is back; answering 503",
+                old.sub
+            );
+            let retry_after = state
+                .config
+                .redis
+                .as_ref()
+                .map_or(1, |r| r.timeout.as_secs().max(1));
+            return Err(LogtoError::Unavailable {
+                message: "Signing in is briefly unavailable; try again in a moment.".into(),
+                retry_after: Some(retry_after),
+            });
+        }
         Err(RefreshError::Spent) => {
             // Mostly an old copy of the cookie (or one whose newer copy never arrived): Logto
             // would take the token for a replay and revoke the grant of the browser that

@@ -936,6 +936,51 @@ async fn sign_out_revokes_clears_and_redirects_to_end_session_without_the_id_tok
 }
 
 #[rocket::async_test]
+async fn sign_out_ends_its_session_for_every_copy_of_its_cookies() {
+    let fp = FakeProvider::start().await;
+    let client = app_for(&fp).await;
+    let copy = || -> Vec<Cookie<'static>> {
+        client
+            .cookies()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect()
+    };
+    // Two sessions of one user (two browsers); the second signs out.
+    assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::SeeOther);
+    let first = copy();
+    assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::SeeOther);
+    let second = copy();
+    assert_eq!(
+        client.get("/logto/sign-out").dispatch().await.status(),
+        Status::SeeOther
+    );
+    // A copy of the signed-out session's cookies, taken before: refused, and removed.
+    let response = client
+        .get("/me")
+        .header(rocket::http::Accept::JSON)
+        .cookies(second)
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::Unauthorized);
+    assert!(set_cookies(&response)
+        .iter()
+        .any(|l| l.starts_with("logto_session=") && l.contains("Max-Age=0")));
+    drop(response);
+    // The other session goes on, and a new sign-in works.
+    let response = client
+        .get("/me")
+        .header(rocket::http::Accept::JSON)
+        .cookies(first)
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::Ok);
+    drop(response);
+    assert_eq!(sign_in(&client, &fp, "user-1").await.0, Status::SeeOther);
+    assert_eq!(signed_in_sub(&client).await.as_deref(), Some("user-1"));
+}
+
+#[rocket::async_test]
 async fn launch_does_not_need_logto_and_discovery_is_retried_after_a_failure() {
     let fp = FakeProvider::start().await;
     fp.stop().await;

@@ -236,6 +236,10 @@ function claimsOf(user, use) {
 const DEFAULT_ACCESS_TOKEN_TTL = 3600;
 const state = {
   accessTokenTtl: DEFAULT_ACCESS_TOKEN_TTL,
+  /** Delay before the token endpoint handles a request (a slow Logto), ms. */
+  tokenDelayMs: 0,
+  /** The private signing key (JWK), to sign logout tokens like Logto would. */
+  signingKey: undefined,
   /** sub -> grant ids ever saved for the app (a revoked grant is gone from the adapter). */
   grantsBySub: new Map(),
 };
@@ -243,6 +247,8 @@ const state = {
 function emptyStats() {
   return {
     token_requests: { authorization_code: 0, refresh_token: 0, client_credentials: 0 },
+    /** Token requests received, counted on arrival (before any delay and handling). */
+    token_requests_received: 0,
     refresh_by_resource: {},
     refresh_by_organization: {},
     revoked_grants: 0,
@@ -271,6 +277,7 @@ function generateSigningKey(alg) {
 
 function buildProvider(issuer) {
   const alg = SIGNING_ALG;
+  state.signingKey = generateSigningKey(alg);
   const jwtFormat = { accessTokenFormat: 'jwt', jwt: { sign: { alg } } };
 
   const configuration = {
@@ -299,7 +306,7 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
-    jwks: { keys: [generateSigningKey(alg)] },
+    jwks: { keys: [state.signingKey] },
     enabledJWA: { idTokenSigningAlgValues: [alg] },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
 
@@ -413,6 +420,10 @@ function buildProvider(issuer) {
   // Statistics of every request that reached the token, revocation and userinfo endpoints,
   // and Logto's `code` member in JSON error bodies.
   provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/token') {
+      stats.token_requests_received += 1;
+      if (state.tokenDelayMs > 0) await new Promise((resolve) => { setTimeout(resolve, state.tokenDelayMs); });
+    }
     await next();
     const route = ctx._matchedRouteName;
     if (route === 'token') {
@@ -695,6 +706,29 @@ async function grantValid(provider, sub) {
   return false;
 }
 
+/** A back-channel logout token for the app, signed with the provider's key, as Logto sends. */
+function signLogoutToken(issuer, { sub, sid }) {
+  const jwk = state.signingKey;
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: issuer,
+    aud: APP_ID,
+    iat: now,
+    exp: now + 120,
+    jti: crypto.randomBytes(16).toString('base64url'),
+    events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+  };
+  if (typeof sub === 'string') claims.sub = sub;
+  if (typeof sid === 'string') claims.sid = sid;
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${encode({ alg: jwk.alg, kid: jwk.kid, typ: 'logout+jwt' })}.${encode(claims)}`;
+  const key = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+  const signature = jwk.alg === 'RS256'
+    ? crypto.sign('sha256', Buffer.from(input), key)
+    : crypto.sign('sha384', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${signature.toString('base64url')}`;
+}
+
 async function handleTestControl(provider, req, res, url) {
   if (!isLoopback(req.socket.remoteAddress)) {
     sendJson(res, 403, { error: 'test-control endpoints are loopback only' });
@@ -722,6 +756,35 @@ async function handleTestControl(provider, req, res, url) {
       }
       state.accessTokenTtl = seconds;
       sendJson(res, 200, { seconds });
+      return;
+    }
+    case 'POST /__test/token-delay': {
+      let ms;
+      try {
+        ({ ms } = JSON.parse((await readBody(req)) || '{}'));
+      } catch {
+        ms = undefined;
+      }
+      if (!Number.isSafeInteger(ms) || ms < 0) {
+        sendJson(res, 400, { error: 'expected JSON {"ms": <integer >= 0>}' });
+        return;
+      }
+      state.tokenDelayMs = ms;
+      sendJson(res, 200, { ms });
+      return;
+    }
+    case 'POST /__test/logout-token': {
+      let body;
+      try {
+        body = JSON.parse((await readBody(req)) || '{}');
+      } catch {
+        body = {};
+      }
+      if (typeof body.sub !== 'string' && typeof body.sid !== 'string') {
+        sendJson(res, 400, { error: 'expected JSON {"sub": "...", "sid": "..."} with one or both' });
+        return;
+      }
+      sendJson(res, 200, { logout_token: signLogoutToken(provider.issuer, body) });
       return;
     }
     case 'GET /__test/grant-valid': {

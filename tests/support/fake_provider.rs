@@ -2350,6 +2350,16 @@ impl FakeProvider {
         self.st().revoked.clone()
     }
 
+    /// Every refresh and access token issued so far (to look for them where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let st = self.st();
+        st.refresh_tokens
+            .keys()
+            .chain(st.access_tokens.keys())
+            .cloned()
+            .collect()
+    }
+
     pub fn refresh_token_status(&self, token: &str) -> TokenStatus {
         self.st()
             .refresh_tokens

@@ -239,6 +239,26 @@ impl RealProvider {
         .await;
     }
 
+    /// Holds every token request for `ms` before handling it (a slow Logto); 0 stops it.
+    pub async fn set_token_delay(&self, ms: u64) {
+        let body = serde_json::json!({ "ms": ms });
+        self.control(reqwest::Method::POST, "/__test/token-delay", Some(body))
+            .await;
+    }
+
+    /// A back-channel logout token for the app (by `sub`, `sid` or both), signed with the
+    /// provider's key.
+    pub async fn logout_token(&self, sub: Option<&str>, sid: Option<&str>) -> String {
+        let body = serde_json::json!({ "sub": sub, "sid": sid });
+        let v = self
+            .control(reqwest::Method::POST, "/__test/logout-token", Some(body))
+            .await;
+        v["logout_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("unexpected logout-token answer {v}"))
+            .to_string()
+    }
+
     /// Whether the user still has a grant (the thing refresh tokens hang on) for the app that
     /// was not revoked: by refresh-token reuse, code replay, revocation of a refresh token, or
     /// an end-session without `offline_access`.

@@ -1,0 +1,181 @@
+//! The in-process half of the store: the ended sessions as bounded maps. Without Redis they
+//! are the whole truth; with Redis they are each instance's mirror of the shared list, so
+//! that checking a request never leaves the process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::bounded::ExpiringMap;
+
+/// What an ended-session record names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndedKind {
+    /// A Logto session (`sid` of a back-channel logout): every app session in it.
+    Sid,
+    /// A user (`sub` of a back-channel logout without `sid`): their sessions started before.
+    Sub,
+    /// One session of this app, ended by its sign-out (`/logto/sign-out`).
+    Session,
+}
+
+impl EndedKind {
+    /// Its tag in key names, members and messages.
+    pub fn tag(self) -> &'static str {
+        match self {
+            EndedKind::Sid => "sid",
+            EndedKind::Sub => "sub",
+            EndedKind::Session => "ses",
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn from_tag(tag: &str) -> Option<EndedKind> {
+        match tag {
+            "sid" => Some(EndedKind::Sid),
+            "sub" => Some(EndedKind::Sub),
+            "ses" => Some(EndedKind::Session),
+            _ => None,
+        }
+    }
+}
+
+/// One ended record. `ident` is the `sid`, the `sub` or the session's identity as the
+/// store names them (with Redis: keyed hashes, never the values); `at_ms` is when the
+/// logout happened (for a session: when it started, which bounds how long it can live).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EndedRecord {
+    pub kind: EndedKind,
+    pub ident: String,
+    pub at_ms: i64,
+}
+
+impl EndedRecord {
+    /// `<tag>:<ident>:<at_ms>`, as the shared list holds it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn member(&self) -> String {
+        format!("{}:{}:{}", self.kind.tag(), self.ident, self.at_ms)
+    }
+
+    /// Reads a member; `None` for anything else (a foreign or damaged entry is ignored).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn parse(member: &str) -> Option<EndedRecord> {
+        let mut parts = member.splitn(3, ':');
+        let kind = EndedKind::from_tag(parts.next()?)?;
+        let ident = parts.next()?;
+        let at_ms = parts.next()?.parse().ok()?;
+        if ident.is_empty() || ident.len() > 128 {
+            return None;
+        }
+        Some(EndedRecord {
+            kind,
+            ident: ident.to_string(),
+            at_ms,
+        })
+    }
+}
+
+/// Ended sessions, bounded and kept for the session lifetime.
+pub(crate) struct Ended {
+    sids: ExpiringMap<i64>,
+    subs: ExpiringMap<i64>,
+    sessions: ExpiringMap<i64>,
+    /// Set by the first record: until then, no request pays for a lookup.
+    any: AtomicBool,
+}
+
+impl Ended {
+    pub fn new(lifetime: Duration, capacity: usize) -> Ended {
+        Ended {
+            sids: ExpiringMap::new(lifetime, capacity),
+            subs: ExpiringMap::new(lifetime, capacity),
+            sessions: ExpiringMap::new(lifetime, capacity),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    fn map(&self, kind: EndedKind) -> &ExpiringMap<i64> {
+        match kind {
+            EndedKind::Sid => &self.sids,
+            EndedKind::Sub => &self.subs,
+            EndedKind::Session => &self.sessions,
+        }
+    }
+
+    /// Adds a record (for a user, the latest logout counts).
+    pub fn insert(&self, record: &EndedRecord) {
+        let map = self.map(record.kind);
+        let at = match map.get(&record.ident) {
+            Some(earlier) => earlier.max(record.at_ms),
+            None => record.at_ms,
+        };
+        map.insert(&record.ident, at);
+        self.any.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether nothing was ever recorded (the common case: no lookup at all).
+    pub fn none(&self) -> bool {
+        !self.any.load(Ordering::Relaxed)
+    }
+
+    /// When `ident` of `kind` ended, if it did. `ident` is only computed when records of that
+    /// kind exist: with Redis it is a keyed hash.
+    pub fn ended_at(&self, kind: EndedKind, ident: impl FnOnce() -> String) -> Option<i64> {
+        let map = self.map(kind);
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&ident())
+    }
+
+    /// Every live record (to write back to a Redis that lost them).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn snapshot(&self) -> Vec<EndedRecord> {
+        [EndedKind::Sid, EndedKind::Sub, EndedKind::Session]
+            .into_iter()
+            .flat_map(|kind| {
+                self.map(kind)
+                    .snapshot()
+                    .into_iter()
+                    .map(move |(ident, at_ms)| EndedRecord { kind, ident, at_ms })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip_and_garbage_is_ignored() {
+        let r = EndedRecord {
+            kind: EndedKind::Session,
+            ident: "abc_-9".into(),
+            at_ms: 1_700_000_000_000,
+        };
+        assert_eq!(EndedRecord::parse(&r.member()), Some(r));
+        for bad in ["", "xyz:a:1", "sid::1", "sid:a:", "sid:a:b", "sub"] {
+            assert_eq!(EndedRecord::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_latest_logout_of_a_user_counts_and_lookups_skip_empty_kinds() {
+        let ended = Ended::new(Duration::from_secs(60), 10);
+        assert!(ended.none());
+        let record = |at_ms| EndedRecord {
+            kind: EndedKind::Sub,
+            ident: "u".into(),
+            at_ms,
+        };
+        ended.insert(&record(20));
+        ended.insert(&record(10));
+        assert!(!ended.none());
+        assert_eq!(ended.ended_at(EndedKind::Sub, || "u".into()), Some(20));
+        assert_eq!(
+            ended.ended_at(EndedKind::Sid, || panic!("no sid records: not computed")),
+            None
+        );
+        assert_eq!(ended.snapshot(), vec![record(20)]);
+    }
+}

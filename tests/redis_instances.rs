@@ -1,0 +1,558 @@
+//! Issue 11, "Many instances, one Redis": three instances of the app, each a process of its
+//! own with the same `secret_key`, behind a round-robin front, sharing one Redis, against
+//! the real Logto-like provider (rotation on every refresh, reuse revokes the grant).
+//!
+//! - sign-in starts on one instance and its callback lands on another;
+//! - 30 concurrent requests of one session needing a refresh, spread over the instances,
+//!   make exactly one refresh call and the grant stays valid;
+//! - the pre-rotation cookies replayed on each instance make no call and revoke nothing;
+//! - a sign-out on one instance: the old cookies get 401 on every instance;
+//! - a back-channel logout posted to one instance: 401 on every instance within 1 s, and its
+//!   `jti` is refused by the others;
+//! - Redis hanging, then stopped: claims routes answer, refresh routes answer 503 with
+//!   `Retry-After` within the timeout and send nothing; restarted: everything recovers with
+//!   exactly one refresh, and a sign-out made during the outage reaches every instance;
+//! - an instance killed while it holds the lease of a refresh: the others never resend the
+//!   token (its session ends) and the grant stays valid.
+//!
+//! Needs `redis-server` (scripts/setup) and `npm ci --prefix tests/provider`. Figures are
+//! printed (`cargo test --all-features --test redis_instances -- --nocapture`).
+
+#[path = "support/app.rs"]
+mod app;
+#[path = "support/instances.rs"]
+mod instances;
+#[path = "support/real_provider.rs"]
+mod real_provider;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[path = "support/round_robin.rs"]
+mod round_robin;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use instances::Instance;
+use real_provider::{ProviderBrowser, ProviderOptions, RealProvider, ALICE, ALICE_SUB};
+use redis_server::RedisServer;
+use reqwest::StatusCode;
+use round_robin::RoundRobin;
+use serde_json::{json, Value};
+
+/// The test selected in the instance processes.
+const ENTRY: &str = "instance_process";
+/// Concurrent requests of the storm.
+const STORM: usize = 30;
+/// `redis_timeout_ms` of the instances.
+const REDIS_TIMEOUT_MS: u64 = 500;
+
+/// Not a test of its own: the entry point of the instance processes (does nothing here).
+#[test]
+fn instance_process() {
+    instances::serve_if_instance();
+}
+
+/// Provider, Redis, three instances and the front.
+struct Deployment {
+    provider: RealProvider,
+    redis: RedisServer,
+    front: RoundRobin,
+    instances: Vec<Instance>,
+    http: reqwest::Client,
+}
+
+async fn deploy(extra: Value) -> Deployment {
+    deploy_with(extra, true).await
+}
+
+async fn deploy_with(extra: Value, with_redis: bool) -> Deployment {
+    let front = RoundRobin::bind().await;
+    let provider = RealProvider::start(ProviderOptions {
+        redirect_uris: vec![format!("{}/logto/sign-in-callback", front.url())],
+        post_logout_redirect_uris: vec![format!("{}/", front.url())],
+        ..ProviderOptions::default()
+    })
+    .await;
+    let redis = RedisServer::start().await;
+    let mut logto = app::logto_table(
+        &provider.endpoint,
+        &provider.options.app_id,
+        &provider.options.app_secret,
+    );
+    app::merge(&mut logto, &json!({ "base_url": front.url() }));
+    if with_redis {
+        app::merge(
+            &mut logto,
+            &json!({ "redis_url": redis.url(), "redis_timeout_ms": REDIS_TIMEOUT_MS }),
+        );
+    }
+    app::merge(&mut logto, &extra);
+    let (a, b, c) = tokio::join!(
+        Instance::spawn("a", &logto, ENTRY),
+        Instance::spawn("b", &logto, ENTRY),
+        Instance::spawn("c", &logto, ENTRY),
+    );
+    let instances = vec![a, b, c];
+    front.set_backends(instances.iter().map(|i| i.addr).collect());
+    // One connection per request (no keep-alive pool): the front deals requests round robin.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    Deployment {
+        provider,
+        redis,
+        front,
+        instances,
+        http,
+    }
+}
+
+/// What a browser keeps for the app: `name=value` as set.
+#[derive(Clone, Default, Debug)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn absorb(&mut self, headers: &reqwest::header::HeaderMap) {
+        for line in headers.get_all("set-cookie") {
+            let line = line.to_str().unwrap();
+            let pair = line.split(';').next().unwrap().trim();
+            let (name, value) = pair.split_once('=').unwrap();
+            let lower = line.to_ascii_lowercase();
+            if value.is_empty() || lower.contains("max-age=0") {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_string(), pair.to_string());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0.values().cloned().collect::<Vec<_>>().join("; ")
+    }
+
+    fn has_session(&self) -> bool {
+        self.0.contains_key("logto_session")
+    }
+}
+
+/// One answer: status, the instance that made it, `Retry-After`, body as JSON (or text).
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    instance: String,
+    retry_after: Option<String>,
+    location: Option<String>,
+    body: Value,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Deployment {
+    async fn get(&self, url: &str, jar: &Jar) -> Answer {
+        let mut request = self.http.get(url).header("Accept", "application/json");
+        if !jar.0.is_empty() {
+            request = request.header("Cookie", jar.header());
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        Answer {
+            status,
+            instance: header("x-instance").unwrap_or_default(),
+            retry_after: header("retry-after"),
+            location: header("location"),
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        }
+    }
+
+    /// Through the front, keeping the cookies the answer sets.
+    async fn browse(&self, path: &str, jar: &mut Jar) -> Answer {
+        let answer = self.get(&format!("{}{path}", self.front.url()), jar).await;
+        jar.absorb(&answer.headers);
+        answer
+    }
+
+    /// To one instance directly, without keeping cookies.
+    async fn on(&self, instance: usize, path: &str, jar: &Jar) -> Answer {
+        self.get(&format!("{}{path}", self.instances[instance].url()), jar)
+            .await
+    }
+
+    /// Signs alice in through the front; returns the instances of the start and the callback.
+    async fn sign_in(&self, jar: &mut Jar) -> (String, String) {
+        let start = self.browse("/logto/sign-in", jar).await;
+        assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
+        let authorize = start.location.clone().unwrap();
+        let callback = ProviderBrowser::new()
+            .sign_in(&authorize, ALICE.0, ALICE.1)
+            .await;
+        let path = callback
+            .strip_prefix(&self.front.url())
+            .unwrap_or_else(|| panic!("the callback is not on the front: {callback}"));
+        let done = self.browse(path, jar).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+        assert_eq!(done.location.as_deref(), Some("/"), "{done:?}");
+        assert!(jar.has_session());
+        (start.instance, done.instance)
+    }
+
+    async fn refreshes(&self) -> u64 {
+        self.provider.stats().await["token_requests"]["refresh_token"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Polls `path` with `jar` on every instance until each answers `status`; the time it
+    /// took, or a panic at `deadline`.
+    async fn until_all(
+        &self,
+        path: &str,
+        jar: &Jar,
+        status: StatusCode,
+        deadline: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        let mut pending: BTreeSet<usize> = (0..self.instances.len()).collect();
+        loop {
+            for i in pending.clone() {
+                if self.on(i, path, jar).await.status == status {
+                    pending.remove(&i);
+                }
+            }
+            if pending.is_empty() {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "instances {pending:?} still do not answer {status} to {path} after {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// 30 concurrent requests of `jar` to `path` through the front: their answers.
+    async fn storm(&self, path: &str, jar: &Jar) -> Vec<Answer> {
+        let url = format!("{}{path}", self.front.url());
+        let requests = (0..STORM).map(|_| self.get(&url, jar));
+        rocket::futures::future::join_all(requests).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
+    let dep = deploy(json!({})).await;
+    // Tokens from the sign-in live 30 s, under the 60 s refresh margin: the first use of a
+    // token needs a refresh.
+    dep.provider.set_access_token_ttl(30).await;
+    let mut jar = Jar::default();
+    let (started_on, called_back_on) = dep.sign_in(&mut jar).await;
+    assert_ne!(
+        started_on, called_back_on,
+        "the callback must land on another instance than the sign-in"
+    );
+    dep.provider.set_access_token_ttl(3600).await;
+    dep.provider.reset_stats().await;
+
+    // The storm.
+    let before = jar.clone();
+    let answers = dep.storm("/shopping", &before).await;
+    let served: BTreeSet<&str> = answers.iter().map(|a| a.instance.as_str()).collect();
+    assert_eq!(served.len(), 3, "the front spread the storm: {served:?}");
+    let tokens: BTreeSet<&str> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, StatusCode::OK, "{a:?}");
+            a.body["access_token"].as_str().unwrap()
+        })
+        .collect();
+    let calls = dep.refreshes().await;
+    println!("3-instance storm: {STORM} requests over {served:?}, provider refresh calls: {calls}, distinct access tokens: {}", tokens.len());
+    assert_eq!(calls, 1, "exactly one refresh across the instances");
+    assert_eq!(tokens.len(), 1, "every request got the one refreshed token");
+    assert!(dep.provider.grant_valid(ALICE_SUB).await);
+    let mut after = Jar::default();
+    after.absorb(&answers[0].headers);
+    for (name, pair) in &before.0 {
+        after.0.entry(name.clone()).or_insert_with(|| pair.clone());
+    }
+
+    // The cookies from before the rotation, on each instance: the rotation is followed.
+    for i in 0..3 {
+        let replay = dep.on(i, "/shopping", &before).await;
+        assert_eq!(replay.status, StatusCode::OK, "instance {i}: {replay:?}");
+        assert_eq!(
+            replay.body["access_token"].as_str(),
+            tokens.first().copied()
+        );
+    }
+    assert_eq!(dep.refreshes().await, 1, "replays make no call");
+    assert!(
+        dep.provider.grant_valid(ALICE_SUB).await,
+        "replays revoke nothing"
+    );
+
+    // Sign-out on one instance: the old cookies (both generations) fail on every instance.
+    for i in 0..3 {
+        assert_eq!(dep.on(i, "/me", &after).await.status, StatusCode::OK);
+    }
+    let mut browser = after.clone();
+    let out = dep.browse("/logto/sign-out", &mut browser).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
+    assert!(!browser.has_session(), "sign-out clears the cookies");
+    let took = dep
+        .until_all(
+            "/me",
+            &after,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(2),
+        )
+        .await;
+    println!(
+        "sign-out on instance {}: 401 on all instances after {took:?}",
+        out.instance
+    );
+    for i in 0..3 {
+        assert_eq!(
+            dep.on(i, "/me", &before).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    // A new sign-in works, then a back-channel logout posted to one instance ends it on all.
+    let mut second = Jar::default();
+    dep.sign_in(&mut second).await;
+    for i in 0..3 {
+        assert_eq!(dep.on(i, "/me", &second).await.status, StatusCode::OK);
+    }
+    let token = dep.provider.logout_token(Some(ALICE_SUB), None).await;
+    let body = format!(
+        "logout_token={}",
+        url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+    );
+    let post = |base: String| {
+        dep.http
+            .post(format!("{base}/logto/backchannel-logout"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+    };
+    let accepted = post(dep.instances[0].url()).await.unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let took = dep
+        .until_all(
+            "/me",
+            &second,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(1),
+        )
+        .await;
+    println!("back-channel logout on instance a: 401 on all instances after {took:?}");
+    // Its jti is spent for every instance.
+    for i in 1..3 {
+        let replayed = post(dep.instances[i].url()).await.unwrap();
+        assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+        let text = replayed.text().await.unwrap();
+        assert!(text.contains("already used (jti)"), "{text}");
+    }
+    // Sessions started after the logout work.
+    let mut third = Jar::default();
+    dep.sign_in(&mut third).await;
+    dep.until_all("/me", &third, StatusCode::OK, Duration::from_secs(1))
+        .await;
+    assert!(dep.provider.grant_valid(ALICE_SUB).await);
+}
+
+/// The problem, as a control for the test above: without Redis the same storm spends the
+/// token once per instance, and Logto revokes the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_same_storm_spends_the_token_on_every_instance() {
+    let dep = deploy_with(json!({}), false).await;
+    dep.provider.set_access_token_ttl(30).await;
+    let mut jar = Jar::default();
+    dep.sign_in(&mut jar).await;
+    dep.provider.set_access_token_ttl(3600).await;
+    dep.provider.reset_stats().await;
+    dep.storm("/shopping", &jar).await;
+    let calls = dep.refreshes().await;
+    println!("without Redis: {STORM} requests over 3 instances, provider refresh calls: {calls}");
+    assert!(calls > 1, "{calls}");
+    assert!(!dep.provider.grant_valid(ALICE_SUB).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart() {
+    let mut dep = deploy(json!({})).await;
+    dep.provider.set_access_token_ttl(30).await;
+    // One session needing a refresh per outage, one to sign out during the second, and one
+    // refreshed now, so that Redis already knows the crate's scripts: a call that timed out
+    // while Redis hung then runs when it resumes, and must take no lease.
+    let (mut hung, mut stopped, mut other) = (Jar::default(), Jar::default(), Jar::default());
+    let mut warm = Jar::default();
+    for jar in [&mut hung, &mut stopped, &mut other, &mut warm] {
+        dep.sign_in(jar).await;
+    }
+    dep.provider.set_access_token_ttl(3600).await;
+    assert_eq!(dep.on(0, "/shopping", &warm).await.status, StatusCode::OK);
+    dep.provider.reset_stats().await;
+    let bound = Duration::from_millis(REDIS_TIMEOUT_MS) + Duration::from_millis(1500);
+
+    for (phase, jar) in [("hanging", &hung), ("stopped", &stopped)] {
+        if phase == "hanging" {
+            dep.redis.pause();
+        } else {
+            dep.redis.stop().await;
+        }
+        for i in 0..3 {
+            let claims = dep.on(i, "/me", jar).await;
+            assert_eq!(claims.status, StatusCode::OK, "{phase}, instance {i}");
+            let started = Instant::now();
+            let refresh = dep.on(i, "/shopping", jar).await;
+            let took = started.elapsed();
+            assert_eq!(
+                refresh.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{phase}, instance {i}: {refresh:?}"
+            );
+            assert!(refresh.retry_after.is_some(), "{refresh:?}");
+            assert!(
+                took < bound,
+                "{phase}: the 503 took {took:?}, over the timeout"
+            );
+            assert!(
+                refresh.headers.get("set-cookie").is_none(),
+                "the session is kept as it is: {refresh:?}"
+            );
+            println!("Redis {phase}: instance {i} answered 503 in {took:?}");
+        }
+        assert_eq!(
+            dep.refreshes().await,
+            if phase == "hanging" { 0 } else { 1 },
+            "nothing was sent to Logto"
+        );
+        if phase == "stopped" {
+            // A sign-out while Redis is down: this instance refuses that session at once.
+            let out = dep.on(0, "/logto/sign-out", &other).await;
+            assert_eq!(out.status, StatusCode::SEE_OTHER);
+            assert_eq!(
+                dep.on(0, "/me", &other).await.status,
+                StatusCode::UNAUTHORIZED
+            );
+            dep.redis.restart().await;
+        } else {
+            dep.redis.resume();
+        }
+        // Everything recovers, without a restart of the instances, with one refresh.
+        let started = Instant::now();
+        let recovered = loop {
+            let answer = dep.browse_once("/shopping", jar).await;
+            if answer.status == StatusCode::OK {
+                break answer;
+            }
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no recovery after Redis came back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "Redis {phase}, then back: instance {} served the refresh after {:?}",
+            recovered.instance,
+            started.elapsed()
+        );
+        let answers = dep.storm("/shopping", jar).await;
+        assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+        assert_eq!(
+            dep.refreshes().await,
+            if phase == "hanging" { 1 } else { 2 },
+            "exactly one refresh per session after the recovery"
+        );
+    }
+    assert!(dep.provider.grant_valid(ALICE_SUB).await);
+    // The sign-out made during the outage reaches the other instances.
+    let took = dep
+        .until_all(
+            "/me",
+            &other,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(5),
+        )
+        .await;
+    println!("sign-out during the outage: on all instances {took:?} after the recovery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
+    // A lease lasts twice the HTTP timeout plus a second: 5 s here.
+    let mut dep = deploy(json!({ "http_timeout_secs": 2 })).await;
+    dep.provider.set_access_token_ttl(30).await;
+    let mut jar = Jar::default();
+    dep.sign_in(&mut jar).await;
+    dep.provider.set_access_token_ttl(3600).await;
+    dep.provider.reset_stats().await;
+    dep.provider.set_token_delay(1500).await;
+
+    // Instance a takes the lease and sends the refresh; it dies while Logto answers.
+    let url = format!("{}/shopping", dep.instances[0].url());
+    let request = dep
+        .http
+        .get(url)
+        .header("Accept", "application/json")
+        .header("Cookie", jar.header())
+        .send();
+    let in_flight = tokio::spawn(request);
+    let started = Instant::now();
+    while dep.provider.stats().await["token_requests_received"].as_u64() != Some(1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the refresh never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dep.instances[0].kill().await;
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "its client lost the answer"
+    );
+    dep.provider.set_token_delay(0).await;
+
+    // The others wait for the lease, then take the token for spent: its session ends
+    // (sign in again) rather than a resend that would revoke the grant.
+    let started = Instant::now();
+    let answer = dep.on(1, "/shopping", &jar).await;
+    println!(
+        "lease holder killed: instance b answered {} after {:?}",
+        answer.status,
+        started.elapsed()
+    );
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
+    assert_eq!(
+        dep.on(2, "/shopping", &jar).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let stats = dep.provider.stats().await;
+    assert_eq!(
+        stats["token_requests_received"].as_u64(),
+        Some(1),
+        "the token was never sent again: {stats}"
+    );
+    assert!(
+        dep.provider.grant_valid(ALICE_SUB).await,
+        "nothing was revoked"
+    );
+}
+
+impl Deployment {
+    /// Through the front, without keeping cookies.
+    async fn browse_once(&self, path: &str, jar: &Jar) -> Answer {
+        self.get(&format!("{}{path}", self.front.url()), jar).await
+    }
+}
