@@ -381,8 +381,8 @@ impl RefreshCoordinator {
                     Err(e.into())
                 }
                 Err(e) => {
-                    // No answer or a server error: the token was not spent, a later
-                    // request may try it again.
+                    // Never sent, rate-limited or a server error: the token was not
+                    // spent, a later request may try it again.
                     self.store
                         .finish_refresh(lease, &token, &target, Finish::Free)
                         .await;
