@@ -23,7 +23,11 @@ use serde_json::json;
 
 const CACHE: usize = 400;
 
-async fn browsers(client: &rocket::local::asynchronous::Client, fp: &FakeProvider, from: usize) -> Vec<Browser> {
+async fn browsers(
+    client: &rocket::local::asynchronous::Client,
+    fp: &FakeProvider,
+    from: usize,
+) -> Vec<Browser> {
     let mut browsers = Vec::with_capacity(CACHE);
     for i in from..from + CACHE {
         let mut b = Browser::signed_in(client, fp, &format!("user-{i:05}")).await;
@@ -47,7 +51,11 @@ async fn a_decoded_session_costs_a_few_kilobytes_and_a_full_cache_stays_flat() {
     drop(signing_in);
     let client = untracked(logto).await;
     assert_eq!(first[0].status_of(&client, "/me").await, Status::Ok);
-    let cookie_bytes: usize = first[0].cookies().iter().map(|c| c.name().len() + c.value().len() + 1).sum();
+    let cookie_bytes: usize = first[0]
+        .cookies()
+        .iter()
+        .map(|c| c.name().len() + c.value().len() + 1)
+        .sum();
 
     // One request per browser: each decodes its session into the cache. The browsers
     // (their cookies) stay alive throughout, so only what the app keeps is counted.
