@@ -7,9 +7,8 @@
 
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "support/heap.rs"]
+mod heap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -24,37 +23,6 @@ use rocket_logto::testing::cached_bearer_tokens;
 use rocket_logto::{BearerToken, Logto, Resource};
 use serde_json::json;
 
-/// Live heap bytes of this process.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 const SHOPPING: &str = "https://shopping.example.com/api";
 const TOKENS: usize = 100_000;
@@ -155,7 +123,7 @@ async fn the_verified_token_cache_stays_within_its_bound_under_100k_distinct_tok
         .register("/", Logto::catchers())
         .mount("/", routes![whoami]);
     let client = Client::untracked(rocket).await.unwrap();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = heap::live();
 
     let mut after_batch = Vec::new();
     for batch in 0..TOKENS / BATCH {
@@ -179,7 +147,7 @@ async fn the_verified_token_cache_stays_within_its_bound_under_100k_distinct_tok
             cached <= CAPACITY,
             "{cached} tokens cached, more than {CAPACITY}"
         );
-        after_batch.push((LIVE.load(Ordering::Relaxed), rss_kib()));
+        after_batch.push((heap::live(), rss_kib()));
         eprintln!(
             "after {:>6} tokens: {cached} cached, heap {:.1} MiB, RSS {:.1} MiB",
             (batch + 1) * BATCH,
@@ -196,7 +164,7 @@ async fn the_verified_token_cache_stays_within_its_bound_under_100k_distinct_tok
         "heap before: {:.1} MiB; with a full cache: {:.1} MiB (about {} bytes per cached token); after 100k tokens: {:.1} MiB; peak {:.1} MiB",
         before as f64 / 1048576.0,
         full as f64 / 1048576.0,
-        (full - before) / CAPACITY as isize,
+        (full - before) / CAPACITY as i64,
         last as f64 / 1048576.0,
         peak as f64 / 1048576.0
     );

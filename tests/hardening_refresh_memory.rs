@@ -14,6 +14,8 @@ mod browser;
 mod fake_flow;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
+#[path = "support/heap.rs"]
+mod heap;
 
 use app::*;
 use browser::Browser;
@@ -22,51 +24,6 @@ use fake_provider::FakeProvider;
 use rocket::http::Cookie;
 use serde_json::json;
 
-/// Heap bytes allocated and not yet freed, by the whole process (requests allocate on the
-/// test's thread and free on Rocket's worker, so a per-thread count would not add up).
-mod heap {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicI64, Ordering};
-
-    static LIVE: AtomicI64 = AtomicI64::new(0);
-
-    struct Counting;
-
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let p = unsafe { System.alloc(layout) };
-            if !p.is_null() {
-                LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-            }
-            p
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            let p = unsafe { System.alloc_zeroed(layout) };
-            if !p.is_null() {
-                LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-            }
-            p
-        }
-        unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(p, layout) };
-            LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        }
-        unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let q = unsafe { System.realloc(p, layout, new_size) };
-            if !q.is_null() {
-                LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-            }
-            q
-        }
-    }
-
-    #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    pub fn live() -> i64 {
-        LIVE.load(Ordering::Relaxed)
-    }
-}
 
 #[rocket::async_test]
 async fn junk_session_chunks_keep_memory_flat_and_the_browser_signed_in() {
