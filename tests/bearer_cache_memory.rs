@@ -23,7 +23,6 @@ use rocket_logto::testing::cached_bearer_tokens;
 use rocket_logto::{BearerToken, Logto, Resource};
 use serde_json::json;
 
-
 const SHOPPING: &str = "https://shopping.example.com/api";
 const TOKENS: usize = 100_000;
 const BATCH: usize = 10_000;

@@ -24,7 +24,6 @@ use fake_provider::FakeProvider;
 use rocket::http::Cookie;
 use serde_json::json;
 
-
 #[rocket::async_test]
 async fn junk_session_chunks_keep_memory_flat_and_the_browser_signed_in() {
     const CACHE: usize = 8;
