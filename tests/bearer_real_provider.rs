@@ -7,10 +7,12 @@
 
 #[path = "../examples/api/routes.rs"]
 mod api;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/real_provider.rs"]
 mod real_provider;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use api::Shopping;
@@ -238,40 +240,11 @@ async fn each_model_is_accepted_by_its_guard_and_refused_by_the_others() {
     assert_eq!(bodies[0]["sub"], "user_bob");
 }
 
-/// The example binary, stopped when dropped.
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn example_binary() -> std::path::PathBuf {
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/api
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("api")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[rocket::async_test]
 async fn the_api_example_keeps_its_contract() {
     let provider = RealProvider::start(ProviderOptions::default()).await;
-    let port = free_port();
-    let child = Command::new(example_binary())
+    let port = process::free_port();
+    let child = Command::new(process::example_binary("api"))
         .env("LOGTO_ENDPOINT", &provider.endpoint)
         .env("ROCKET_ADDRESS", "127.0.0.1")
         .env("ROCKET_PORT", port.to_string())
@@ -283,7 +256,7 @@ async fn the_api_example_keeps_its_contract() {
         .stderr(Stdio::null())
         .spawn()
         .expect("cargo test builds examples/api first");
-    let _example = Example(child);
+    let _example = process::Killed(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let started = Instant::now();

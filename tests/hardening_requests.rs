@@ -11,6 +11,8 @@ mod fake_flow;
 mod fake_provider;
 #[path = "support/html_form.rs"]
 mod html_form;
+#[path = "support/process.rs"]
+mod process;
 
 use std::time::Duration;
 
@@ -25,17 +27,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---- 1. Multibyte cookie values: an answer always comes back ---------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// Serves the test app on a loopback port, as users deploy it: a real socket, so that a
 /// panic outside Rocket's handler shows as a dropped connection.
 async fn serve(fp: &FakeProvider) -> (u16, rocket::Shutdown) {
-    let port = free_port();
+    let port = process::free_port();
     let rocket = rocket_with(table(fp), SECRET_KEY);
     let figment = rocket
         .figment()

@@ -5,8 +5,10 @@
 
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
+#[path = "support/process.rs"]
+mod process;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,34 +18,6 @@ const SESSIONS: usize = 2500;
 const CHECKPOINT: usize = 500;
 /// The caches are sized small so that they fill within the test.
 const CACHE_ENTRIES: usize = 300;
-
-struct App(Child);
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sample_binary() -> std::path::PathBuf {
-    // target/<profile>/deps/memory-<hash> -> target/<profile>/examples/sample
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("sample")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -80,7 +54,7 @@ async fn one_session(app: &str, fp: &FakeProvider, sub: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_levels_off_across_thousands_of_refreshed_sessions() {
-    let binary = sample_binary();
+    let binary = process::example_binary("sample");
     assert!(
         binary.exists(),
         "{} is missing: `cargo test` builds examples first",
@@ -94,9 +68,9 @@ async fn memory_levels_off_across_thousands_of_refreshed_sessions() {
         })
         .await,
     );
-    let port = free_port();
+    let port = process::free_port();
     let base_url = format!("http://localhost:{port}");
-    let app = App(Command::new(&binary)
+    let app = process::Killed(Command::new(&binary)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("ROCKET_PORT", port.to_string())
         .env("ROCKET_LOG_LEVEL", "off")
