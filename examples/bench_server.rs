@@ -216,6 +216,9 @@ fn rocket_app(
     if let Some(entries) = env("BENCH_BEARER_CACHE").and_then(|s| s.parse::<u64>().ok()) {
         logto["bearer_cache_entries"] = json!(entries);
     }
+    if let Some(entries) = env("BENCH_SESSION_CACHE").and_then(|s| s.parse::<u64>().ok()) {
+        logto["session_cache_entries"] = json!(entries);
+    }
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("address", "127.0.0.1"))
         .merge(("port", port))
@@ -263,6 +266,9 @@ fn main() {
         Some("micro") => micro(&args),
         Some("collect") => runtime().block_on(collect(&args)),
         Some("tokens") => runtime().block_on(tokens(&args)),
+        Some("forge") => forge(&args),
+        Some("fake-provider") => fake_provider(&args),
+        Some("signins") => runtime().block_on(signins(&args)),
         Some("free-port") => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             println!("{}", l.local_addr().expect("addr").port());
@@ -906,4 +912,579 @@ fn micro(args: &[String]) {
         "  writing the session back (vs AuthenticatedUser):     {:>8.0} ns",
         m(5) - m(3)
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// forge: many distinct cookies of one signed-in session, fast. Each is the same session
+// plaintext sealed again by Rocket's private-cookie encryption (AES-256-GCM, a fresh nonce
+// each time) with this file's fixed key: to the server each is a cookie it never saw. The
+// session's encoding stays the crate's business: only the sealing is redone here.
+
+fn forge(args: &[String]) {
+    use base64::Engine;
+    let header = std::fs::read_to_string(need(args, "--cookie-file")).expect("cookie file");
+    let n: usize = arg(args, "--n")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let out = need(args, "--out");
+    let master = base64::engine::general_purpose::STANDARD
+        .decode(SECRET_KEY)
+        .expect("SECRET_KEY");
+    let key = cookie::Key::from(&master);
+    let cookies = parse_cookie_header(&header);
+    // The session chunks, opened once; other cookies (if any) are kept as they are.
+    let mut sealed: Vec<(String, String)> = Vec::new();
+    let mut others: Vec<String> = Vec::new();
+    for c in cookies {
+        if c.name().starts_with(SESSION_COOKIE) {
+            let jar = cookie::CookieJar::new();
+            let name = c.name().to_string();
+            let open = jar
+                .private(&key)
+                .decrypt(cookie::Cookie::new(name.clone(), c.value().to_string()))
+                .unwrap_or_else(|| die(&format!("forge: {name} does not open with the bench key")));
+            sealed.push((name, open.value().to_string()));
+        } else {
+            others.push(format!("{}={}", c.name(), c.value()));
+        }
+    }
+    if sealed.is_empty() {
+        die("forge: no session cookie in the cookie file");
+    }
+    let mut text = String::with_capacity(n * (header.len() + 64));
+    for _ in 0..n {
+        let mut parts: Vec<String> = Vec::with_capacity(sealed.len() + others.len());
+        for (name, plain) in &sealed {
+            let mut jar = cookie::CookieJar::new();
+            jar.private_mut(&key)
+                .add(cookie::Cookie::new(name.clone(), plain.clone()));
+            let c = jar.get(name).expect("sealed cookie");
+            parts.push(c.encoded().to_string());
+        }
+        parts.extend(others.iter().cloned());
+        text.push_str(&parts.join("; "));
+        text.push('\n');
+    }
+    std::fs::write(&out, text).expect("write");
+    eprintln!("forge: {n} distinct cookies of the session");
+}
+
+// ---------------------------------------------------------------------------------------
+// fake-provider: a small OpenID provider fast enough not to limit the sign-in rows. Its
+// authorize endpoint signs nobody in through a form: it answers at once with a redirect to
+// `redirect_uri` carrying a fresh code bound to the request (client, redirect URI, PKCE
+// challenge, nonce); the token endpoint checks all of them and the client's secret (when it
+// sends one), spends the code, and answers a freshly signed ID token for a new user each time.
+
+/// What an authorization code was issued for.
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: Option<String>,
+    issued: Instant,
+}
+
+struct FakeIdp {
+    issuer: String,
+    /// `base64url(header) + "."`: the same for every token.
+    jwt_header: String,
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+    discovery: String,
+    jwks: String,
+    grants: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+    users: std::sync::atomic::AtomicU64,
+    /// Requests answered: authorize, token, jwks, discovery.
+    counts: [std::sync::atomic::AtomicU64; 4],
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn random_token(rng: &ring::rand::SystemRandom) -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    rng.fill(&mut bytes).expect("random");
+    b64url(&bytes)
+}
+
+impl FakeIdp {
+    fn new(port: u16, alg: &str) -> FakeIdp {
+        use ring::signature::{EcdsaKeyPair, KeyPair};
+        let (signing, crv, coord) = match alg {
+            "ES384" => (&ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48),
+            "ES256" => (&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32),
+            other => die(&format!("fake-provider: --alg {other}: ES384 or ES256")),
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("key");
+        let key = EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).expect("key");
+        let point = key.public_key().as_ref(); // 0x04 || x || y
+        let kid = format!("bench-{}", alg.to_ascii_lowercase());
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "crv": crv, "kid": kid, "use": "sig", "alg": alg,
+            "x": b64url(&point[1..1 + coord]), "y": b64url(&point[1 + coord..]),
+        }]})
+        .to_string();
+        let base = format!("http://127.0.0.1:{port}");
+        let issuer = format!("{base}/oidc");
+        let discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "userinfo_endpoint": format!("{issuer}/me"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "end_session_endpoint": format!("{issuer}/session/end"),
+            "revocation_endpoint": format!("{issuer}/token/revocation"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [alg],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "authorization_response_iss_parameter_supported": true,
+        })
+        .to_string();
+        let jwt_header =
+            b64url(json!({ "alg": alg, "typ": "JWT", "kid": kid }).to_string().as_bytes()) + ".";
+        FakeIdp {
+            issuer,
+            jwt_header,
+            key,
+            rng,
+            discovery,
+            jwks,
+            grants: Default::default(),
+            users: Default::default(),
+            counts: Default::default(),
+        }
+    }
+
+    fn count(&self, i: usize) {
+        self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut jwt = self.jwt_header.clone();
+        jwt.push_str(&b64url(claims.to_string().as_bytes()));
+        let signature = self.key.sign(&self.rng, jwt.as_bytes()).expect("sign");
+        jwt.push('.');
+        jwt.push_str(&b64url(signature.as_ref()));
+        jwt
+    }
+}
+
+/// The raw `Authorization` header, if any.
+struct AuthorizationHeader<'r>(Option<&'r str>);
+
+#[rocket::async_trait]
+impl<'r> rocket::request::FromRequest<'r> for AuthorizationHeader<'r> {
+    type Error = ();
+    async fn from_request(request: &'r rocket::Request<'_>) -> rocket::request::Outcome<Self, ()> {
+        rocket::request::Outcome::Success(AuthorizationHeader(
+            request.headers().get_one("Authorization"),
+        ))
+    }
+}
+
+#[get("/oidc/.well-known/openid-configuration")]
+fn fake_discovery(idp: &State<FakeIdp>) -> RawJson<String> {
+    idp.count(3);
+    RawJson(idp.discovery.clone())
+}
+
+#[get("/oidc/jwks")]
+fn fake_jwks(idp: &State<FakeIdp>) -> RawJson<String> {
+    idp.count(2);
+    RawJson(idp.jwks.clone())
+}
+
+#[get("/oidc/auth")]
+fn fake_authorize(
+    uri: &rocket::http::uri::Origin<'_>,
+    idp: &State<FakeIdp>,
+) -> Result<rocket::response::Redirect, (Status, String)> {
+    idp.count(0);
+    let query = uri.query().map(|q| q.as_str()).unwrap_or("");
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| params.get(k).cloned();
+    let bad = |why: &str| (Status::BadRequest, format!("authorize: {why}"));
+    if get("response_type").as_deref() != Some("code") {
+        return Err(bad("response_type must be code"));
+    }
+    if get("code_challenge_method").as_deref() != Some("S256") {
+        return Err(bad("PKCE S256 is required"));
+    }
+    let grant = Grant {
+        client_id: get("client_id").ok_or_else(|| bad("no client_id"))?,
+        redirect_uri: get("redirect_uri").ok_or_else(|| bad("no redirect_uri"))?,
+        challenge: get("code_challenge").ok_or_else(|| bad("no code_challenge"))?,
+        nonce: get("nonce"),
+        issued: Instant::now(),
+    };
+    let state = get("state").ok_or_else(|| bad("no state"))?;
+    let mut target = url::Url::parse(&grant.redirect_uri).map_err(|_| bad("bad redirect_uri"))?;
+    let code = random_token(&idp.rng);
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &state)
+        .append_pair("iss", &idp.issuer);
+    {
+        let mut grants = idp.grants.lock().expect("grants");
+        if grants.len() > 100_000 {
+            grants.retain(|_, g| g.issued.elapsed() < Duration::from_secs(60));
+        }
+        grants.insert(code, grant);
+    }
+    Ok(rocket::response::Redirect::to(target.to_string()))
+}
+
+#[rocket::post("/oidc/token", data = "<body>")]
+fn fake_token(
+    body: String,
+    auth: AuthorizationHeader<'_>,
+    idp: &State<FakeIdp>,
+) -> Result<RawJson<String>, (Status, RawJson<String>)> {
+    use base64::Engine;
+    use sha2::Digest;
+    idp.count(1);
+    let refuse = |error: &str, why: &str| {
+        (
+            Status::BadRequest,
+            RawJson(json!({ "error": error, "error_description": why }).to_string()),
+        )
+    };
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| form.get(k).map(String::as_str);
+    if get("grant_type") != Some("authorization_code") {
+        return Err(refuse("unsupported_grant_type", "only authorization_code"));
+    }
+    // client_secret_basic: the secret must be right; without it, client_id in the body.
+    let client_id = match auth.0.and_then(|h| h.strip_prefix("Basic ")) {
+        Some(basic) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(basic)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| refuse("invalid_client", "bad Basic credentials"))?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| refuse("invalid_client", "bad Basic credentials"))?;
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            if decode(secret) != APP_SECRET {
+                return Err(refuse("invalid_client", "wrong client secret"));
+            }
+            decode(id)
+        }
+        None => get("client_id")
+            .ok_or_else(|| refuse("invalid_client", "no client"))?
+            .to_string(),
+    };
+    let code = get("code").ok_or_else(|| refuse("invalid_request", "no code"))?;
+    let grant = idp
+        .grants
+        .lock()
+        .expect("grants")
+        .remove(code)
+        .ok_or_else(|| refuse("invalid_grant", "unknown or used code"))?;
+    if grant.issued.elapsed() > Duration::from_secs(60) {
+        return Err(refuse("invalid_grant", "expired code"));
+    }
+    if grant.client_id != client_id || get("client_id").is_some_and(|c| c != client_id) {
+        return Err(refuse("invalid_grant", "code of another client"));
+    }
+    if get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
+        return Err(refuse("invalid_grant", "redirect_uri differs"));
+    }
+    let verifier = get("code_verifier").ok_or_else(|| refuse("invalid_grant", "no verifier"))?;
+    if b64url(&sha2::Sha256::digest(verifier.as_bytes())) != grant.challenge {
+        return Err(refuse("invalid_grant", "PKCE verifier does not match"));
+    }
+    let user = idp
+        .users
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // Claims of the size and shape Logto sends for a user with a name, username and email.
+    let mut claims = json!({
+        "sub": format!("user_{user:08}"),
+        "name": format!("Bench User {user}"),
+        "picture": null,
+        "username": format!("bench{user}"),
+        "email": format!("bench{user}@example.com"),
+        "email_verified": true,
+        "created_at": now * 1000,
+        "updated_at": now * 1000,
+        "iat": now,
+        "exp": now + 3600,
+        "iss": idp.issuer,
+        "aud": grant.client_id,
+    });
+    if let Some(nonce) = grant.nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    let id_token = idp.sign(&claims);
+    Ok(RawJson(
+        json!({
+            "access_token": random_token(&idp.rng),
+            "expires_in": 3600,
+            "id_token": id_token,
+            "refresh_token": random_token(&idp.rng),
+            "scope": "openid offline_access profile email",
+            "token_type": "Bearer",
+        })
+        .to_string(),
+    ))
+}
+
+#[get("/__fake/stats")]
+fn fake_stats(idp: &State<FakeIdp>) -> Value {
+    let n = |i: usize| idp.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+    json!({ "authorize": n(0), "token": n(1), "jwks": n(2), "discovery": n(3) })
+}
+
+fn fake_provider(args: &[String]) {
+    let port: u16 = need(args, "--port")
+        .parse()
+        .unwrap_or_else(|_| die("--port"));
+    let alg = arg(args, "--alg").unwrap_or_else(|| "ES384".into());
+    let idp = FakeIdp::new(port, &alg);
+    let figment = Figment::from(rocket::Config::release_default())
+        .merge(("address", "127.0.0.1"))
+        .merge(("port", port))
+        .merge(("secret_key", SECRET_KEY))
+        .merge(("log_level", "off"))
+        .merge(("cli_colors", false));
+    let launched = rocket::execute(
+        rocket::custom(figment)
+            .manage(idp)
+            .mount(
+                "/",
+                routes![
+                    fake_discovery,
+                    fake_jwks,
+                    fake_authorize,
+                    fake_token,
+                    fake_stats
+                ],
+            )
+            .attach(rocket::fairing::AdHoc::on_liftoff("ready", move |_| {
+                Box::pin(async move {
+                    println!("BENCH_FAKE_PROVIDER_READY http://127.0.0.1:{port}");
+                })
+            }))
+            .launch(),
+    );
+    if let Err(e) = launched {
+        die(&format!("fake-provider: {e}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// signins: N concurrent browsers, each signing in again and again through an app (Rocket's
+// or @logto/express's) and the provider: GET /logto/sign-in (a redirect that sets the
+// transaction cookie), the provider's authorize URL (a redirect back with a code), the
+// callback with that cookie (code exchange and ID-token check in the app). A sign-in counts
+// when the callback redirects to the expected place and sets the session cookie; any other
+// answer is an error, and errors fail the run.
+
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `name=value` of each Set-Cookie that sets a value (not a removal).
+fn set_cookie_pairs(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .filter_map(|h| h.split(';').next())
+        .filter(|kv| kv.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+        .map(str::to_string)
+        .collect()
+}
+
+fn redirect_target(r: &reqwest::Response, step: &str) -> Result<String, String> {
+    if !matches!(r.status().as_u16(), 302 | 303) {
+        return Err(format!("{step}: {} instead of a redirect", r.status()));
+    }
+    r.headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{step}: a redirect without Location"))
+}
+
+async fn one_sign_in(
+    client: &reqwest::Client,
+    app: &str,
+    session_cookie: &str,
+    expect_location: &str,
+) -> Result<(), String> {
+    let fail = |step: &str, e: reqwest::Error| format!("{step}: {e}");
+    let r = client
+        .get(format!("{app}/logto/sign-in"))
+        .send()
+        .await
+        .map_err(|e| fail("sign-in", e))?;
+    let authorize = redirect_target(&r, "sign-in")?;
+    let cookies = set_cookie_pairs(&r);
+    r.bytes().await.map_err(|e| fail("sign-in", e))?;
+    if cookies.is_empty() {
+        return Err("sign-in: no transaction cookie was set".into());
+    }
+    let r = client
+        .get(&authorize)
+        .send()
+        .await
+        .map_err(|e| fail("authorize", e))?;
+    let callback = redirect_target(&r, "authorize")?;
+    r.bytes().await.map_err(|e| fail("authorize", e))?;
+    let r = client
+        .get(&callback)
+        .header("Cookie", cookies.join("; "))
+        .send()
+        .await
+        .map_err(|e| fail("callback", e))?;
+    let landed = redirect_target(&r, "callback");
+    let session = set_cookie_pairs(&r)
+        .iter()
+        .any(|kv| kv.starts_with(&format!("{session_cookie}=")));
+    let body = r.text().await.unwrap_or_default();
+    let landed = landed.map_err(|e| format!("{e}: {}", body.chars().take(300).collect::<String>()))?;
+    if landed != expect_location {
+        return Err(format!("callback: redirected to {landed}, not {expect_location}"));
+    }
+    if !session {
+        return Err(format!("callback: no {session_cookie} cookie was set"));
+    }
+    Ok(())
+}
+
+async fn signins(args: &[String]) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let app = need(args, "--app");
+    let conns: usize = arg(args, "--conns")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let warmup: f64 = arg(args, "--warmup")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    let duration: f64 = arg(args, "--duration")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    let session_cookie = need(args, "--session-cookie");
+    let expect_location = need(args, "--expect-location");
+    // --pids app=123,provider=456: CPU time of these processes over the measured window.
+    let pids: Vec<(String, String)> = arg(args, "--pids")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(std::iter::once(("driver".to_string(), "self".to_string())))
+        .collect();
+    let clk_tck: f64 = arg(args, "--clk-tck")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(conns * 2)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (client, app, cookie, expect) = (
+                client.clone(),
+                app.clone(),
+                session_cookie.clone(),
+                expect_location.clone(),
+            );
+            let (stop, errors, first_error) = (stop.clone(), errors.clone(), first_error.clone());
+            tokio::spawn(async move {
+                let mut done: Vec<(Instant, Duration)> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    match one_sign_in(&client, &app, &cookie, &expect).await {
+                        Ok(()) => done.push((Instant::now(), start.elapsed())),
+                        Err(e) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            first_error.lock().expect("error").get_or_insert(e);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+    let cpu = || -> Vec<Option<u64>> { pids.iter().map(|(_, pid)| cpu_ticks(pid)).collect() };
+    let (cpu0, t0) = (cpu(), Instant::now());
+    tokio::time::sleep(Duration::from_secs_f64(duration)).await;
+    let (cpu1, t1) = (cpu(), Instant::now());
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        for (end, took) in t.await.expect("task") {
+            if end >= t0 && end <= t1 {
+                latencies.push(took);
+            }
+        }
+    }
+    let secs = (t1 - t0).as_secs_f64();
+    latencies.sort();
+    let n = latencies.len();
+    let pct = |p: f64| {
+        latencies
+            .get(((p / 100.0 * n as f64).ceil() as usize).clamp(1, n.max(1)) - 1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let cpu_shares: Vec<String> = pids
+        .iter()
+        .zip(cpu0.iter().zip(&cpu1))
+        .map(|((name, _), (a, b))| match (a, b) {
+            (Some(a), Some(b)) => format!("cpu_{name}={:.3}", (b - a) as f64 / clk_tck / secs),
+            _ => format!("cpu_{name}=nan"),
+        })
+        .collect();
+    let errors = errors.load(Ordering::Relaxed);
+    println!(
+        "SIGNIN_RESULT signins={n} rate={:.1} p50_ms={:.2} p99_ms={:.2} errors={errors} conns={conns} {}",
+        n as f64 / secs,
+        pct(50.0),
+        pct(99.0),
+        cpu_shares.join(" ")
+    );
+    if errors > 0 || n == 0 {
+        die(&format!(
+            "signins: {errors} failed sign-ins; first: {}",
+            first_error
+                .lock()
+                .expect("error")
+                .clone()
+                .unwrap_or_else(|| "none completed".into())
+        ));
+    }
 }
