@@ -179,32 +179,37 @@ if (mem.length) {
 // Sign-in throughput (bench/run step 5c).
 const signinRuns = table('signins.tsv');
 if (signinRuns.length) {
+  const algOf = {};
   const S = {};
-  for (const id of ['signin_rocket', 'signin_express']) {
+  for (const id of [...new Set(signinRuns.map((r) => r.row))]) {
     const rs = signinRuns.filter((r) => r.row === id);
-    if (!rs.length) continue;
     const med = (k) => median(rs.map((r) => r[k]));
-    S[id] = { n: rs.length, rate: med('rate'), p50: med('p50_ms'), p99: med('p99_ms'), app: med('cpu_app'), provider: med('cpu_provider'), driver: med('cpu_driver'), all: rs.map((r) => r.rate) };
+    algOf[id] = rs[0].alg;
+    S[id] = { n: rs.length, rate: med('rate'), p50: med('p50_ms'), p99: med('p99_ms'), app: med('cpu_app'), provider: med('cpu_provider'), driver: med('cpu_driver'), perCpu: median(rs.map((r) => r.rate / r.cpu_app)), all: rs.map((r) => r.rate) };
   }
-  const fake = meta.FAKE_STATS ? JSON.parse(meta.FAKE_STATS) : null;
+  // "ES384 {json}" lines: what each fake provider answered.
+  const fake = existsSync(join(dir, 'fake_stats.txt'))
+    ? read('fake_stats.txt').trim().split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf(' ')), JSON.parse(l.slice(l.indexOf(' ') + 1))])
+    : [];
   p('## Sign-in throughput');
   p();
-  p(`Full sign-ins per second with the app pinned to one core (core 0): \`GET /logto/sign-in\` (a redirect setting the transaction cookie), the provider's authorize endpoint, then the callback (code exchange with the provider's token endpoint, ${meta.SIGNIN_ALG} ID-token verification, the session cookie set). ${meta.SIGNIN_CONNS} concurrent browsers (\`bench_server signins\`, each sign-in a fresh browser), ${meta.WARMUP} s warm-up then ${meta.DURATION} s measured, median of ${meta.ROUNDS} round(s). A sign-in counts only when the callback redirects to the app's landing page and sets the session cookie (\`logto_session\`, \`connect.sid\`); any failure stops the run.`);
+  p(`Full sign-ins per second with the app pinned to one core (core 0): \`GET /logto/sign-in\` (a redirect setting the transaction cookie), the provider's authorize endpoint, then the callback (code exchange with the provider's token endpoint, ID-token verification, the session cookie set). ${meta.SIGNIN_CONNS} concurrent browsers (\`bench_server signins\`, each sign-in a fresh browser), ${meta.WARMUP} s warm-up then ${meta.DURATION} s measured, median of ${meta.ROUNDS} round(s). A sign-in counts only when the callback redirects to the app's landing page and sets the session cookie (\`logto_session\`, \`connect.sid\`); any failure stops the run. "Per CPU-second" divides by the CPU time the app actually used: the figure per core, also when the app did not get its whole core.`);
   p();
-  p('| app | sign-ins/s (one core) | p50 | p99 | CPU used over the window, in cores: app · provider · driver |');
-  p('|---|---:|---:|---:|---|');
-  const label = { signin_rocket: 'Rocket + rocket_logto (`/logto/sign-in`, `/logto/sign-in-callback`)', signin_express: '`@logto/express` (`handleAuthRoutes`, express-session)' };
+  p('| app | ID tokens | sign-ins/s | per CPU-second of the app | p50 | p99 | CPU used, in cores: app · provider · driver |');
+  p('|---|---|---:|---:|---:|---:|---|');
+  const label = { signin_rocket: 'Rocket + rocket_logto (`/logto/sign-in`, `/logto/sign-in-callback`)', signin_express: '`@logto/express` (`handleAuthRoutes`, express-session)', signin_rocket_es256: 'Rocket + rocket_logto, ES256 provider' };
+  const n0 = (v) => Math.round(v).toLocaleString('en-US');
   for (const [id, r] of Object.entries(S)) {
-    p(`| ${label[id]} | ${Math.round(r.rate).toLocaleString('en-US')} | ${r.p50.toFixed(2)} ms | ${r.p99.toFixed(2)} ms | ${r.app.toFixed(2)} · ${r.provider.toFixed(2)} · ${r.driver.toFixed(2)} |`);
+    p(`| ${label[id] ?? id} | ${algOf[id]} | ${n0(r.rate)} | ${n0(r.perCpu)} | ${r.p50.toFixed(2)} ms | ${r.p99.toFixed(2)} ms | ${r.app.toFixed(2)} · ${r.provider.toFixed(2)} · ${r.driver.toFixed(2)} |`);
   }
   p();
-  if (S.signin_rocket && S.signin_express) p(`- rocket_logto completes **${x(S.signin_rocket.rate, S.signin_express.rate)}** the sign-ins of @logto/express per second on one core.`);
-  const limits = Object.entries(S).map(([id, r]) => `${id}: app ${r.app.toFixed(2)} of its core, provider + driver ${(r.provider + r.driver).toFixed(2)} of theirs`);
-  const providerBound = Object.values(S).some((r) => r.provider + r.driver > 0.9 || r.app < 0.9);
-  p(`- The provider was ${providerBound ? '**possibly** ' : 'not '}the limit: ${limits.join('; ')}.${providerBound ? ' The app did not keep its core busy or the provider\'s core was near full: the figure may understate the app.' : ' The app kept its core busy while the provider\'s core had room left.'}`);
+  if (S.signin_rocket && S.signin_express) p(`- rocket_logto completes **${x(S.signin_rocket.rate, S.signin_express.rate)}** the sign-ins per second of @logto/express (${x(S.signin_rocket.perCpu, S.signin_express.perCpu)} per CPU-second), same provider, same ${algOf.signin_rocket} tokens.`);
+  const sideFull = Object.entries(S).filter(([, r]) => r.provider + r.driver > 0.9).map(([id]) => id);
+  const appShort = Object.entries(S).filter(([, r]) => r.app < 0.9).map(([id]) => id);
+  p(`- Was the provider the limit? Provider and driver share core 1; they used ${Object.entries(S).map(([id, r]) => `${(r.provider + r.driver).toFixed(2)} of it (${id})`).join(', ')}. ${sideFull.length ? `**For ${sideFull.join(', ')} core 1 was nearly full: the provider or the driver may have limited it.**` : 'Core 1 always had room left: the provider did not limit the apps.'} ${appShort.length ? `The app used less than 0.9 of its core in ${appShort.join(', ')}: ${sideFull.length ? 'it waited on the provider side, or ' : ''}other processes on the machine took the rest (load average ${meta.LOAD_BEFORE} before, ${meta.LOAD_AFTER} after); the per-CPU-second figure does not depend on that.` : 'Each app kept its core busy.'}`);
   if (Object.values(S).some((r) => r.n > 1)) p(`- Sign-ins/s of each round: ${Object.entries(S).map(([id, r]) => `${id} ${r.all.map((v) => Math.round(v)).join(' / ')}`).join('; ')}.`);
-  if (fake) p(`- The provider answered ${fake.authorize} authorize, ${fake.token} token, ${fake.jwks} JWKS and ${fake.discovery} discovery requests (warm-ups included). @logto/express fetches the JWKS on each callback (a new verifier per request); rocket_logto keeps it from discovery.`);
-  p(`- Provider: \`bench_server fake-provider\` (pinned to core 1 with the driver), a small Rocket app: its authorize endpoint redirects back at once with a one-time code bound to the client, redirect URI, PKCE challenge and nonce; its token endpoint checks them and the client secret, and signs an ID token for a new user each time (${meta.SIGNIN_ALG} with ring, a fresh P-${meta.SIGNIN_ALG === 'ES256' ? '256' : '384'} key per run). ES384 is Logto's default signing algorithm, so the apps verify what they would in production; it costs the provider about 0.3 ms per signature and the Rocket app about as much per verification (RustCrypto \`p384\` through \`openidconnect\`), the largest part of its callback. ES256 (\`BENCH_SIGNIN_ALG=ES256\`) would make both sides cheaper and the figures higher, but Logto does not sign with it by default.`);
+  for (const [alg, f] of fake) p(`- The ${alg} provider answered ${f.authorize} authorize, ${f.token} token, ${f.jwks} JWKS and ${f.discovery} discovery requests (warm-ups included).${f.jwks > 10 ? ' @logto/express fetches the JWKS on every callback (it builds a new verifier per request); rocket_logto keeps the keys it fetched with discovery.' : ''}`);
+  p(`- Provider: \`bench_server fake-provider\` (pinned to core 1 with the driver), a small Rocket app: its authorize endpoint redirects back at once with a one-time code bound to the client, redirect URI, PKCE challenge and nonce; its token endpoint checks them and the client secret, and signs an ID token for a new user each time (with ring, a fresh key per run). ES384 is Logto's default signing algorithm, so those rows verify what an app verifies in production; a P-384 signature costs the provider about 0.3 ms. The Rocket app checks signatures with RustCrypto's \`p384\`/\`p256\` (through \`openidconnect\`): ${S.signin_rocket && S.signin_rocket_es256 ? `with ES256 tokens it completes ${x(S.signin_rocket_es256.perCpu, S.signin_rocket.perCpu)} the sign-ins per CPU-second, so the ES384 check is about ${Math.round((1e6 / S.signin_rocket.perCpu - 1e6 / S.signin_rocket_es256.perCpu))} µs more of the ${Math.round(1e6 / S.signin_rocket.perCpu)} µs a sign-in costs the app.` : 'ES256 (row `signin_rocket_es256`) shows what the ES384 check costs.'}`);
   p();
 }
 
