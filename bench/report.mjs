@@ -17,7 +17,8 @@ const table = (name) => {
   if (!existsSync(join(dir, name))) return [];
   const [header, ...lines] = read(name).trim().split('\n');
   const cols = header.split('\t');
-  return lines.map((l) => Object.fromEntries(l.split('\t').map((v, i) => [cols[i], cols[i] === 'row' ? v : Number(v)])));
+  const value = (col, v) => (col === 'row' || v === '' || Number.isNaN(Number(v)) ? v : Number(v));
+  return lines.map((l) => Object.fromEntries(l.split('\t').map((v, i) => [cols[i], value(cols[i], v)])));
 };
 const runs = table('results.tsv');
 
@@ -154,13 +155,13 @@ const mem = table('memory.tsv');
 if (mem.length) {
   p('## Memory with many sessions');
   p();
-  p(`A fresh server (pinned to core 0) answers the \`AuthenticatedUser\` route (\`/me\`) to \`wrk\` (${meta.CONNECTIONS} connections) for ${meta.MEM_DURATION} s, no warm-up, each request with the next of N distinct session cookies round robin: the signed-in session sealed anew N times (\`bench_server forge\`), so the server decrypts and decodes each one it has not cached. Its \`VmRSS\` is sampled every second. "All seen" is the first sample after N requests (every cookie sent once; the caches as full as they get), "end" the last one: the difference shows whether memory still grows once the caches are full.`);
+  p(`A fresh server (pinned to core 0) answers the \`AuthenticatedUser\` route (\`/me\`) to \`wrk\` (${meta.CONNECTIONS} connections) for ${meta.MEM_DURATION} s, no warm-up, each request with the next of N distinct session cookies round robin: the signed-in session sealed anew N times (\`bench_server forge\`), so the server decrypts and decodes each one it has not cached. Its \`VmRSS\` is sampled every second. "All seen" is the first sample after the server had served N requests (it counts them: every cookie sent once, the caches as full as they get), "end" the last one: the difference shows whether memory still grows once the caches are full.`);
   p();
   p('| sessions seen | `session_cache_entries` | requests/s | p99 | RSS idle (before) | RSS, all seen | RSS, end | end − all seen | peak RSS (`VmHWM`) |');
   p('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const m of mem) {
     const reached = m.rss_full_kb > 0;
-    p(`| ${m.sessions.toLocaleString('en-US')} | ${m.cache.toLocaleString('en-US')} | ${Math.round(m.rps).toLocaleString('en-US')} | ${ms(m.p99_us)} | ${kib(m.rss_idle_kb)} | ${reached ? `${kib(m.rss_full_kb)} (at ${m.t_full_s.toFixed(1)} s)` : `not reached (needs ${m.t_full_s.toFixed(1)} s)`} | ${kib(m.rss_end_kb)} | ${reached ? `${m.rss_end_kb - m.rss_full_kb >= 0 ? '+' : '−'}${kib(Math.abs(m.rss_end_kb - m.rss_full_kb))}` : '—'} | ${kib(m.hwm_kb)} |`);
+    p(`| ${m.sessions.toLocaleString('en-US')} | ${m.cache.toLocaleString('en-US')} | ${Math.round(m.rps).toLocaleString('en-US')} | ${ms(m.p99_us)} | ${kib(m.rss_idle_kb)} | ${reached ? `${kib(m.rss_full_kb)} (at ${m.t_full_s.toFixed(1)} s)` : 'not reached: run longer (BENCH_MEM_DURATION)'} | ${kib(m.rss_end_kb)} | ${reached ? `${m.rss_end_kb - m.rss_full_kb >= 0 ? '+' : '−'}${kib(Math.abs(m.rss_end_kb - m.rss_full_kb))}` : '—'} | ${kib(m.hwm_kb)} |`);
   }
   p();
   const m10 = mem.find((m) => m.sessions <= m.cache);

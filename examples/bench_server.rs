@@ -189,6 +189,16 @@ fn decrypt<'r>(jar: &CookieJar<'_>, body: &'r State<PlainBody>) -> RawJson<&'r s
     RawJson(body.0.as_str())
 }
 
+/// Requests served so far (with BENCH_COUNT_REQUESTS).
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[get("/__bench/requests")]
+fn served() -> String {
+    SERVED
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .to_string()
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -226,7 +236,19 @@ fn rocket_app(
         .merge(("log_level", "off"))
         .merge(("cli_colors", false))
         .merge(("logto", logto));
-    let rocket = rocket::custom(figment)
+    let mut rocket = rocket::custom(figment);
+    // BENCH_COUNT_REQUESTS=1: count the requests served, read at `/__bench/requests` (for the
+    // memory rows, which must know when every session had been seen once).
+    if env("BENCH_COUNT_REQUESTS").is_some() {
+        rocket = rocket
+            .attach(rocket::fairing::AdHoc::on_request("count", |_, _| {
+                Box::pin(async {
+                    SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+            }))
+            .mount("/", routes![served]);
+    }
+    let rocket = rocket
         .attach(Logto::fairing())
         .manage(PlainBody(plain_body))
         .mount(
