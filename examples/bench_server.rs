@@ -8,6 +8,11 @@
 //! bench_server micro    --dir DIR [--iters N]                 # per-request work, ns/op, in process
 //! bench_server collect  --app URL --cookie-file F --n N --out F2  # N distinct cookies of one session
 //! bench_server tokens   --provider URL --n N --out F          # N distinct machine-to-machine tokens
+//! bench_server forge    --cookie-file F --n N --out F2         # N distinct cookies of one session, in process
+//! bench_server fake-provider --port P [--alg ES384|ES256]      # a fast OpenID provider (sign-in rows)
+//! bench_server signins  --app URL --session-cookie NAME --expect-location L
+//!                       [--conns 16 --warmup 2 --duration 10 --pids name=PID,... --clk-tck 100]
+//!                                                              # full sign-ins per second
 //! bench_server free-port
 //! ```
 //!
@@ -21,7 +26,9 @@
 //! after a check of the bearer token on every request with the `jsonwebtoken` crate, as Logto's
 //! "Protect your API" page does it: no cache), and the bench-only `/__bench/decrypt` (decrypts
 //! the session cookies with Rocket's `CookieJar::get_private` and nothing else: the decryption
-//! share of a guard, for `micro`). `BENCH_BEARER_CACHE` sets `bearer_cache_entries`.
+//! share of a guard, for `micro`). `BENCH_BEARER_CACHE` sets `bearer_cache_entries`,
+//! `BENCH_SESSION_CACHE` `session_cache_entries`; with `BENCH_COUNT_REQUESTS` set the server counts
+//! the requests it serves and answers the count at `/__bench/requests`.
 //!
 //! Nothing here depends on how rocket_logto encodes its session: `prepare` learns the tokens the
 //! app holds from `bench/token_recorder.mjs`, the proxy the app reached the provider through.
@@ -295,7 +302,7 @@ fn main() {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             println!("{}", l.local_addr().expect("addr").port());
         }
-        _ => die("usage: bench_server serve|prepare|storm|micro|free-port (see the file's header)"),
+        _ => die("usage: bench_server serve|prepare|storm|micro|collect|tokens|forge|fake-provider|signins|free-port (see the file's header)"),
     }
 }
 
@@ -1037,8 +1044,16 @@ impl FakeIdp {
     fn new(port: u16, alg: &str) -> FakeIdp {
         use ring::signature::{EcdsaKeyPair, KeyPair};
         let (signing, crv, coord) = match alg {
-            "ES384" => (&ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48),
-            "ES256" => (&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32),
+            "ES384" => (
+                &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                "P-384",
+                48,
+            ),
+            "ES256" => (
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                "P-256",
+                32,
+            ),
             other => die(&format!("fake-provider: --alg {other}: ES384 or ES256")),
         };
         let rng = ring::rand::SystemRandom::new();
@@ -1069,8 +1084,11 @@ impl FakeIdp {
             "authorization_response_iss_parameter_supported": true,
         })
         .to_string();
-        let jwt_header =
-            b64url(json!({ "alg": alg, "typ": "JWT", "kid": kid }).to_string().as_bytes()) + ".";
+        let jwt_header = b64url(
+            json!({ "alg": alg, "typ": "JWT", "kid": kid })
+                .to_string()
+                .as_bytes(),
+        ) + ".";
         FakeIdp {
             issuer,
             jwt_header,
@@ -1235,9 +1253,7 @@ fn fake_token(
     if b64url(&sha2::Sha256::digest(verifier.as_bytes())) != grant.challenge {
         return Err(refuse("invalid_grant", "PKCE verifier does not match"));
     }
-    let user = idp
-        .users
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let user = idp.users.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -1391,9 +1407,12 @@ async fn one_sign_in(
         .iter()
         .any(|kv| kv.starts_with(&format!("{session_cookie}=")));
     let body = r.text().await.unwrap_or_default();
-    let landed = landed.map_err(|e| format!("{e}: {}", body.chars().take(300).collect::<String>()))?;
+    let landed =
+        landed.map_err(|e| format!("{e}: {}", body.chars().take(300).collect::<String>()))?;
     if landed != expect_location {
-        return Err(format!("callback: redirected to {landed}, not {expect_location}"));
+        return Err(format!(
+            "callback: redirected to {landed}, not {expect_location}"
+        ));
     }
     if !session {
         return Err(format!("callback: no {session_cookie} cookie was set"));
