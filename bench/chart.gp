@@ -22,6 +22,9 @@ set grid xtics lc rgb "#dddddd"
 set border 3
 set key off
 set lmargin 52
-set arrow from 1, graph 0 to 1, graph 1 nohead dashtype 2 lc rgb "#555555"
+set arrow from 1, graph 0 to 1, graph 1 nohead back dashtype 2 lc rgb "#555555"
+# The ratio at the end of each bar: inside it when the bar is long enough, else after it.
+inside = 0.25 * xmax
 plot data using ($2 / 2):0:($2 / 2):(0.36):3:yticlabels(1) with boxxyerror lc rgb variable, \
-     data using 2:0:(sprintf(" %.2f×", $2)) with labels left offset 0.2, 0 font "sans,12"
+     data using ($2 >= inside ? $2 : NaN):0:(sprintf("%.2f× ", $2)) with labels right tc rgb "white" font "sans,12", \
+     data using ($2 < inside ? $2 : NaN):0:(sprintf(" %.2f×", $2)) with labels left font "sans,12"
