@@ -164,6 +164,15 @@ if (mem.length) {
     p(`| ${m.sessions.toLocaleString('en-US')} | ${m.cache.toLocaleString('en-US')} | ${Math.round(m.rps).toLocaleString('en-US')} | ${ms(m.p99_us)} | ${kib(m.rss_idle_kb)} | ${reached ? `${kib(m.rss_full_kb)} (at ${m.t_full_s.toFixed(1)} s)` : 'not reached: run longer (BENCH_MEM_DURATION)'} | ${kib(m.rss_end_kb)} | ${reached ? `${m.rss_end_kb - m.rss_full_kb >= 0 ? '+' : '−'}${kib(Math.abs(m.rss_end_kb - m.rss_full_kb))}` : '—'} | ${kib(m.hwm_kb)} |`);
   }
   p();
+  for (const m of mem) {
+    if (m.rss_full_kb > 0) {
+      const growth = m.rss_end_kb - m.rss_full_kb;
+      p(`- ${m.sessions.toLocaleString('en-US')} sessions: RSS flat once every session was seen (it grew ${growth >= 0 ? '' : '−'}${kib(Math.abs(growth))} from then to the end, ${(m.seconds - m.t_full_s).toFixed(0)} s later; at most 1,024 KiB expected): ${target(growth <= 1024)}`);
+    } else {
+      p(`- ${m.sessions.toLocaleString('en-US')} sessions: not every session was seen within ${m.seconds} s: no steady state to compare; run longer (BENCH_MEM_DURATION).`);
+    }
+  }
+  p();
   const m10 = mem.find((m) => m.sessions <= m.cache);
   if (m10 && stats.rocket_auth.n && m10.rss_full_kb > 0) {
     const per = ((m10.rss_full_kb - stats.rocket_auth.hwm) * 1024) / m10.sessions;

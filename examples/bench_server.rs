@@ -11,7 +11,8 @@
 //! bench_server forge    --cookie-file F --n N --out F2         # N distinct cookies of one session, in process
 //! bench_server fake-provider --port P [--alg ES384|ES256]      # a fast OpenID provider (sign-in rows)
 //! bench_server signins  --app URL --session-cookie NAME --expect-location L
-//!                       [--conns 16 --warmup 2 --duration 10 --pids name=PID,... --clk-tck 100]
+//!                       [--redirect-status 303] [--conns 16 --warmup 2 --duration 10]
+//!                       [--pids name=PID,...] [--clk-tck 100]
 //!                                                              # full sign-ins per second
 //! bench_server free-port
 //! ```
@@ -1360,8 +1361,15 @@ fn set_cookie_pairs(r: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-fn redirect_target(r: &reqwest::Response, step: &str) -> Result<String, String> {
-    if !matches!(r.status().as_u16(), 302 | 303) {
+/// The Location of a redirect of the app (`status`: 303 for rocket_logto, 302 for Express's
+/// `res.redirect`) or of the provider (`None`: 302 or 303).
+fn redirect_target(
+    r: &reqwest::Response,
+    step: &str,
+    status: Option<u16>,
+) -> Result<String, String> {
+    let code = r.status().as_u16();
+    if status.map_or(!matches!(code, 302 | 303), |s| s != code) {
         return Err(format!("{step}: {} instead of a redirect", r.status()));
     }
     r.headers()
@@ -1376,6 +1384,7 @@ async fn one_sign_in(
     app: &str,
     session_cookie: &str,
     expect_location: &str,
+    status: Option<u16>,
 ) -> Result<(), String> {
     let fail = |step: &str, e: reqwest::Error| format!("{step}: {e}");
     let r = client
@@ -1383,7 +1392,7 @@ async fn one_sign_in(
         .send()
         .await
         .map_err(|e| fail("sign-in", e))?;
-    let authorize = redirect_target(&r, "sign-in")?;
+    let authorize = redirect_target(&r, "sign-in", status)?;
     let cookies = set_cookie_pairs(&r);
     r.bytes().await.map_err(|e| fail("sign-in", e))?;
     if cookies.is_empty() {
@@ -1394,7 +1403,7 @@ async fn one_sign_in(
         .send()
         .await
         .map_err(|e| fail("authorize", e))?;
-    let callback = redirect_target(&r, "authorize")?;
+    let callback = redirect_target(&r, "authorize", None)?;
     r.bytes().await.map_err(|e| fail("authorize", e))?;
     let r = client
         .get(&callback)
@@ -1402,7 +1411,7 @@ async fn one_sign_in(
         .send()
         .await
         .map_err(|e| fail("callback", e))?;
-    let landed = redirect_target(&r, "callback");
+    let landed = redirect_target(&r, "callback", status);
     let session = set_cookie_pairs(&r)
         .iter()
         .any(|kv| kv.starts_with(&format!("{session_cookie}=")));
@@ -1434,6 +1443,8 @@ async fn signins(args: &[String]) {
         .unwrap_or(10.0);
     let session_cookie = need(args, "--session-cookie");
     let expect_location = need(args, "--expect-location");
+    // --redirect-status 303: the app's two redirects must have it (else any of 302, 303).
+    let status: Option<u16> = arg(args, "--redirect-status").and_then(|s| s.parse().ok());
     // --pids app=123,provider=456: CPU time of these processes over the measured window.
     let pids: Vec<(String, String)> = arg(args, "--pids")
         .unwrap_or_default()
@@ -1467,7 +1478,7 @@ async fn signins(args: &[String]) {
                 let mut done: Vec<(Instant, Duration)> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    match one_sign_in(&client, &app, &cookie, &expect).await {
+                    match one_sign_in(&client, &app, &cookie, &expect, status).await {
                         Ok(()) => done.push((Instant::now(), start.elapsed())),
                         Err(e) => {
                             errors.fetch_add(1, Ordering::Relaxed);
