@@ -23,8 +23,9 @@ set border 3
 set key off
 set lmargin 52
 set arrow from 1, graph 0 to 1, graph 1 nohead back dashtype 2 lc rgb "#555555"
-# The ratio at the end of each bar: inside it when the bar is long enough, else after it.
+# The ratio at the end of each bar: inside it when the bar is long enough, else after it. (An
+# empty label rather than a NaN point: a labels plot without any point crashes gnuplot 5.4.)
 inside = 0.25 * xmax
 plot data using ($2 / 2):0:($2 / 2):(0.36):3:yticlabels(1) with boxxyerror lc rgb variable, \
-     data using ($2 >= inside ? $2 : NaN):0:(sprintf("%.2f× ", $2)) with labels right tc rgb "white" font "sans,12", \
-     data using ($2 < inside ? $2 : NaN):0:(sprintf(" %.2f×", $2)) with labels left font "sans,12"
+     data using 2:0:($2 >= inside ? sprintf("%.2f× ", $2) : "") with labels right tc rgb "white" font "sans,12", \
+     data using 2:0:($2 < inside ? sprintf(" %.2f×", $2) : "") with labels left font "sans,12"
