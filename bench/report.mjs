@@ -167,7 +167,9 @@ if (mem.length) {
   for (const m of mem) {
     if (m.rss_full_kb > 0) {
       const growth = m.rss_end_kb - m.rss_full_kb;
-      p(`- ${m.sessions.toLocaleString('en-US')} sessions: RSS flat once every session was seen (it grew ${growth >= 0 ? '' : '−'}${kib(Math.abs(growth))} from then to the end, ${(m.seconds - m.t_full_s).toFixed(0)} s later; at most 1,024 KiB expected): ${target(growth <= 1024)}`);
+      const after = m.seconds - m.t_full_s;
+      const requestsAfter = m.rps * after;
+      p(`- ${m.sessions.toLocaleString('en-US')} sessions: RSS flat once every session was seen (it changed by ${growth >= 0 ? '+' : '−'}${kib(Math.abs(growth))} from then to the end, ${after.toFixed(0)} s and about ${Math.round(requestsAfter).toLocaleString('en-US')} requests later: ${(growth / (requestsAfter / 1e6)).toFixed(0)} KiB per million requests; at most 1,024 KiB expected): ${target(growth <= 1024)}`);
     } else {
       p(`- ${m.sessions.toLocaleString('en-US')} sessions: not every session was seen within ${m.seconds} s: no steady state to compare; run longer (BENCH_MEM_DURATION).`);
     }
