@@ -181,9 +181,12 @@ if (mem.length) {
     p(`With every one of ${m10.sessions.toLocaleString('en-US')} sessions cached, RSS is ${kib(m10.rss_full_kb - stats.rocket_auth.hwm)} above the one-session \`AuthenticatedUser\` row's peak: about **${Math.round(per).toLocaleString('en-US')} bytes per cached session** (process RSS, allocator slack included; \`tests/session_cache_memory.rs\` counts the heap bytes exactly).`);
     p();
   }
-  p('VmRSS samples (seconds: KiB), each run: ' + mem.map((m) => {
+  p('VmRSS samples (seconds: KiB; at most about 40 shown), each run: ' + mem.map((m) => {
     const samples = existsSync(join(dir, `rss_${m.row}.tsv`)) ? read(`rss_${m.row}.tsv`).trim().split('\n').map((l) => l.split('\t')) : [];
-    return `${m.row} ${samples.map(([t, kb]) => `${Number(t).toFixed(0)}: ${kb}`).join(', ')}`;
+    // At most about 40 samples shown: every k-th, and the last.
+    const k = Math.ceil(samples.length / 40);
+    const shown = samples.filter((_, i) => i % k === 0 || i === samples.length - 1);
+    return `${m.row} ${shown.map(([t, kb]) => `${Number(t).toFixed(0)}: ${kb}`).join(', ')}`;
   }).join('; ') + '.');
   p();
 }
