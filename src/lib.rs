@@ -1429,7 +1429,9 @@ pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
     ORGANIZATIONS_RESOURCE,
 };
-pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl};
+pub use config::{
+    AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind,
+};
 pub use error::{html_escape, LogtoError};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
