@@ -1412,6 +1412,8 @@ mod redirect;
 mod refresh;
 mod routes;
 mod session;
+mod session_store;
+mod sessions;
 mod sign_in;
 mod single_flight;
 mod store;
@@ -1437,6 +1439,7 @@ pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
 pub use hooks::{SignInDecision, SignedIn};
 pub use redirect::{InvalidReturnPath, ReturnPath};
+pub use sessions::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
 pub use sign_in::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use tokens::AccessToken;
 

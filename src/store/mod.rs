@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) use memory::{Ended, EndedKind, EndedRecord};
+#[cfg(feature = "redis")]
+pub(crate) use self::redis::{Fetch, RedisStore};
 
 use crate::config::LogtoConfig;
 use crate::refresh::{Refreshed, Successor, Target};
@@ -110,6 +112,15 @@ impl Store {
         {
             let _ = (figment, ended, settings);
             unreachable!("check_support refuses redis_url without the feature")
+        }
+    }
+
+    /// The Redis store, when there is one.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self) -> Option<&Arc<RedisStore>> {
+        match self {
+            Store::Local => None,
+            Store::Redis(r) => Some(r),
         }
     }
 

@@ -33,6 +33,12 @@ use rocket::futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, oneshot, OnceCell};
 
+#[path = "sessions.rs"]
+mod sessions;
+
+pub(crate) use sessions::Fetch;
+use sessions::CachedSession;
+
 use super::seal::Keys;
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};
 use crate::config::{LogtoConfig, RedisSettings, RedisUrl};
@@ -49,6 +55,8 @@ const MAX_PENDING: usize = 10_000;
 const CHUNK: usize = 200;
 /// A waiter re-checks at least this often, in case a pub/sub message was missed.
 const POLL: Duration = Duration::from_millis(200);
+/// How long a session of the Redis session store stays in an instance's cache.
+const SESSION_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Health check of the pub/sub connection, and retry of records Redis could not take.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -180,7 +188,7 @@ enum Conn {
 }
 
 /// Why an operation did not happen (details are logged where they occur, without the URL).
-struct Down;
+pub(crate) struct Down;
 
 /// Names of the keys of one refresh.
 struct RefreshKeys {
@@ -222,6 +230,10 @@ pub(crate) struct RedisStore {
     /// Leases to give up once Redis answers again.
     abandoned: Mutex<Vec<Abandoned>>,
     ended: Arc<Ended>,
+    /// Sessions of the Redis session store this instance served, by hash of their id.
+    session_cache: crate::bounded::ExpiringMap<Arc<CachedSession>>,
+    session_lifetime: Duration,
+    session_inactivity: Duration,
     urls: Vec<RedisUrl>,
     description: String,
     /// Dropped with the store: stops the pub/sub task.
@@ -297,6 +309,12 @@ impl RedisStore {
             pending: Mutex::new(Vec::new()),
             abandoned: Mutex::new(Vec::new()),
             ended,
+            session_cache: crate::bounded::ExpiringMap::new(
+                SESSION_CACHE_TTL,
+                config.session_cache_entries,
+            ),
+            session_lifetime: config.session_lifetime,
+            session_inactivity: config.session_inactivity,
             urls: settings.urls.clone(),
             description,
             _stop: stop,
@@ -384,6 +402,19 @@ impl RedisStore {
                 invocation.arg(*arg);
             }
             invocation.invoke_async(&mut connection).await
+        };
+        self.within(what, run).await
+    }
+
+    /// Runs a pipeline within the timeout.
+    async fn pipeline<T: ::redis::FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: Pipeline,
+    ) -> Result<T, Down> {
+        let run = async {
+            let mut connection = self.connection().await?;
+            pipe.query_async(&mut connection).await
         };
         self.within(what, run).await
     }
@@ -813,6 +844,7 @@ impl RedisStore {
                     }
                 }
             }
+            Some((kind @ ("s" | "d"), rest)) => self.on_session_message(kind, rest),
             _ => {}
         }
     }
@@ -880,6 +912,10 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                     None => return,
                 };
                 if synced {
+                    // Changes of sessions may have been announced while unsubscribed.
+                    if let Some(s) = store.upgrade() {
+                        s.session_cache.clear();
+                    }
                     if was_down {
                         log::warn!("logto: Redis is back; ended sessions reloaded");
                     } else {

@@ -1,0 +1,339 @@
+//! Sessions kept in Redis (`session_store = "redis"`): the Redis side. The browser holds a
+//! random id (32 bytes) in one private cookie; everything else is here.
+//!
+//! | key | value | TTL |
+//! |---|---|---|
+//! | `ses:{s}` | one session, sealed (AES-256-GCM under a key derived from `secret_key`, bound to the key name): its version, the user agent (200 characters at most) and the session in the cookie codec's format | the shorter of what is left of its absolute and inactivity lifetimes |
+//! | `user:{u}` | set of the `s` of one user's sessions, for listing and ending them | `session_lifetime_secs`, renewed by every write |
+//!
+//! `s` is a keyed hash of the session id (never the id itself: reading Redis gives no
+//! cookie), `u` a keyed hash of the user's `sub`. The two keys of one write live in different
+//! Redis Cluster slots, so they are written one command at a time.
+//!
+//! Every write and deletion is announced on the `<prefix>events` channel (`s <s> <version>`,
+//! `d <s>`), and each instance keeps a bounded cache of the sessions it served, dropping an
+//! entry whose version changed elsewhere: a request whose session is cached and unchanged
+//! costs no Redis call. When the subscription is lost, messages may be missed: the cache is
+//! emptied once it is made again.
+
+use std::sync::Arc;
+
+use ::redis::Value;
+
+use super::{Down, RedisStore};
+use crate::claims::IdTokenClaims;
+use crate::provider::decode_jwt_payload;
+use crate::session::{now_ms, Session};
+
+/// Format of the sealed session value.
+const FORMAT: u8 = 1;
+
+/// A session as stored, decoded once per instance.
+pub(crate) struct CachedSession {
+    pub version: u64,
+    pub session: Arc<Session>,
+    pub claims: Arc<IdTokenClaims>,
+    pub user_agent: Option<Arc<str>>,
+}
+
+/// What Redis says about a session id.
+pub(crate) enum Fetch {
+    Found(Arc<CachedSession>),
+    /// Never stored, expired, deleted, flushed, or unreadable: signed out.
+    Unknown,
+    /// Redis cannot be reached now.
+    Down,
+}
+
+/// One stored session of a user, for the admin API.
+pub(crate) struct Listed {
+    pub hash: String,
+    pub created_at_ms: i64,
+    pub seen_at: i64,
+    pub user_agent: Option<String>,
+}
+
+/// A version number for a new write: time-ordered and unique across instances in practice,
+/// so that two instances writing the same session never announce the same version.
+fn new_version() -> u64 {
+    let random = rand::random::<u16>() as u64;
+    ((now_ms().max(0) as u64) << 16) | random
+}
+
+fn encode(version: u64, user_agent: Option<&str>, session: &Session) -> Vec<u8> {
+    let text = crate::codec::to_text(session);
+    let agent = user_agent.unwrap_or("");
+    let mut out = Vec::with_capacity(1 + 8 + 2 + agent.len() + text.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(agent.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(agent.as_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+fn decode(plain: &[u8]) -> Option<(u64, Option<String>, Session)> {
+    let (&format, rest) = plain.split_first()?;
+    if format != FORMAT || rest.len() < 10 {
+        return None;
+    }
+    let version = u64::from_le_bytes(rest[..8].try_into().ok()?);
+    let agent_len = u16::from_le_bytes(rest[8..10].try_into().ok()?) as usize;
+    let rest = &rest[10..];
+    if rest.len() < agent_len {
+        return None;
+    }
+    let agent = std::str::from_utf8(&rest[..agent_len]).ok()?;
+    let text = std::str::from_utf8(&rest[agent_len..]).ok()?;
+    let session = crate::codec::from_text(text)?.session;
+    let agent = (!agent.is_empty()).then(|| agent.to_string());
+    Some((version, agent, session))
+}
+
+impl RedisStore {
+    /// The keyed hash that names the session of id `id` (and is its admin handle).
+    pub fn session_hash(&self, id: &str) -> String {
+        self.keys.ident("session id", id.as_bytes())
+    }
+
+    fn session_key(&self, hash: &str) -> String {
+        self.key("ses", hash)
+    }
+
+    fn user_key(&self, sub: &str) -> String {
+        self.key("user", &self.keys.ident("sessions of", sub.as_bytes()))
+    }
+
+    /// The cached session `hash`, if this instance holds its current version: no round trip.
+    pub fn cached_session(&self, hash: &str) -> Option<Arc<CachedSession>> {
+        self.session_cache.get(hash)
+    }
+
+    /// Reads session `hash` from Redis (and caches it).
+    pub async fn fetch_session(&self, hash: &str) -> Fetch {
+        let key = self.session_key(hash);
+        let value: Option<Vec<u8>> = match self
+            .command("read a session", ::redis::cmd("GET").arg(&key).clone())
+            .await
+        {
+            Ok(v) => v,
+            Err(Down) => return Fetch::Down,
+        };
+        let Some(value) = value else {
+            return Fetch::Unknown;
+        };
+        let Some(cached) = self.open_session(&key, &value) else {
+            log::warn!(
+                "logto: a session in Redis failed authentication or could not be read (changed, \
+                 or written under another secret_key); treated as signed out"
+            );
+            return Fetch::Unknown;
+        };
+        let cached = Arc::new(cached);
+        self.session_cache.insert(hash, cached.clone());
+        Fetch::Found(cached)
+    }
+
+    fn open_session(&self, key: &str, value: &[u8]) -> Option<CachedSession> {
+        let plain = self.keys.open(key, value, 0)?;
+        let (version, agent, session) = decode(&plain)?;
+        let claims: IdTokenClaims = decode_jwt_payload(&session.id_token).ok()?;
+        Some(CachedSession {
+            version,
+            session: Arc::new(session),
+            claims: Arc::new(claims),
+            user_agent: agent.map(Arc::from),
+        })
+    }
+
+    /// Milliseconds `session` may still live: the shorter of its absolute and inactivity
+    /// lifetimes; 0 when it is over.
+    fn remaining_ms(&self, session: &Session) -> i64 {
+        let now = now_ms();
+        let absolute = session.created_at_ms + self.session_lifetime.as_millis() as i64 - now;
+        let inactivity =
+            session.seen_at * 1000 + self.session_inactivity.as_millis() as i64 - now;
+        absolute.min(inactivity).max(0)
+    }
+
+    /// Writes session `hash` (a new version), indexes it under its user, announces it, and
+    /// caches it here. The claims are those of `session`'s ID token.
+    pub async fn save_session(
+        &self,
+        hash: &str,
+        session: Arc<Session>,
+        user_agent: Option<Arc<str>>,
+    ) -> Result<Arc<CachedSession>, Down> {
+        let claims: IdTokenClaims = decode_jwt_payload(&session.id_token).map_err(|_| Down)?;
+        let ttl = self.remaining_ms(&session);
+        if ttl <= 0 {
+            self.delete_session(hash).await?;
+            return Err(Down);
+        }
+        let version = new_version();
+        let key = self.session_key(hash);
+        let value = self.keys.seal(
+            &key,
+            b"",
+            &encode(version, user_agent.as_deref(), &session),
+        );
+        let mut set = ::redis::cmd("SET");
+        set.arg(&key).arg(value).arg("PX").arg(ttl);
+        self.command::<Value>("write a session", set).await?;
+        let user_key = self.user_key(&claims.sub);
+        let mut index = ::redis::pipe();
+        index
+            .atomic()
+            .cmd("SADD")
+            .arg(&user_key)
+            .arg(hash)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&user_key)
+            .arg(self.session_lifetime.as_millis() as u64)
+            .ignore();
+        self.pipeline::<()>("index a session", index).await?;
+        let cached = Arc::new(CachedSession {
+            version,
+            session,
+            claims: Arc::new(claims),
+            user_agent,
+        });
+        // Cached before the announcement, which then finds the same version here.
+        self.session_cache.insert(hash, cached.clone());
+        self.announce(format!("s {hash} {version}")).await;
+        Ok(cached)
+    }
+
+    async fn announce(&self, message: String) {
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish.arg(&self.channel).arg(message);
+        let _ = self
+            .command::<Value>("announce a session change", publish)
+            .await;
+    }
+
+    /// Deletes session `hash` and announces it; whether it existed.
+    pub async fn delete_session(&self, hash: &str) -> Result<bool, Down> {
+        self.session_cache.remove(hash);
+        let key = self.session_key(hash);
+        let value: Option<Vec<u8>> = self
+            .command("read a session", ::redis::cmd("GET").arg(&key).clone())
+            .await?;
+        let sub = value
+            .and_then(|v| self.open_session(&key, &v))
+            .map(|c| c.claims.sub.clone());
+        let deleted: i64 = self
+            .command("delete a session", ::redis::cmd("DEL").arg(&key).clone())
+            .await?;
+        if let Some(sub) = sub {
+            let mut srem = ::redis::cmd("SREM");
+            srem.arg(self.user_key(&sub)).arg(hash);
+            let _ = self.command::<Value>("unindex a session", srem).await;
+        }
+        self.session_cache.remove(hash);
+        self.announce(format!("d {hash}")).await;
+        Ok(deleted > 0)
+    }
+
+    /// The stored sessions of `sub` (dropping index entries of sessions gone).
+    pub async fn list_sessions(&self, sub: &str) -> Result<Vec<Listed>, Down> {
+        let user_key = self.user_key(sub);
+        let hashes: Vec<String> = self
+            .command(
+                "list sessions",
+                ::redis::cmd("SMEMBERS").arg(&user_key).clone(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let key = self.session_key(&hash);
+            let value: Option<Vec<u8>> = self
+                .command("read a session", ::redis::cmd("GET").arg(&key).clone())
+                .await?;
+            match value.and_then(|v| self.open_session(&key, &v)) {
+                Some(c) if c.claims.sub == sub => out.push(Listed {
+                    created_at_ms: c.session.created_at_ms,
+                    seen_at: c.session.seen_at,
+                    user_agent: c.user_agent.as_deref().map(str::to_string),
+                    hash,
+                }),
+                _ => {
+                    let mut srem = ::redis::cmd("SREM");
+                    srem.arg(&user_key).arg(&hash);
+                    let _ = self.command::<Value>("unindex a session", srem).await;
+                }
+            }
+        }
+        out.sort_by_key(|l| l.created_at_ms);
+        Ok(out)
+    }
+
+    /// Deletes every stored session of `sub`; how many there were.
+    pub async fn end_user_sessions(&self, sub: &str) -> Result<usize, Down> {
+        let listed = self.list_sessions(sub).await?;
+        let mut ended = 0;
+        for l in &listed {
+            if self.delete_session(&l.hash).await? {
+                ended += 1;
+            }
+        }
+        let _ = self
+            .command::<Value>(
+                "drop a session index",
+                ::redis::cmd("DEL").arg(self.user_key(sub)).clone(),
+            )
+            .await;
+        Ok(ended)
+    }
+
+    /// A message of the channel about sessions: drops what changed elsewhere.
+    pub(super) fn on_session_message(&self, kind: &str, rest: &str) {
+        match kind {
+            "s" => {
+                let Some((hash, version)) = rest.split_once(' ') else {
+                    return;
+                };
+                let version: Option<u64> = version.parse().ok();
+                if self
+                    .session_cache
+                    .get(hash)
+                    .is_some_and(|c| Some(c.version) != version)
+                {
+                    self.session_cache.remove(hash);
+                }
+            }
+            "d" => self.session_cache.remove(rest),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_values_round_trip_and_refuse_junk() {
+        let s = Session {
+            id_token: "a.b.c".into(),
+            refresh_token: Some("rt".into()),
+            userinfo_token: None,
+            tokens: vec![],
+            user_info: None,
+            created_at_ms: 5,
+            seen_at: 6,
+        };
+        let bytes = encode(7, Some("Firefox"), &s);
+        let (v, agent, back) = decode(&bytes).unwrap();
+        assert_eq!((v, agent.as_deref()), (7, Some("Firefox")));
+        assert_eq!(back, s);
+        let (_, agent, _) = decode(&encode(1, None, &s)).unwrap();
+        assert_eq!(agent, None);
+        for n in 0..bytes.len() {
+            let _ = decode(&bytes[..n]);
+        }
+        assert!(decode(b"").is_none());
+        assert!(new_version() != new_version() || new_version() > 0);
+    }
+}
