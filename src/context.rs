@@ -173,8 +173,10 @@ impl RequestSession {
         *current = None;
         self.ended.store(true, Ordering::Release);
         session::clear(jar, config);
-        if let Some(stored) = &self.stored {
-            session_store::delete(state, jar, stored).await;
+        match &self.stored {
+            Some(stored) => session_store::delete(state, jar, stored).await,
+            // Not loaded (Redis unreachable, or refused): its id cookie goes all the same.
+            None => session_store::forget(state, jar).await,
         }
         self.note_written(jar, config);
     }

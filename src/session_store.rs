@@ -308,6 +308,22 @@ pub(crate) async fn save(state: &LogtoState, stored: &Stored, s: &Session) {
     let _ = (state, stored, s);
 }
 
+/// Removes the session id cookie the request carries, if any, and deletes its session from
+/// Redis when it can (a sign-out whose session could not be loaded).
+pub(crate) async fn forget(state: &LogtoState, jar: &CookieJar<'_>) {
+    if !has_sid(jar, state) {
+        return;
+    }
+    #[cfg(feature = "redis")]
+    if let (Some(redis), Some(id)) = (
+        state.sessions.redis(),
+        jar.get_private(CookieNames::of(&state.config).sid),
+    ) {
+        let _ = redis.delete_session(&redis.session_hash(id.value())).await;
+    }
+    forget_sid(jar, state);
+}
+
 /// Deletes a stored session (a sign-out) and removes its cookie.
 pub(crate) async fn delete(state: &LogtoState, jar: &CookieJar<'_>, stored: &Stored) {
     forget_sid(jar, state);
