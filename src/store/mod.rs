@@ -8,8 +8,11 @@
 //! - **Redis** (`redis_url`, cargo feature `redis`): the same maps stay as each instance's
 //!   cache and mirror, and Redis makes them common (see `redis.rs`).
 //!
-//! `refresh` and `logout` call it; guards and routes never see which one runs. The cookie
-//! stays the source of truth: nothing here is the only copy of a session.
+//! `refresh` and `logout` call it; guards and routes never see which one runs. With the
+//! cookie session store the cookie stays the source of truth: nothing here is the only
+//! copy of a session. With `session_store = "redis"` the sessions themselves live in Redis
+//! too (`sessions.rs`, reached through the Redis store; `crate::session_store` for the
+//! request side).
 
 mod memory;
 #[cfg(feature = "redis")]

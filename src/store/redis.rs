@@ -15,8 +15,12 @@
 //! | `jti:{j}` | a logout token's `jti` was used | 10 minutes |
 //! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>`, scored by expiry | `session_lifetime_secs` |
 //!
+//! With `session_store = "redis"`, also `ses:{s}` (a session) and `user:{u}` (the sessions
+//! of a user): see `sessions.rs`.
+//!
 //! and one pub/sub channel, `<prefix>events`: `r <h>` when a refresh's outcome is written,
-//! `e <member>...` when sessions end. Each instance mirrors `ended` in memory (loaded at
+//! `e <member>...` when sessions end, `s <s> <version>` and `d <s>` when a session of the
+//! Redis session store is written or deleted. Each instance mirrors `ended` in memory (loaded at
 //! connection and after every reconnection, then kept current by the channel), so checking
 //! a request makes no round trip.
 
