@@ -60,7 +60,10 @@ fn missing_fairing(rocket: &Rocket<Ignite>, guard: &str) -> bool {
     }
 }
 
-/// The guide's `req.user`: whether someone is signed in, and their claims. Never fails.
+/// The guide's `req.user`: whether someone is signed in, and their claims. Never fails,
+/// except with 503 (`Retry-After`) when the Redis session store (`session_store = "redis"`)
+/// cannot be reached for a session this instance has not cached: the session is not lost,
+/// and the page must not show the user as signed out.
 ///
 /// ```
 /// # use rocket::get;

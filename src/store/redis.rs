@@ -236,6 +236,12 @@ pub(crate) struct RedisStore {
     ended: Arc<Ended>,
     /// Sessions of the Redis session store this instance served, by hash of their id.
     session_cache: crate::bounded::ExpiringMap<Arc<CachedSession>>,
+    /// Counts cache clearings and session messages; `session_changes` keeps, by session,
+    /// the count at its last message (for a few seconds). A read that saw its session change,
+    /// or the cache cleared, is not cached: the value read may be older than the change.
+    session_epoch: std::sync::atomic::AtomicU64,
+    session_changes: crate::bounded::ExpiringMap<u64>,
+    session_messages: std::sync::atomic::AtomicU64,
     session_lifetime: Duration,
     session_inactivity: Duration,
     urls: Vec<RedisUrl>,
@@ -315,6 +321,12 @@ impl RedisStore {
             ended,
             session_cache: crate::bounded::ExpiringMap::new(
                 SESSION_CACHE_TTL,
+                config.session_cache_entries,
+            ),
+            session_epoch: std::sync::atomic::AtomicU64::new(0),
+            session_messages: std::sync::atomic::AtomicU64::new(0),
+            session_changes: crate::bounded::ExpiringMap::new(
+                Duration::from_secs(10),
                 config.session_cache_entries,
             ),
             session_lifetime: config.session_lifetime,
@@ -918,7 +930,7 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                 if synced {
                     // Changes of sessions may have been announced while unsubscribed.
                     if let Some(s) = store.upgrade() {
-                        s.session_cache.clear();
+                        s.clear_sessions();
                     }
                     if was_down {
                         log::warn!("logto: Redis is back; ended sessions reloaded");

@@ -16,6 +16,7 @@
 //! costs no Redis call. When the subscription is lost, messages may be missed: the cache is
 //! emptied once it is made again.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ::redis::Value;
@@ -111,6 +112,13 @@ impl RedisStore {
 
     /// Reads session `hash` from Redis (and caches it).
     pub async fn fetch_session(&self, hash: &str) -> Fetch {
+        let seen = || {
+            (
+                self.session_epoch.load(Ordering::Acquire),
+                self.session_changes.get(hash),
+            )
+        };
+        let before = seen();
         let key = self.session_key(hash);
         let value: Option<Vec<u8>> = match self
             .command("read a session", ::redis::cmd("GET").arg(&key).clone())
@@ -130,7 +138,10 @@ impl RedisStore {
             return Fetch::Unknown;
         };
         let cached = Arc::new(cached);
-        self.session_cache.insert(hash, cached.clone());
+        // A change announced while reading may be newer than what was read: not cached.
+        if seen() == before {
+            self.session_cache.insert(hash, cached.clone());
+        }
         Fetch::Found(cached)
     }
 
@@ -287,6 +298,18 @@ impl RedisStore {
         Ok(ended)
     }
 
+    /// Empties the cache (the subscription was made again: messages may have been missed).
+    pub(super) fn clear_sessions(&self) {
+        self.session_epoch.fetch_add(1, Ordering::AcqRel);
+        self.session_cache.clear();
+    }
+
+    /// Notes that session `hash` was announced as changed.
+    fn changed(&self, hash: &str) {
+        let n = self.session_messages.fetch_add(1, Ordering::AcqRel);
+        self.session_changes.insert(hash, n);
+    }
+
     /// A message of the channel about sessions: drops what changed elsewhere.
     pub(super) fn on_session_message(&self, kind: &str, rest: &str) {
         match kind {
@@ -294,6 +317,7 @@ impl RedisStore {
                 let Some((hash, version)) = rest.split_once(' ') else {
                     return;
                 };
+                self.changed(hash);
                 let version: Option<u64> = version.parse().ok();
                 if self
                     .session_cache
@@ -303,7 +327,10 @@ impl RedisStore {
                     self.session_cache.remove(hash);
                 }
             }
-            "d" => self.session_cache.remove(rest),
+            "d" => {
+                self.changed(rest);
+                self.session_cache.remove(rest);
+            }
             _ => {}
         }
     }
