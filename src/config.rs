@@ -897,7 +897,10 @@ mod tests {
 
     #[test]
     fn session_store_is_cookie_or_redis_with_a_redis_url() {
-        assert_eq!(load(FULL, &[]).unwrap().session_store, SessionStoreKind::Cookie);
+        assert_eq!(
+            load(FULL, &[]).unwrap().session_store,
+            SessionStoreKind::Cookie
+        );
         let redis = "redis_url = \"redis://user:s3cr3t-pw@127.0.0.1:6379\"\n";
         let with = |extra: &str, env: &[(&str, &str)]| load(&format!("{FULL}{extra}"), env);
         let kind = |extra: &str, env: &[(&str, &str)]| with(extra, env).unwrap().session_store;
@@ -915,17 +918,48 @@ mod tests {
         );
         // Bad values: the key, the accepted values, never the password.
         for (extra, env, expect) in [
-            (format!("{redis}session_store = \"memcached\""), vec![], "expected \"cookie\""),
-            (format!("{redis}session_store = \"Redis\""), vec![], "expected \"cookie\""),
-            (format!("{redis}session_store = \"\""), vec![], "expected \"cookie\""),
+            (
+                format!("{redis}session_store = \"memcached\""),
+                vec![],
+                "expected \"cookie\"",
+            ),
+            (
+                format!("{redis}session_store = \"Redis\""),
+                vec![],
+                "expected \"cookie\"",
+            ),
+            (
+                format!("{redis}session_store = \"\""),
+                vec![],
+                "expected \"cookie\"",
+            ),
             (format!("{redis}session_store = 1"), vec![], "session_store"),
-            (format!("{redis}session_store = [\"redis\"]"), vec![], "session_store"),
-            (redis.to_string(), vec![("LOGTO_SESSION_STORE", "files")], "expected \"cookie\""),
-            ("session_store = \"redis\"".to_string(), vec![], "`redis_url` is not set"),
-            (String::new(), vec![("LOGTO_SESSION_STORE", "redis")], "`redis_url` is not set"),
+            (
+                format!("{redis}session_store = [\"redis\"]"),
+                vec![],
+                "session_store",
+            ),
+            (
+                redis.to_string(),
+                vec![("LOGTO_SESSION_STORE", "files")],
+                "expected \"cookie\"",
+            ),
+            (
+                "session_store = \"redis\"".to_string(),
+                vec![],
+                "`redis_url` is not set",
+            ),
+            (
+                String::new(),
+                vec![("LOGTO_SESSION_STORE", "redis")],
+                "`redis_url` is not set",
+            ),
         ] {
             let e = with(&extra, &env).unwrap_err().to_string();
-            assert!(e.contains("session_store") && e.contains(expect), "{extra:?}: {e}");
+            assert!(
+                e.contains("session_store") && e.contains(expect),
+                "{extra:?}: {e}"
+            );
             assert!(!e.contains("s3cr3t-pw"), "{e}");
         }
     }

@@ -1491,9 +1491,7 @@ pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
     ORGANIZATIONS_RESOURCE,
 };
-pub use config::{
-    AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind,
-};
+pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind};
 pub use error::{html_escape, LogtoError};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};

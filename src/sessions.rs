@@ -133,8 +133,7 @@ impl FromStr for SessionHandle {
     type Err = InvalidSessionHandle;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = s.len() == 43
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(SessionHandle(s.to_string()))
@@ -268,7 +267,10 @@ impl Sessions {
     pub async fn end(&self, handle: &SessionHandle) -> Result<bool, LogtoError> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis_store() {
-            return redis.delete_session(&handle.0).await.map_err(|_| unavailable());
+            return redis
+                .delete_session(&handle.0)
+                .await
+                .map_err(|_| unavailable());
         }
         let _ = handle;
         Err(needs_redis_store("end"))
@@ -283,7 +285,13 @@ mod tests {
     fn handles_parse_only_from_their_own_text() {
         let good = "A".repeat(43);
         assert_eq!(good.parse::<SessionHandle>().unwrap().as_str(), good);
-        for bad in ["", "short", &"A".repeat(44), &format!("{}/", "A".repeat(42)), &"é".repeat(21)] {
+        for bad in [
+            "",
+            "short",
+            &"A".repeat(44),
+            &format!("{}/", "A".repeat(42)),
+            &"é".repeat(21),
+        ] {
             assert!(bad.parse::<SessionHandle>().is_err(), "{bad}");
         }
     }

@@ -383,8 +383,7 @@ async fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &Cach
         if session.user_info.take().is_some() {
             log::warn!("logto: the session outgrew its cookies; its user info is left out and fetched on demand");
         }
-        if let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await
-        {
+        if let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await {
             log::error!("logto: a session of {bytes} bytes does not fit in the cookies; tokens will be refreshed per request");
         }
     }

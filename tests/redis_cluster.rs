@@ -173,7 +173,10 @@ async fn the_redis_session_store_works_on_a_cluster() {
     let cookies = cookies_of(&a);
     let names: Vec<&str> = cookies.iter().map(|c| c.name()).collect();
     assert!(names.contains(&"logto_sid"), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("logto_session")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("logto_session")),
+        "{names:?}"
+    );
     assert_eq!(status_of(&b, "/me", &cookies).await, Status::Ok);
 
     async fn fetch(client: &Client, cookies: &[Cookie<'static>]) -> String {
@@ -192,7 +195,10 @@ async fn the_redis_session_store_works_on_a_cluster() {
     let on_b = fetch(&b, &cookies).await;
     let started = Instant::now();
     while fetch(&a, &cookies).await != on_b {
-        assert!(started.elapsed() < Duration::from_secs(2), "A never read B's refresh");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "A never read B's refresh"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(fp.count("/token") - token_requests, 1);

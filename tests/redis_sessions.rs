@@ -33,9 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use instances::Instance;
-use real_provider::{
-    ProviderBrowser, ProviderOptions, RealProvider, ALICE, ALICE_SUB, BOB, CAROL,
-};
+use real_provider::{ProviderBrowser, ProviderOptions, RealProvider, ALICE, ALICE_SUB, BOB, CAROL};
 use redis_server::RedisServer;
 use reqwest::StatusCode;
 use round_robin::RoundRobin;
@@ -239,13 +237,23 @@ impl Deployment {
     }
 
     /// Polls `path` with `jar` on every instance until each answers `status`.
-    async fn until_all(&self, path: &str, jar: &Jar, status: StatusCode, deadline: Duration) -> Duration {
+    async fn until_all(
+        &self,
+        path: &str,
+        jar: &Jar,
+        status: StatusCode,
+        deadline: Duration,
+    ) -> Duration {
         let started = Instant::now();
         let mut pending: BTreeSet<usize> = (0..self.instances.len()).collect();
         loop {
             for i in pending.clone() {
                 let answer = self.on(i, path, jar).await;
-                assert_ne!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{answer:?}");
+                assert_ne!(
+                    answer.status,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "{answer:?}"
+                );
                 if answer.status == status {
                     pending.remove(&i);
                 }
@@ -291,10 +299,20 @@ async fn redis_calls(connection: &mut redis::aio::MultiplexedConnection) -> BTre
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
-        .filter(|(name, _)| !matches!(name.as_str(), "ping" | "info" | "hello" | "client|setinfo" | "client" | "select"))
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "ping" | "info" | "hello" | "client|setinfo" | "client" | "select"
+            )
+        })
         .collect()
 }
 
@@ -327,13 +345,15 @@ async fn sign_in_refresh_and_sign_out_across_three_instances_with_the_redis_stor
     // A refresh: 30 concurrent requests over the instances, one refresh, no Set-Cookie.
     dep.provider.reset_stats().await;
     let url = format!("{}/shopping", dep.front.url());
-    let answers =
-        rocket::futures::future::join_all((0..30).map(|_| dep.get(&url, &jar))).await;
+    let answers = rocket::futures::future::join_all((0..30).map(|_| dep.get(&url, &jar))).await;
     let tokens: BTreeSet<String> = answers
         .iter()
         .map(|a| {
             assert_eq!(a.status, StatusCode::OK, "{a:?}");
-            assert!(a.set_cookies().is_empty(), "a refresh sets no cookie: {a:?}");
+            assert!(
+                a.set_cookies().is_empty(),
+                "a refresh sets no cookie: {a:?}"
+            );
             a.body["access_token"].as_str().unwrap().to_string()
         })
         .collect();
@@ -343,7 +363,10 @@ async fn sign_in_refresh_and_sign_out_across_three_instances_with_the_redis_stor
     for i in 0..3 {
         let again = dep.on(i, "/shopping", &jar).await;
         assert_eq!(again.status, StatusCode::OK);
-        assert_eq!(again.body["access_token"].as_str(), tokens.first().map(String::as_str));
+        assert_eq!(
+            again.body["access_token"].as_str(),
+            tokens.first().map(String::as_str)
+        );
     }
     assert_eq!(dep.refreshes().await, 1);
     assert!(dep.provider.grant_valid(ALICE_SUB).await);
@@ -355,9 +378,17 @@ async fn sign_in_refresh_and_sign_out_across_three_instances_with_the_redis_stor
     assert!(!jar.has("logto_sid"), "the id cookie is removed: {jar:?}");
     assert!(dep.session_keys().await.is_empty(), "deleted from Redis");
     let took = dep
-        .until_all("/me", &before, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
+        .until_all(
+            "/me",
+            &before,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(2),
+        )
         .await;
-    println!("sign-out on instance {}: 401 on every instance after {took:?}", out.instance);
+    println!(
+        "sign-out on instance {}: 401 on every instance after {took:?}",
+        out.instance
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,22 +481,43 @@ async fn session_fixation_and_stolen_ids_get_nothing() {
         assert_eq!(me.body["sub"], ALICE_SUB);
     }
     // The pre-sign-in cookies, and the planted id, are worth nothing now.
-    dep.until_all("/me", &pre_sign_in, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
-        .await;
-    dep.until_all("/me", &attacker, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
-        .await;
+    dep.until_all(
+        "/me",
+        &pre_sign_in,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(2),
+    )
+    .await;
+    dep.until_all(
+        "/me",
+        &attacker,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(2),
+    )
+    .await;
     // A browser with a session signs out on another instance's cookie removal: a forged
     // id (no valid encryption) is refused too, cleanly.
     let mut forged = Jar::default();
-    forged.0.insert("logto_sid".into(), "logto_sid=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
-    assert_eq!(dep.on(0, "/me", &forged).await.status, StatusCode::UNAUTHORIZED);
+    forged.0.insert(
+        "logto_sid".into(),
+        "logto_sid=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+    );
+    assert_eq!(
+        dep.on(0, "/me", &forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // A stolen id stops working after sign-out.
     let stolen = victim.clone();
     let out = dep.browse("/logto/sign-out", &mut victim).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     let took = dep
-        .until_all("/me", &stolen, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
+        .until_all(
+            "/me",
+            &stolen,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(2),
+        )
         .await;
     println!("stolen id after sign-out: 401 on every instance after {took:?}");
 
@@ -474,9 +526,12 @@ async fn session_fixation_and_stolen_ids_get_nothing() {
     dep.sign_in_as(ALICE, &mut first).await;
     dep.sign_in_as(ALICE, &mut second).await;
     for jar in [&first, &second] {
-        dep.until_all("/me", jar, StatusCode::OK, Duration::from_secs(2)).await;
+        dep.until_all("/me", jar, StatusCode::OK, Duration::from_secs(2))
+            .await;
     }
-    let ended = dep.post_on(1, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default()).await;
+    let ended = dep
+        .post_on(1, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default())
+        .await;
     assert_eq!(ended.status, StatusCode::OK, "{ended:?}");
     for jar in [&first, &second] {
         let took = dep
@@ -488,7 +543,8 @@ async fn session_fixation_and_stolen_ids_get_nothing() {
     // A later sign-in works.
     let mut later = Jar::default();
     dep.sign_in_as(ALICE, &mut later).await;
-    dep.until_all("/me", &later, StatusCode::OK, Duration::from_secs(2)).await;
+    dep.until_all("/me", &later, StatusCode::OK, Duration::from_secs(2))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +588,10 @@ async fn a_cached_unchanged_session_costs_no_redis_call_and_changes_reach_every_
             if seen.body["access_token"] == new {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(2), "instance {i} never saw the change");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "instance {i} never saw the change"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let calls = delta(&before, &redis_calls(&mut connection).await);
@@ -553,7 +612,10 @@ async fn a_flushed_redis_means_signed_out_and_a_stopped_one_503_unless_cached() 
     let mut jar = Jar::default();
     let callback = dep.sign_in_as(ALICE, &mut jar).await;
     let mut connection = dep.redis().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
     let others: Vec<usize> = (0..3)
         .filter(|&i| dep.instances[i].name != callback)
         .collect();
@@ -561,20 +623,34 @@ async fn a_flushed_redis_means_signed_out_and_a_stopped_one_503_unless_cached() 
         let api = dep.on(i, "/me", &jar).await;
         assert_eq!(api.status, StatusCode::UNAUTHORIZED, "{api:?}");
         assert!(
-            api.set_cookies().iter().any(|c| c.starts_with("logto_sid=;") || c.contains("Max-Age=0")),
+            api.set_cookies()
+                .iter()
+                .any(|c| c.starts_with("logto_sid=;") || c.contains("Max-Age=0")),
             "the id cookie is removed: {api:?}"
         );
         let url = format!("{}/me", dep.instances[i].url());
         let page = dep
-            .request(reqwest::Method::GET, &url, &jar, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .request(
+                reqwest::Method::GET,
+                &url,
+                &jar,
+                "text/html,application/xhtml+xml,*/*;q=0.8",
+            )
             .await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{page:?}");
-        assert!(page.location.as_deref().unwrap_or("").contains("/logto/sign-in"), "{page:?}");
+        assert!(
+            page.location
+                .as_deref()
+                .unwrap_or("")
+                .contains("/logto/sign-in"),
+            "{page:?}"
+        );
     }
     println!("after FLUSHALL: 401 for API clients and a redirect to sign-in for browsers");
     let mut again = Jar::default();
     dep.sign_in_as(ALICE, &mut again).await;
-    dep.until_all("/me", &again, StatusCode::OK, Duration::from_secs(2)).await;
+    dep.until_all("/me", &again, StatusCode::OK, Duration::from_secs(2))
+        .await;
 
     // Stopped: a session cached on an instance keeps working there; an uncached one gets
     // 503 with Retry-After and keeps its cookie.
@@ -592,22 +668,40 @@ async fn a_flushed_redis_means_signed_out_and_a_stopped_one_503_unless_cached() 
     assert_eq!(served.status, StatusCode::OK, "{served:?}");
     let refused = dep.on(cold, "/me", &uncached).await;
     let took = started.elapsed();
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{refused:?}");
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{refused:?}"
+    );
     assert!(refused.retry_after.is_some(), "{refused:?}");
-    assert!(refused.set_cookies().is_empty(), "the cookie is kept: {refused:?}");
+    assert!(
+        refused.set_cookies().is_empty(),
+        "the cookie is kept: {refused:?}"
+    );
     let url = format!("{}/me", dep.instances[cold].url());
     let page = dep
         .request(reqwest::Method::GET, &url, &uncached, "text/html")
         .await;
-    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "a browser too: {page:?}");
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a browser too: {page:?}"
+    );
     println!("Redis stopped: the cached session served (200), the uncached one 503 with Retry-After {:?} ({took:?})", refused.retry_after);
 
     // Back, empty: every instance empties its cache on resubscribing; a clean sign-in.
     dep.redis.restart().await;
     let took = dep
-        .until_all("/me", &cached, StatusCode::UNAUTHORIZED, Duration::from_secs(15))
+        .until_all(
+            "/me",
+            &cached,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(15),
+        )
         .await;
-    println!("Redis restarted empty: the cached session is signed out on every instance after {took:?}");
+    println!(
+        "Redis restarted empty: the cached session is signed out on every instance after {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,42 +716,69 @@ async fn the_sessions_api_lists_ends_one_and_ends_all() {
     println!("Sessions::list: {list:#?}");
     assert_eq!(list.len(), 2);
     assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
-    assert!(list.iter().all(|s| s["user_agent"] == "rocket_logto-test/1.0"));
+    assert!(list
+        .iter()
+        .all(|s| s["user_agent"] == "rocket_logto-test/1.0"));
     let sids: Vec<&str> = [&first, &second]
         .iter()
         .map(|j| j.0["logto_sid"].split_once('=').unwrap().1)
         .collect();
     for s in &list {
         let handle = s["handle"].as_str().unwrap();
-        assert!(sids.iter().all(|sid| !sid.contains(handle)), "a handle is no id");
+        assert!(
+            sids.iter().all(|sid| !sid.contains(handle)),
+            "a handle is no id"
+        );
     }
     // End the other one.
     let other = list.iter().find(|s| s["current"] == false).unwrap()["handle"]
         .as_str()
         .unwrap()
         .to_string();
-    let ended = dep.post_on(1, &format!("/sessions/end/{other}"), &first).await;
+    let ended = dep
+        .post_on(1, &format!("/sessions/end/{other}"), &first)
+        .await;
     assert_eq!(ended.status, StatusCode::OK, "{ended:?}");
     assert_eq!(ended.body, json!(true));
-    dep.until_all("/me", &second, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
+    dep.until_all(
+        "/me",
+        &second,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(2),
+    )
+    .await;
+    dep.until_all("/me", &first, StatusCode::OK, Duration::from_secs(2))
         .await;
-    dep.until_all("/me", &first, StatusCode::OK, Duration::from_secs(2)).await;
-    assert_eq!(dep.on(2, "/sessions", &first).await.body.as_array().unwrap().len(), 1);
+    assert_eq!(
+        dep.on(2, "/sessions", &first)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Junk handles are refused as such.
     for junk in ["junk", "%2e%2e", &"A".repeat(43)] {
-        let answer = dep.post_on(0, &format!("/sessions/end/{junk}"), &first).await;
+        let answer = dep
+            .post_on(0, &format!("/sessions/end/{junk}"), &first)
+            .await;
         assert!(
-            answer.status == StatusCode::NOT_FOUND || answer.status == StatusCode::UNPROCESSABLE_ENTITY,
+            answer.status == StatusCode::NOT_FOUND
+                || answer.status == StatusCode::UNPROCESSABLE_ENTITY,
             "{junk}: {answer:?}"
         );
     }
     // End all.
     let mut third = Jar::default();
     dep.sign_in_as(ALICE, &mut third).await;
-    let all = dep.post_on(0, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default()).await;
+    let all = dep
+        .post_on(0, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default())
+        .await;
     assert_eq!(all.status, StatusCode::OK);
     for jar in [&first, &third] {
-        dep.until_all("/me", jar, StatusCode::UNAUTHORIZED, Duration::from_secs(2)).await;
+        dep.until_all("/me", jar, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
+            .await;
     }
 }
 
@@ -669,23 +790,35 @@ async fn the_cookie_store_ends_all_sessions_of_a_user_across_instances() {
     dep.sign_in_as(ALICE, &mut second).await;
     assert!(first.has_cookie_session() && !first.has("logto_sid"));
     for jar in [&first, &second] {
-        dep.until_all("/me", jar, StatusCode::OK, Duration::from_secs(2)).await;
+        dep.until_all("/me", jar, StatusCode::OK, Duration::from_secs(2))
+            .await;
     }
     // Listing needs the Redis store: a clear error.
     let list = dep.on(0, "/sessions", &first).await;
     assert_eq!(list.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(list.body["message"].as_str().unwrap().contains("session_store = \"redis\""), "{list:?}");
-    let ended = dep.post_on(0, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default()).await;
+    assert!(
+        list.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("session_store = \"redis\""),
+        "{list:?}"
+    );
+    let ended = dep
+        .post_on(0, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default())
+        .await;
     assert_eq!(ended.status, StatusCode::OK);
     for jar in [&first, &second] {
         let took = dep
             .until_all("/me", jar, StatusCode::UNAUTHORIZED, Duration::from_secs(2))
             .await;
-        println!("cookie store, Sessions::end_all on instance a: 401 on both instances after {took:?}");
+        println!(
+            "cookie store, Sessions::end_all on instance a: 401 on both instances after {took:?}"
+        );
     }
     let mut later = Jar::default();
     dep.sign_in_as(ALICE, &mut later).await;
-    dep.until_all("/me", &later, StatusCode::OK, Duration::from_secs(2)).await;
+    dep.until_all("/me", &later, StatusCode::OK, Duration::from_secs(2))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,14 +873,26 @@ async fn switching_stores_moves_sessions_both_ways() {
     // Without Redis, an id cookie is removed: a clean sign-in.
     let refused = dep.get(&on(&plain, "/me"), &redis_jar).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
-    assert!(refused.set_cookies().iter().any(|c| c.starts_with("logto_sid=")), "{refused:?}");
+    assert!(
+        refused
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("logto_sid=")),
+        "{refused:?}"
+    );
 }
 
 #[rocket::async_test]
 async fn bad_session_store_values_refuse_the_launch() {
     for (patch, why) in [
-        (json!({ "session_store": "memcached", "redis_url": "redis://127.0.0.1:1" }), "unknown value"),
-        (json!({ "session_store": "REDIS", "redis_url": "redis://127.0.0.1:1" }), "wrong case"),
+        (
+            json!({ "session_store": "memcached", "redis_url": "redis://127.0.0.1:1" }),
+            "unknown value",
+        ),
+        (
+            json!({ "session_store": "REDIS", "redis_url": "redis://127.0.0.1:1" }),
+            "wrong case",
+        ),
         (json!({ "session_store": 3 }), "not a string"),
         (json!({ "session_store": "redis" }), "no redis_url"),
     ] {

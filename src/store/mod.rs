@@ -23,9 +23,9 @@ mod seal;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) use memory::{Ended, EndedKind, EndedRecord};
 #[cfg(feature = "redis")]
 pub(crate) use self::redis::{Fetch, RedisStore};
+pub(crate) use memory::{Ended, EndedKind, EndedRecord};
 
 use crate::config::LogtoConfig;
 use crate::refresh::{Refreshed, Successor, Target};

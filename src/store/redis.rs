@@ -40,8 +40,8 @@ use tokio::sync::{broadcast, oneshot, OnceCell};
 #[path = "sessions.rs"]
 mod sessions;
 
-pub(crate) use sessions::Fetch;
 use sessions::CachedSession;
+pub(crate) use sessions::Fetch;
 
 use super::seal::Keys;
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};

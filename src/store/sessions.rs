@@ -162,8 +162,7 @@ impl RedisStore {
     fn remaining_ms(&self, session: &Session) -> i64 {
         let now = now_ms();
         let absolute = session.created_at_ms + self.session_lifetime.as_millis() as i64 - now;
-        let inactivity =
-            session.seen_at * 1000 + self.session_inactivity.as_millis() as i64 - now;
+        let inactivity = session.seen_at * 1000 + self.session_inactivity.as_millis() as i64 - now;
         absolute.min(inactivity).max(0)
     }
 
@@ -183,11 +182,9 @@ impl RedisStore {
         }
         let version = new_version();
         let key = self.session_key(hash);
-        let value = self.keys.seal(
-            &key,
-            b"",
-            &encode(version, user_agent.as_deref(), &session),
-        );
+        let value = self
+            .keys
+            .seal(&key, b"", &encode(version, user_agent.as_deref(), &session));
         let mut set = ::redis::cmd("SET");
         set.arg(&key).arg(value).arg("PX").arg(ttl);
         self.command::<Value>("write a session", set).await?;
