@@ -371,6 +371,56 @@ async fn sign_in_refresh_and_sign_out_across_three_instances_with_the_redis_stor
     assert_eq!(dep.refreshes().await, 1);
     assert!(dep.provider.grant_valid(ALICE_SUB).await);
 
+    // Nothing readable at rest: no key name or value holds the user id or a token.
+    let mut connection = dep.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let token = tokens.first().unwrap();
+    for key in &keys {
+        assert!(!key.contains(ALICE_SUB), "{key}");
+        let kind: String = redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap()],
+            "set" => redis::cmd("SMEMBERS")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut connection)
+                .await
+                .unwrap(),
+            _ => vec![],
+        };
+        for value in values {
+            for secret in [
+                ALICE_SUB.as_bytes(),
+                b"eyJ",
+                &token.as_bytes()[token.len() - 40..],
+            ] {
+                assert!(
+                    !value.windows(secret.len()).any(|w| w == secret),
+                    "{key} holds {}",
+                    String::from_utf8_lossy(secret)
+                );
+            }
+        }
+    }
+
     // Sign-out: the cookie goes, the session goes from Redis, every instance refuses the id.
     let before = jar.clone();
     let out = dep.browse("/logto/sign-out", &mut jar).await;
