@@ -171,7 +171,14 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
     let Some((s, claims)) = loaded.into_loaded() else {
         return RequestSession::with_store(None, None, None, false);
     };
-    let id = session::random_token(32);
+    // Named after the exact cookie value moved (a keyed hash, as unpredictable as a random
+    // id to whoever lacks `secret_key`): a client that sends the same cookies again, ignoring
+    // the answer, finds the same session rather than making a new one each time.
+    let first = jar
+        .get(CookieNames::of(config).session())
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
+    let id = redis.moved_session_id(&first);
     let hash = redis.session_hash(&id);
     let agent: Option<Arc<str>> = user_agent(request).map(Arc::from);
     match redis.save_session(&hash, s.clone(), agent.clone()).await {

@@ -896,9 +896,16 @@ async fn switching_stores_moves_sessions_both_ways() {
     let mut jar = Jar::default();
     dep.sign_in_as(ALICE, &mut jar).await;
     assert!(jar.has_cookie_session());
+    let cookie_jar = jar.clone();
     let moved = dep.get(&on(&c, "/me"), &jar).await;
     assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
     jar.absorb(&moved.headers);
+    // A client that sends the same cookies again finds the same session, not a new one.
+    for _ in 0..3 {
+        let again = dep.get(&on(&d, "/me"), &cookie_jar).await;
+        assert_eq!(again.status, StatusCode::OK);
+    }
+    assert_eq!(dep.session_keys().await.len(), 1);
     assert!(jar.has("logto_sid") && !jar.has_cookie_session(), "{jar:?}");
     assert_eq!(dep.session_keys().await.len(), 1);
     let on_d = dep.get(&on(&d, "/me"), &jar).await;

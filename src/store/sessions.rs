@@ -97,6 +97,11 @@ impl RedisStore {
         self.keys.ident("session id", id.as_bytes())
     }
 
+    /// The id of a cookie session moved into Redis, from its first cookie's exact value.
+    pub fn moved_session_id(&self, cookie_value: &str) -> String {
+        self.keys.ident("moved session", cookie_value.as_bytes())
+    }
+
     fn session_key(&self, hash: &str) -> String {
         self.key("ses", hash)
     }
