@@ -267,10 +267,25 @@ impl Sessions {
     pub async fn end(&self, handle: &SessionHandle) -> Result<bool, LogtoError> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis_store() {
-            return redis
-                .delete_session(&handle.0)
+            let (deleted, held) = redis
+                .remove_session(&handle.0)
                 .await
-                .map_err(|_| unavailable());
+                .map_err(|_| unavailable())?;
+            if let Some((sub, created_at_ms)) = held {
+                // A copy of the session's earlier cookies (from before it moved into Redis)
+                // is refused too, on every instance.
+                let record = EndedRecord {
+                    kind: EndedKind::Session,
+                    ident: self.inner.store.ident(Ident::Session {
+                        sub: &sub,
+                        created_at_ms,
+                    }),
+                    at_ms: created_at_ms,
+                };
+                self.inner.ended.insert(&record);
+                self.inner.store.share_ended(vec![record]).await;
+            }
+            return Ok(deleted);
         }
         let _ = handle;
         Err(needs_redis_store("end"))

@@ -927,6 +927,31 @@ async fn switching_stores_moves_sessions_both_ways() {
         "the moved id is gone"
     );
 
+    // A moved session ended through the Sessions API: its earlier cookies are refused too.
+    let mut cookies = Jar::default();
+    dep.sign_in_as(ALICE, &mut cookies).await;
+    let mut moved = cookies.clone();
+    let answer = dep.get(&on(&c, "/sessions"), &moved).await;
+    moved.absorb(&answer.headers);
+    let handle = answer.body[0]["handle"].as_str().unwrap().to_string();
+    let url = on(&c, &format!("/sessions/end/{handle}"));
+    let ended = dep
+        .request(reqwest::Method::POST, &url, &moved, "application/json")
+        .await;
+    assert_eq!(ended.body, json!(true), "{ended:?}");
+    for target in [
+        on(&d, "/me"),
+        on(&c, "/me"),
+        format!("{}/me", dep.instances[0].url()),
+    ] {
+        let replay = dep.get(&target, &cookies).await;
+        assert_eq!(
+            replay.status,
+            StatusCode::UNAUTHORIZED,
+            "{target}: {replay:?}"
+        );
+    }
+
     // Without Redis, an id cookie is removed: a clean sign-in.
     let refused = dep.get(&on(&plain, "/me"), &redis_jar).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");

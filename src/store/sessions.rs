@@ -228,25 +228,31 @@ impl RedisStore {
 
     /// Deletes session `hash` and announces it; whether it existed.
     pub async fn delete_session(&self, hash: &str) -> Result<bool, Down> {
+        self.remove_session(hash).await.map(|(deleted, _)| deleted)
+    }
+
+    /// Deletes session `hash` and announces it: whether it existed, and the user and start
+    /// of what it held, when readable.
+    pub async fn remove_session(&self, hash: &str) -> Result<(bool, Option<(String, i64)>), Down> {
         self.session_cache.remove(hash);
         let key = self.session_key(hash);
         let value: Option<Vec<u8>> = self
             .command("read a session", ::redis::cmd("GET").arg(&key).clone())
             .await?;
-        let sub = value
+        let held = value
             .and_then(|v| self.open_session(&key, &v))
-            .map(|c| c.claims.sub.clone());
+            .map(|c| (c.claims.sub.clone(), c.session.created_at_ms));
         let deleted: i64 = self
             .command("delete a session", ::redis::cmd("DEL").arg(&key).clone())
             .await?;
-        if let Some(sub) = sub {
+        if let Some((sub, _)) = &held {
             let mut srem = ::redis::cmd("SREM");
-            srem.arg(self.user_key(&sub)).arg(hash);
+            srem.arg(self.user_key(sub)).arg(hash);
             let _ = self.command::<Value>("unindex a session", srem).await;
         }
         self.session_cache.remove(hash);
         self.announce(format!("d {hash}")).await;
-        Ok(deleted > 0)
+        Ok((deleted > 0, held))
     }
 
     /// The stored sessions of `sub` (dropping index entries of sessions gone).
