@@ -140,8 +140,13 @@ pub(crate) async fn load(request: &Request<'_>, state: &LogtoState) -> RequestSe
     if now - s.seen_at > restamp_after(config) {
         // Rolling inactivity, in Redis now and then: no cookie is written.
         Arc::make_mut(&mut s).seen_at = now;
-        if let Ok(saved) = redis
-            .save_session(&stored.hash, s.clone(), stored.user_agent.clone())
+        if let Ok(Some(saved)) = redis
+            .save_session(
+                &stored.hash,
+                s.clone(),
+                stored.user_agent.clone(),
+                Some(cached.version),
+            )
             .await
         {
             s = saved.session.clone();
@@ -181,7 +186,10 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
     let id = redis.moved_session_id(&first);
     let hash = redis.session_hash(&id);
     let agent: Option<Arc<str>> = user_agent(request).map(Arc::from);
-    match redis.save_session(&hash, s.clone(), agent.clone()).await {
+    match redis
+        .save_session(&hash, s.clone(), agent.clone(), None)
+        .await
+    {
         Ok(_) => {
             session::clear(jar, config);
             jar.add_private(session::sid_cookie(id, config));
@@ -278,7 +286,7 @@ pub(crate) async fn start(
     let id = session::random_token(32);
     let hash = redis.session_hash(&id);
     redis
-        .save_session(&hash, Arc::new(s.clone()), user_agent.map(Arc::from))
+        .save_session(&hash, Arc::new(s.clone()), user_agent.map(Arc::from), None)
         .await
         .map_err(|_| unavailable_error())?;
     jar.add_private(session::sid_cookie(id, config));
@@ -302,7 +310,12 @@ pub(crate) async fn save(state: &LogtoState, stored: &Stored, s: &Session) {
     #[cfg(feature = "redis")]
     if let Some(redis) = state.sessions.redis_store() {
         if redis
-            .save_session(&stored.hash, Arc::new(s.clone()), stored.user_agent.clone())
+            .save_session(
+                &stored.hash,
+                Arc::new(s.clone()),
+                stored.user_agent.clone(),
+                None,
+            )
             .await
             .is_err()
         {

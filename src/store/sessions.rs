@@ -19,7 +19,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ::redis::Value;
+use std::sync::LazyLock;
+
+use ::redis::{Script, Value};
 
 use super::{Down, RedisStore};
 use crate::claims::IdTokenClaims;
@@ -53,6 +55,19 @@ pub(crate) struct Listed {
     pub seen_at: i64,
     pub user_agent: Option<String>,
 }
+
+/// Writes a session only over the version it was read at. KEYS: the session. ARGV: the
+/// expected clear header `<version>:`, the new value, its TTL in ms.
+static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+",
+    )
+});
 
 /// A version number for a new write: time-ordered and unique across instances in practice,
 /// so that two instances writing the same session never announce the same version.
@@ -151,8 +166,13 @@ impl RedisStore {
     }
 
     fn open_session(&self, key: &str, value: &[u8]) -> Option<CachedSession> {
-        let plain = self.keys.open(key, value, 0)?;
+        // The version is also in the clear (authenticated) header, for `REPLACE`.
+        let colon = value.iter().take(24).position(|&b| b == b':')?;
+        let plain = self.keys.open(key, value, colon + 1)?;
         let (version, agent, session) = decode(&plain)?;
+        if value[..colon] != *version.to_string().as_bytes() {
+            return None;
+        }
         let claims: IdTokenClaims = decode_jwt_payload(&session.id_token).ok()?;
         Some(CachedSession {
             version,
@@ -172,13 +192,16 @@ impl RedisStore {
     }
 
     /// Writes session `hash` (a new version), indexes it under its user, announces it, and
-    /// caches it here. The claims are those of `session`'s ID token.
+    /// caches it here. The claims are those of `session`'s ID token. With `replace`, only
+    /// over that version (a re-stamp must not undo a refresh written meanwhile elsewhere):
+    /// `None` when another write came first, and nothing was written.
     pub async fn save_session(
         &self,
         hash: &str,
         session: Arc<Session>,
         user_agent: Option<Arc<str>>,
-    ) -> Result<Arc<CachedSession>, Down> {
+        replace: Option<u64>,
+    ) -> Result<Option<Arc<CachedSession>>, Down> {
         let claims: IdTokenClaims = decode_jwt_payload(&session.id_token).map_err(|_| Down)?;
         let ttl = self.remaining_ms(&session);
         if ttl <= 0 {
@@ -187,12 +210,34 @@ impl RedisStore {
         }
         let version = new_version();
         let key = self.session_key(hash);
-        let value = self
-            .keys
-            .seal(&key, b"", &encode(version, user_agent.as_deref(), &session));
-        let mut set = ::redis::cmd("SET");
-        set.arg(&key).arg(value).arg("PX").arg(ttl);
-        self.command::<Value>("write a session", set).await?;
+        let value = self.keys.seal(
+            &key,
+            format!("{version}:").as_bytes(),
+            &encode(version, user_agent.as_deref(), &session),
+        );
+        match replace {
+            None => {
+                let mut set = ::redis::cmd("SET");
+                set.arg(&key).arg(value).arg("PX").arg(ttl);
+                self.command::<Value>("write a session", set).await?;
+            }
+            Some(previous) => {
+                let expected = format!("{previous}:");
+                let ttl = ttl.to_string();
+                let written: i64 = self
+                    .script(
+                        "write a session",
+                        &REPLACE,
+                        &[&key],
+                        &[expected.as_bytes(), &value, ttl.as_bytes()],
+                    )
+                    .await?;
+                if written == 0 {
+                    self.session_cache.remove(hash);
+                    return Ok(None);
+                }
+            }
+        }
         let user_key = self.user_key(&claims.sub);
         let mut index = ::redis::pipe();
         index
@@ -215,7 +260,7 @@ impl RedisStore {
         // Cached before the announcement, which then finds the same version here.
         self.session_cache.insert(hash, cached.clone());
         self.announce(format!("s {hash} {version}")).await;
-        Ok(cached)
+        Ok(Some(cached))
     }
 
     async fn announce(&self, message: String) {
@@ -370,5 +415,127 @@ mod tests {
         }
         assert!(decode(b"").is_none());
         assert!(new_version() != new_version() || new_version() > 0);
+    }
+}
+
+/// Against a real `redis-server` (on PATH, as for the integration tests: scripts/setup).
+#[cfg(test)]
+mod with_redis {
+    use std::time::Duration;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::config::LogtoConfig;
+    use crate::store::{Ended, Fetch};
+
+    struct Server(std::process::Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn redis_store() -> (Server, Arc<RedisStore>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/setup)");
+        let server = Server(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let toml = format!(
+            "[logto]\nendpoint='http://l'\napp_id='a'\napp_secret='s'\nbase_url='http://b'\n\
+             redis_url='redis://127.0.0.1:{port}'\nsession_store='redis'"
+        );
+        let figment = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(&toml),
+        );
+        let config = LogtoConfig::from_figment_with_env(&figment, |_| None).unwrap();
+        let ended = Arc::new(Ended::new(Duration::from_secs(60), 10));
+        let store =
+            RedisStore::start(&config, config.redis.as_ref().unwrap(), &[7u8; 64], ended).unwrap();
+        (server, store)
+    }
+
+    fn session(refresh_token: &str) -> Arc<Session> {
+        let now = crate::session::now();
+        let payload = serde_json::json!({ "iss": "i", "sub": "u", "aud": "a", "exp": now + 3600, "iat": now });
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        Arc::new(Session {
+            id_token: format!(
+                "{}.{}.c2ln",
+                b64(b"{}"),
+                b64(payload.to_string().as_bytes())
+            ),
+            refresh_token: Some(refresh_token.into()),
+            userinfo_token: None,
+            tokens: vec![],
+            user_info: None,
+            created_at_ms: now_ms(),
+            seen_at: now,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_restamp_never_overwrites_a_newer_write() {
+        let (_server, store) = redis_store().await;
+        let first = store
+            .save_session("h", session("rt-1"), Some(Arc::from("agent")), None)
+            .await
+            .ok()
+            .flatten()
+            .expect("written");
+        // A refresh elsewhere writes a newer version (a new refresh token).
+        let second = store
+            .save_session("h", session("rt-2"), Some(Arc::from("agent")), None)
+            .await
+            .ok()
+            .flatten()
+            .expect("written");
+        // A re-stamp of the copy read at the first version writes nothing.
+        let stale = store
+            .save_session("h", session("rt-1"), None, Some(first.version))
+            .await
+            .ok()
+            .expect("Redis answered");
+        assert!(stale.is_none());
+        store.session_cache.clear();
+        let Fetch::Found(read) = store.fetch_session("h").await else {
+            panic!("the session is there")
+        };
+        assert_eq!(read.version, second.version);
+        assert_eq!(read.session.refresh_token.as_deref(), Some("rt-2"));
+        assert_eq!(read.user_agent.as_deref(), Some("agent"));
+        // At the current version it is written.
+        let restamped = store
+            .save_session(
+                "h",
+                read.session.clone(),
+                read.user_agent.clone(),
+                Some(read.version),
+            )
+            .await
+            .ok()
+            .flatten();
+        assert!(restamped.is_some());
+        // Deleted: unknown.
+        assert!(store.delete_session("h").await.ok().unwrap());
+        assert!(matches!(store.fetch_session("h").await, Fetch::Unknown));
     }
 }
