@@ -63,3 +63,8 @@ for round in $(seq $ROUNDS); do
     unset f
   done
 done
+# In process, where other processes on the machine disturb the figure least.
+cargo build --release --example session_store_micro --features redis >&2
+SECRET=$(sed -n '/^const SECRET_KEY/{n;s/^ *"\(.*\)";/\1/p}' examples/bench_server.rs)
+SECRET=$SECRET REDIS_URL=redis://127.0.0.1:$RDP COOKIE_FILE=$DIR/cookie \
+  taskset -c 0 "$ROOT/target/release/examples/session_store_micro" | grep -v '^logto'
