@@ -1435,9 +1435,11 @@
 //!
 //! **Switching stores** keeps users signed in. With `session_store = "redis"`, a browser
 //! still carrying cookie-store session cookies is read once, moved into Redis under a new id,
-//! and its session cookies are removed. (That id is a keyed hash of the exact cookie moved,
-//! so a client that ignores the answer and sends the same cookies again finds the same
-//! session instead of making new ones; [`Sessions::end`] also refuses the earlier cookies.) With `session_store = "cookie"` and `redis_url`, a
+//! and its session cookies are removed. A session moves in once: the same cookies sent again
+//! within `rotation_grace_secs` (the browser's parallel requests) join the session they
+//! were moved to, and later (or once it ended) they are refused, so an old copy of them is
+//! worth nothing. (The new id is a keyed hash of the exact cookie moved, as unpredictable as
+//! a random one to whoever lacks `secret_key`.) With `session_store = "cookie"` and `redis_url`, a
 //! browser carrying a `logto_sid` cookie has its session read from Redis once, written into
 //! session cookies and deleted from Redis (a session too large for the cookies keeps its ID
 //! and refresh tokens only, the access tokens are fetched again). Without `redis_url` the

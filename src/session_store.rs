@@ -164,6 +164,7 @@ pub(crate) async fn load(_: &Request<'_>, _: &LogtoState) -> RequestSession {
 /// under a new id (its cookies removed). Served from the cookies if Redis cannot take it.
 #[cfg(feature = "redis")]
 async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSession {
+    use crate::store::{Fetch, Move};
     let jar = request.cookies();
     let config = &state.config;
     let loaded = RequestSession::load(jar, state);
@@ -177,14 +178,56 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
         return RequestSession::with_store(None, None, None, false);
     };
     // Named after the exact cookie value moved (a keyed hash, as unpredictable as a random
-    // id to whoever lacks `secret_key`): a client that sends the same cookies again, ignoring
-    // the answer, finds the same session rather than making a new one each time.
+    // id to whoever lacks `secret_key`), so that the same cookies sent again are recognised:
+    // within `rotation_grace_secs` of the move (the browser's parallel requests) they join
+    // the session; later, or once it ended, they are refused. A session moves in once.
     let first = jar
         .get(CookieNames::of(config).session())
         .map(|c| c.value().to_string())
         .unwrap_or_default();
     let id = redis.moved_session_id(&first);
     let hash = redis.session_hash(&id);
+    let refuse = || {
+        log::info!(
+            "logto: the cookies of a session moved into Redis earlier (or ended since); treating the request as signed out"
+        );
+        session::clear(jar, config);
+        let out = RequestSession::with_store(None, None, None, false);
+        out.note_written(jar, config);
+        out
+    };
+    match redis.may_move(&hash).await {
+        Ok(Move::New) => {}
+        // A parallel request of the same browser, just after the move: the same session.
+        Ok(Move::Join) => {
+            let cached = match redis.cached_session(&hash) {
+                Some(cached) => cached,
+                None => match redis.fetch_session(&hash).await {
+                    Fetch::Found(cached) => cached,
+                    Fetch::Unknown => return refuse(),
+                    Fetch::Down => {
+                        return RequestSession::with_store(Some(s), Some(claims), None, false)
+                    }
+                },
+            };
+            session::clear(jar, config);
+            jar.add_private(session::sid_cookie(id, config));
+            let joined = RequestSession::with_store(
+                Some(cached.session.clone()),
+                Some(cached.claims.clone()),
+                Some(Stored {
+                    hash,
+                    user_agent: cached.user_agent.clone(),
+                }),
+                false,
+            );
+            joined.note_written(jar, config);
+            return joined;
+        }
+        // Moved longer ago than the grace, or ended since: old copies are worth nothing.
+        Ok(Move::Refuse) => return refuse(),
+        Err(_) => return RequestSession::with_store(Some(s), Some(claims), None, false),
+    }
     let agent: Option<Arc<str>> = user_agent(request).map(Arc::from);
     match redis
         .save_session(&hash, s.clone(), agent.clone(), None)

@@ -272,8 +272,8 @@ impl Sessions {
                 .await
                 .map_err(|_| unavailable())?;
             if let Some((sub, created_at_ms)) = held {
-                // A copy of the session's earlier cookies (from before it moved into Redis)
-                // is refused too, on every instance.
+                // Also recorded as ended, like a sign-out: instances still on the cookie
+                // store (while an app switches) refuse the cookies it was moved from.
                 let record = EndedRecord {
                     kind: EndedKind::Session,
                     ident: self.inner.store.ident(Ident::Session {

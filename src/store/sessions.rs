@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `ses:{s}` | one session, sealed (AES-256-GCM under a key derived from `secret_key`, bound to the key name): its version, the user agent (200 characters at most) and the session in the cookie codec's format | the shorter of what is left of its absolute and inactivity lifetimes |
 //! | `user:{u}` | set of the `s` of one user's sessions, for listing and ending them | `session_lifetime_secs`, renewed by every write |
+//! | `gone:{s}` | a session deleted (signed out, ended, expired): the cookie session it was moved from cannot be moved in again | `session_lifetime_secs` |
+//! | `moved:{s}` | a cookie session was just moved in: its cookies, still sent by the browser's parallel requests, join it | `rotation_grace_secs` |
 //!
 //! `s` is a keyed hash of the session id (never the id itself: reading Redis gives no
 //! cookie), `u` a keyed hash of the user's `sub`. The two keys of one write live in different
@@ -68,6 +70,31 @@ return 1
 ",
     )
 });
+
+/// Decides what the cookies of a cookie session may do when they arrive at an instance of the
+/// Redis store: be moved in (the first time), join the session they were moved to (within
+/// the grace after the move: the browser's parallel requests), or nothing (moved longer ago,
+/// or ended since). KEYS: ses, moved, gone (one hash tag). ARGV: grace ms.
+static MOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 'join' end
+  return 'refuse'
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'refuse' end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 'new'
+",
+    )
+});
+
+/// What the cookies of a cookie session may do in the Redis store (see [`MOVE`]).
+pub(crate) enum Move {
+    New,
+    Join,
+    Refuse,
+}
 
 /// A version number for a new write: time-ordered and unique across instances in practice,
 /// so that two instances writing the same session never announce the same version.
@@ -277,7 +304,7 @@ impl RedisStore {
     }
 
     /// Deletes session `hash` and announces it: whether it existed, and the user and start
-    /// of what it held, when readable.
+    /// of the session it held, when readable.
     pub async fn remove_session(&self, hash: &str) -> Result<(bool, Option<(String, i64)>), Down> {
         self.session_cache.remove(hash);
         let key = self.session_key(hash);
@@ -295,9 +322,41 @@ impl RedisStore {
             srem.arg(self.user_key(sub)).arg(hash);
             let _ = self.command::<Value>("unindex a session", srem).await;
         }
+        // Remembered as ended for as long as it could have lived: the cookies it was moved
+        // from (cookie store) cannot bring it back.
+        let mut gone = ::redis::cmd("SET");
+        gone.arg(self.key("gone", hash))
+            .arg("1")
+            .arg("PX")
+            .arg(self.session_lifetime.as_millis().max(1) as u64);
+        let _ = self
+            .command::<Value>("remember an ended session", gone)
+            .await;
         self.session_cache.remove(hash);
         self.announce(format!("d {hash}")).await;
         Ok((deleted > 0, held))
+    }
+
+    /// Whether the cookie session whose moved id hashes to `hash` may move in (see [`MOVE`]).
+    pub async fn may_move(&self, hash: &str) -> Result<Move, Down> {
+        let grace = self.grace.as_millis().max(1).to_string();
+        let answer: String = self
+            .script(
+                "move a session",
+                &MOVE,
+                &[
+                    &self.session_key(hash),
+                    &self.key("moved", hash),
+                    &self.key("gone", hash),
+                ],
+                &[grace.as_bytes()],
+            )
+            .await?;
+        Ok(match answer.as_str() {
+            "new" => Move::New,
+            "join" => Move::Join,
+            _ => Move::Refuse,
+        })
     }
 
     /// The stored sessions of `sub` (dropping index entries of sessions gone).
