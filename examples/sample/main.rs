@@ -436,6 +436,113 @@ mod tests {
         assert_eq!(ours.status(), Status::SeeOther);
     }
 
+    /// With `session_store = "redis"`, against a `redis-server` on PATH (as the crate's Redis
+    /// tests; scripts/setup installs it). The test helpers' cookie sessions move into Redis at
+    /// their first request.
+    #[cfg(feature = "redis")]
+    #[rocket::async_test]
+    async fn the_sessions_page_lists_redis_sessions_and_signs_out_the_others() {
+        use rocket::http::{Cookie, Header};
+
+        struct Server(std::process::Child);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _redis = Server(
+            std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH"),
+        );
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let rocket = super::app(Logto::fairing());
+        let figment = rocket
+            .figment()
+            .clone()
+            .merge(("logto.redis_url", format!("redis://127.0.0.1:{port}")))
+            .merge(("logto.session_store", "redis"));
+        let client = Client::untracked(rocket.configure(figment)).await.unwrap();
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        // Two browsers of alice, started in different milliseconds.
+        let mut browsers: Vec<Cookie<'static>> = Vec::new();
+        for _ in 0..2 {
+            let before = now_ms();
+            let page = client
+                .get("/sessions")
+                .signed_in_as(&alice())
+                .dispatch()
+                .await;
+            assert_eq!(page.status(), Status::Ok);
+            let sid = page
+                .cookies()
+                .get("logto_sid")
+                .expect("moved into Redis")
+                .clone();
+            browsers.push(sid.into_owned());
+            while now_ms() <= before + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let page = client
+            .get("/sessions")
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        let html = page.into_string().await.unwrap();
+        assert_eq!(
+            html.matches("<tr").count(),
+            3,
+            "a header and two sessions: {html}"
+        );
+        assert!(html.contains(r#"id="this-session""#) && html.contains(r#"id="sign-out-others""#));
+
+        let done = client
+            .post("/sessions/sign-out-others")
+            .header(Header::new("Sec-Fetch-Site", "same-origin"))
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        assert_eq!(done.status(), Status::SeeOther);
+        let mine = client
+            .get("/me")
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        assert_eq!(mine.status(), Status::Ok);
+        let other = client
+            .get("/me")
+            .cookie(browsers[1].clone())
+            .dispatch()
+            .await;
+        assert_eq!(other.status(), Status::Unauthorized);
+        let page = client
+            .get("/sessions")
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        let html = page.into_string().await.unwrap();
+        assert!(html.contains("This is your only session."), "{html}");
+    }
+
     #[rocket::async_test]
     async fn the_stylesheet_is_served_by_the_app() {
         let client = client().await;
