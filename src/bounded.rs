@@ -211,6 +211,20 @@ impl<V: Clone> ExpiringMap<V> {
             .collect()
     }
 
+    /// Drops `key`, if held.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Drops every entry.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.order.clear();
+    }
+
     /// Entries held (live or not yet evicted).
     pub fn len(&self) -> usize {
         self.lock().map.len()

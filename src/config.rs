@@ -15,12 +15,13 @@ use crate::redirect::ReturnPath;
 use crate::sign_in::{DirectSignIn, FirstScreen};
 
 /// The environment variables that override the file, and the keys they set.
-pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("LOGTO_ENDPOINT", "endpoint"),
     ("LOGTO_APP_ID", "app_id"),
     ("LOGTO_APP_SECRET", "app_secret"),
     ("LOGTO_BASE_URL", "base_url"),
     ("LOGTO_REDIS_URL", "redis_url"),
+    ("LOGTO_SESSION_STORE", "session_store"),
 ];
 
 /// Scopes every sign-in requests, before the configured ones.
@@ -33,7 +34,7 @@ pub const DEFAULT_SCOPES: [UserScope; 3] = [
 /// The validated configuration. Built by the fairing from the `logto` table of Rocket's
 /// figment (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`) and the
 /// variables of `ENV_OVERRIDES` (`LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET`, `LOGTO_BASE_URL`,
-/// `LOGTO_REDIS_URL`), which win over the file. The [crate docs](crate#configuration)
+/// `LOGTO_REDIS_URL`, `LOGTO_SESSION_STORE`), which win over the file. The [crate docs](crate#configuration)
 /// list every key with its type and default.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -121,6 +122,46 @@ pub struct LogtoConfig {
     /// `redis_key_prefix`, `redis_timeout_ms`, `redis_fail_closed`); `None` keeps everything
     /// in process. Needs the cargo feature `redis`.
     pub redis: Option<RedisSettings>,
+    /// Where sessions live (key `session_store`, env `LOGTO_SESSION_STORE`, default
+    /// `"cookie"`): in the browser's cookies, or in Redis with only an opaque id in a cookie
+    /// (`"redis"`, which needs `redis_url`). See [the crate docs](crate#where-sessions-live).
+    pub session_store: SessionStoreKind,
+}
+
+/// Where the sessions of signed-in browsers live (key `session_store`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SessionStoreKind {
+    /// In encrypted cookies: nothing on the server (the default).
+    #[default]
+    Cookie,
+    /// In Redis, sealed; the browser holds an opaque random id in one encrypted cookie.
+    Redis,
+}
+
+/// The store `value` of the key `session_store` names, or why not.
+fn session_store(value: Option<&str>, redis: bool) -> Result<SessionStoreKind, ConfigError> {
+    let kind = match value.map(str::trim) {
+        None | Some("cookie") => SessionStoreKind::Cookie,
+        Some("redis") => SessionStoreKind::Redis,
+        Some(other) => {
+            return Err(err(
+                "session_store",
+                format!(
+                    "is {:?}: expected \"cookie\" (the default) or \"redis\"",
+                    crate::logsafe::for_log(other)
+                ),
+            ))
+        }
+    };
+    if kind == SessionStoreKind::Redis && !redis {
+        return Err(err(
+            "session_store",
+            "is \"redis\" but `redis_url` is not set: set redis_url (or LOGTO_REDIS_URL) to the \
+             Redis that keeps the sessions, or use session_store = \"cookie\"",
+        ));
+    }
+    Ok(kind)
 }
 
 /// Where and how the instances of an app share refreshes and sign-outs (see the crate
@@ -205,6 +246,7 @@ impl fmt::Debug for LogtoConfig {
             .field("resources", &self.resources)
             .field("routes_prefix", &self.routes_prefix)
             .field("redis", &self.redis)
+            .field("session_store", &self.session_store)
             .finish_non_exhaustive()
     }
 }
@@ -262,6 +304,7 @@ struct RawConfig {
     redis_key_prefix: Option<String>,
     redis_timeout_ms: Option<u64>,
     redis_fail_closed: Option<bool>,
+    session_store: Option<String>,
 }
 
 const IDENTIFIERS: [&str; 3] = ["email", "phone", "username"];
@@ -552,6 +595,7 @@ impl LogtoConfig {
 
     fn validate(raw: RawConfig) -> Result<LogtoConfig, ConfigError> {
         let redis = redis_settings(&raw)?;
+        let session_store = session_store(raw.session_store.as_deref(), redis.is_some())?;
         let endpoint = http_url("endpoint", Some("LOGTO_ENDPOINT"), raw.endpoint)?;
         // Without `app_id` and `app_secret` the app signs nobody in: an API, which needs
         // the resources it serves. Either of them set means a web app, which needs all three.
@@ -774,6 +818,7 @@ impl LogtoConfig {
             )?,
             api_only,
             redis,
+            session_store,
         })
     }
 
@@ -849,6 +894,75 @@ mod tests {
         app_secret = "secret"
         base_url = "http://localhost:8000"
     "#;
+
+    #[test]
+    fn session_store_is_cookie_or_redis_with_a_redis_url() {
+        assert_eq!(
+            load(FULL, &[]).unwrap().session_store,
+            SessionStoreKind::Cookie
+        );
+        let redis = "redis_url = \"redis://user:s3cr3t-pw@127.0.0.1:6379\"\n";
+        let with = |extra: &str, env: &[(&str, &str)]| load(&format!("{FULL}{extra}"), env);
+        let kind = |extra: &str, env: &[(&str, &str)]| with(extra, env).unwrap().session_store;
+        assert_eq!(
+            kind(&format!("{redis}session_store = \"redis\""), &[]),
+            SessionStoreKind::Redis
+        );
+        assert_eq!(
+            kind(&format!("{redis}session_store = \"cookie\""), &[]),
+            SessionStoreKind::Cookie
+        );
+        assert_eq!(
+            kind(redis, &[("LOGTO_SESSION_STORE", "redis")]),
+            SessionStoreKind::Redis
+        );
+        // Bad values: the key, the accepted values, never the password.
+        for (extra, env, expect) in [
+            (
+                format!("{redis}session_store = \"memcached\""),
+                vec![],
+                "expected \"cookie\"",
+            ),
+            (
+                format!("{redis}session_store = \"Redis\""),
+                vec![],
+                "expected \"cookie\"",
+            ),
+            (
+                format!("{redis}session_store = \"\""),
+                vec![],
+                "expected \"cookie\"",
+            ),
+            (format!("{redis}session_store = 1"), vec![], "session_store"),
+            (
+                format!("{redis}session_store = [\"redis\"]"),
+                vec![],
+                "session_store",
+            ),
+            (
+                redis.to_string(),
+                vec![("LOGTO_SESSION_STORE", "files")],
+                "expected \"cookie\"",
+            ),
+            (
+                "session_store = \"redis\"".to_string(),
+                vec![],
+                "`redis_url` is not set",
+            ),
+            (
+                String::new(),
+                vec![("LOGTO_SESSION_STORE", "redis")],
+                "`redis_url` is not set",
+            ),
+        ] {
+            let e = with(&extra, &env).unwrap_err().to_string();
+            assert!(
+                e.contains("session_store") && e.contains(expect),
+                "{extra:?}: {e}"
+            );
+            assert!(!e.contains("s3cr3t-pw"), "{e}");
+        }
+    }
 
     #[test]
     fn defaults_fill_every_optional_key() {

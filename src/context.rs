@@ -11,12 +11,13 @@ use tokio::sync::Mutex;
 
 use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
-use crate::config::LogtoConfig;
+use crate::config::{LogtoConfig, SessionStoreKind};
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
 use crate::logout::SessionCheck;
 use crate::provider::decode_jwt_payload;
 use crate::session::{self, CookieNames, LoadError, Session};
+use crate::session_store::{self, Stored};
 
 /// The session of this request, read from the cookies once (`Request::local_cache`).
 pub(crate) struct RequestSession {
@@ -32,6 +33,10 @@ pub(crate) struct RequestSession {
     /// fairing puts these back: a rotated refresh token must reach the browser whatever
     /// the status.
     written: SyncMutex<Option<Vec<SessionCookie>>>,
+    /// With the Redis session store: which stored session this is.
+    pub stored: Option<Stored>,
+    /// The session could not be read now (Redis unreachable): 503, the cookie kept.
+    pub unavailable: bool,
 }
 
 /// One session cookie as a request left it.
@@ -44,15 +49,25 @@ pub(crate) enum SessionCookie {
 }
 
 impl RequestSession {
-    /// The session of `request`, loading it on first use.
-    pub fn of<'r>(request: &'r Request<'_>, state: &LogtoState) -> &'r RequestSession {
-        request.local_cache(|| {
-            request
-                .local_cache(SessionRead::default)
-                .0
-                .store(true, Ordering::Relaxed);
-            RequestSession::load(request.cookies(), state)
-        })
+    /// The session of `request`, loading it on first use: from the cookies, or with
+    /// `session_store = "redis"` from this instance's cache or Redis (see `session_store`).
+    pub async fn of<'r>(request: &'r Request<'_>, state: &LogtoState) -> &'r RequestSession {
+        request
+            .local_cache_async(async {
+                request
+                    .local_cache(SessionRead::default)
+                    .0
+                    .store(true, Ordering::Relaxed);
+                if state.config.session_store == SessionStoreKind::Redis {
+                    return session_store::load(request, state).await;
+                }
+                let loaded = RequestSession::load(request.cookies(), state);
+                if loaded.claims.is_none() && session_store::has_sid(request.cookies(), state) {
+                    return session_store::move_to_cookies(request, state).await;
+                }
+                loaded
+            })
+            .await
     }
 
     /// Whether something in this request read the session (without reading it).
@@ -64,15 +79,32 @@ impl RequestSession {
     }
 
     fn new(session: Option<Arc<Session>>, claims: Option<Arc<IdTokenClaims>>) -> RequestSession {
+        RequestSession::with_store(session, claims, None, false)
+    }
+
+    pub(crate) fn with_store(
+        session: Option<Arc<Session>>,
+        claims: Option<Arc<IdTokenClaims>>,
+        stored: Option<Stored>,
+        unavailable: bool,
+    ) -> RequestSession {
         RequestSession {
             session: Mutex::new(session),
             claims,
             ended: AtomicBool::new(false),
             written: SyncMutex::new(None),
+            stored,
+            unavailable,
         }
     }
 
-    fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
+    /// The session and claims as loaded (for a move between stores).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn into_loaded(self) -> Option<(Arc<Session>, Arc<IdTokenClaims>)> {
+        Some((self.session.into_inner()?, self.claims?))
+    }
+
+    pub(crate) fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
         let loaded = state
             .decoded
@@ -129,24 +161,49 @@ impl RequestSession {
         self.claims.as_ref()
     }
 
-    /// Ends the session: no state left in this request, every session cookie removed.
-    pub fn sign_out(
+    /// Ends the session: no state left in this request, every session cookie removed
+    /// (and with the Redis session store, the stored session deleted).
+    pub async fn sign_out(
         &self,
         current: &mut Option<Arc<Session>>,
         jar: &CookieJar<'_>,
-        config: &LogtoConfig,
+        state: &LogtoState,
     ) {
+        let config = &state.config;
         *current = None;
         self.ended.store(true, Ordering::Release);
         session::clear(jar, config);
+        match &self.stored {
+            Some(stored) => session_store::delete(state, jar, stored).await,
+            // Not loaded (Redis unreachable, or refused): its id cookie goes all the same.
+            None => session_store::forget(state, jar).await,
+        }
         self.note_written(jar, config);
+    }
+
+    /// Stores `session` after a change (a refresh): in the cookies, or in Redis in place.
+    pub async fn save(
+        &self,
+        jar: &CookieJar<'_>,
+        session: &Session,
+        state: &LogtoState,
+    ) -> Result<(), session::TooLarge> {
+        if let Some(stored) = &self.stored {
+            session_store::save(state, stored, session).await;
+            return Ok(());
+        }
+        session::store(jar, session, &state.config)?;
+        self.note_written(jar, &state.config);
+        Ok(())
     }
 
     /// Records the session cookies as `jar` now has them, after a write or a removal.
     pub fn note_written(&self, jar: &CookieJar<'_>, config: &LogtoConfig) {
-        let cookies = CookieNames::of(config)
+        let names = CookieNames::of(config);
+        let cookies = names
             .chunks
             .iter()
+            .chain(std::iter::once(&names.sid))
             .filter_map(|&name| match jar.get_pending(name) {
                 Some(cookie) => Some(SessionCookie::Set(cookie)),
                 None => jar.get(name).map(|_| SessionCookie::Removed(name)),

@@ -19,6 +19,7 @@ use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
 use crate::logout::Logouts;
 use crate::provider::Provider;
 use crate::refresh::RefreshCoordinator;
+use crate::sessions::Sessions;
 use crate::store::{Ended, Store};
 use crate::tokens::DecodedTokens;
 use crate::transaction::SpentStates;
@@ -36,6 +37,9 @@ pub(crate) struct LogtoState {
     pub logouts: Logouts,
     pub decoded: DecodedSessions,
     pub decoded_tokens: DecodedTokens,
+    /// The sessions admin handle, also the way to the Redis session store.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub sessions: Sessions,
     pub on_sign_in: Option<SignInHook>,
     pub error_page: Option<ErrorPage>,
     /// Rocket's cookie key, read once from the launched configuration when a response
@@ -262,6 +266,11 @@ impl Fairing for Logto {
             }
         };
         log::info!("logto: refreshes and sign-outs {}", store.describe());
+        let session_store = config.session_store;
+        if session_store == crate::config::SessionStoreKind::Redis {
+            log::info!("logto: sessions are kept in Redis (session_store = \"redis\")");
+        }
+        let sessions = Sessions::new(session_store, store.clone(), ended.clone());
         let state = LogtoState {
             config,
             provider,
@@ -274,6 +283,7 @@ impl Fairing for Logto {
             ),
             spent: SpentStates::new(spent_entries),
             logouts: Logouts::new(ended, store, spent_entries),
+            sessions: sessions.clone(),
             decoded: DecodedSessions::new(session_cache_entries),
             decoded_tokens: DecodedTokens::new(session_cache_entries),
             on_sign_in: self.on_sign_in.clone(),
@@ -281,7 +291,7 @@ impl Fairing for Logto {
             cookie_key: OnceLock::new(),
         };
         let api_only = state.config.is_api_only();
-        let rocket = rocket.manage(state).manage(api);
+        let rocket = rocket.manage(state).manage(api).manage(sessions);
         if api_only {
             return Ok(rocket);
         }
@@ -320,7 +330,7 @@ impl Fairing for Logto {
         if !response.headers().contains("Cache-Control") {
             response.set_raw_header("Cache-Control", "private, no-store");
         }
-        restore_session_cookies(request, response, state);
+        restore_session_cookies(request, response, state).await;
     }
 }
 
@@ -328,8 +338,12 @@ impl Fairing for Logto {
 /// them. Rocket drops a request's cookie changes when a catcher answers (a guard failed
 /// after refreshing, say), and a rotated refresh token that never reaches the browser is
 /// later sent again, which makes Logto revoke the grant.
-fn restore_session_cookies(request: &Request<'_>, response: &mut Response<'_>, state: &LogtoState) {
-    let Some(written) = RequestSession::of(request, state).written() else {
+async fn restore_session_cookies(
+    request: &Request<'_>,
+    response: &mut Response<'_>,
+    state: &LogtoState,
+) {
+    let Some(written) = RequestSession::of(request, state).await.written() else {
         return;
     };
     let sent: Vec<String> = response

@@ -60,7 +60,10 @@ fn missing_fairing(rocket: &Rocket<Ignite>, guard: &str) -> bool {
     }
 }
 
-/// The guide's `req.user`: whether someone is signed in, and their claims. Never fails.
+/// The guide's `req.user`: whether someone is signed in, and their claims. Never fails,
+/// except with 503 (`Retry-After`) when the Redis session store (`session_store = "redis"`)
+/// cannot be reached for a session this instance has not cached: the session is not lost,
+/// and the page must not show the user as signed out.
 ///
 /// ```
 /// # use rocket::get;
@@ -112,7 +115,10 @@ impl<'r> FromRequest<'r> for LogtoUser {
             Ok(state) => state,
             Err(e) => return fail(request, e),
         };
-        let session = RequestSession::of(request, state);
+        let session = RequestSession::of(request, state).await;
+        if session.unavailable {
+            return fail(request, crate::session_store::unavailable_error());
+        }
         let claims = session.claims();
         let user_info = match (claims, state.config.fetch_user_info) {
             (Some(claims), true) => stored_user_info(session, claims).await,
@@ -172,6 +178,17 @@ impl<'r> AuthenticatedUser<'r> {
     /// The user id (`sub`).
     pub fn id(&self) -> &str {
         &self.claims.sub
+    }
+
+    /// With `session_store = "redis"`: the handle of this session, as
+    /// [`Sessions::list`](crate::Sessions::list) names it (to mark "this session", or to
+    /// end the others). `None` with the cookie store.
+    pub fn session_handle(&self) -> Option<crate::SessionHandle> {
+        self.ctx
+            .session
+            .stored
+            .as_ref()
+            .map(|s| crate::SessionHandle::from_hash(s.hash.clone()))
     }
 
     /// A valid access token for the API resource `indicator` (one of the configured
@@ -251,7 +268,10 @@ impl<'r> FromRequest<'r> for AuthenticatedUser<'r> {
             Ok(state) => state,
             Err(e) => return fail(request, e),
         };
-        let session = RequestSession::of(request, state);
+        let session = RequestSession::of(request, state).await;
+        if session.unavailable {
+            return fail(request, crate::session_store::unavailable_error());
+        }
         match session.claims() {
             Some(claims) => Outcome::Success(AuthenticatedUser {
                 claims: claims.clone(),

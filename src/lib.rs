@@ -1127,7 +1127,7 @@
 //!
 //! # Configuration
 //!
-//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The five
+//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The six
 //! variables in the last column win over the file; any key can also be set through
 //! `ROCKET_LOGTO={key=value, ...}`.
 //!
@@ -1164,6 +1164,7 @@
 //! | `redis_key_prefix` | 1 to 64 printable ASCII characters, no spaces or braces | `"rocket_logto:"` | |
 //! | `redis_timeout_ms` | integer, 10 to 60000: longest wait for one Redis operation | `1000` | |
 //! | `redis_fail_closed` | bool: refuse sessions while the ended sessions cannot be kept current | `false` | |
+//! | `session_store` | `"cookie"` or `"redis"` (needs `redis_url`): where sessions live, see [Where sessions live](#where-sessions-live) | `"cookie"` | `LOGTO_SESSION_STORE` |
 //!
 //! Notes:
 //!
@@ -1386,6 +1387,69 @@
 //! (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`, or one comma-separated string). The keys of one
 //! refresh share a hash tag (`{<hash of the token>}`), so its script runs on one node;
 //! pub/sub messages cross the cluster. The prefix may not contain braces.
+//!
+//! # Where sessions live
+//!
+//! `session_store = "cookie"` (the default) keeps each session in the browser's cookies, as
+//! described in [Sessions and cookies](#sessions-and-cookies). `session_store = "redis"`
+//! (with `redis_url` and the cargo feature `redis`; env `LOGTO_SESSION_STORE`) keeps it in
+//! Redis, and the browser holds one private (encrypted) cookie, `logto_sid`
+//! (`__Host-logto_sid` on https), with a random id of 256 bits: its `Cookie` header is about
+//! 115 bytes whatever the session holds. Guards, routes, refreshes and hooks work the same;
+//! switching is a `Rocket.toml` change.
+//!
+//! | | cookie | redis |
+//! |---|---|---|
+//! | size | at most 8 cookies of about 3.5 kB, sent with every request | any; the browser sends about 115 bytes (a user in 50 organizations with 55 tokens: about 11 kB in Redis) |
+//! | server state | none | one sealed value per session, with a TTL |
+//! | list and end one session | no | [`Sessions::list`], [`Sessions::end`] |
+//! | end every session of a user | [`Sessions::end_all`] (through the list of ended sessions) | [`Sessions::end_all`] (deleted) |
+//! | Redis down | sessions work (refreshes wait) | sessions this instance has cached work; the others get 503 with `Retry-After` (the cookie is kept) |
+//!
+//! **How it works.** The session lives under `ses:{<hash>}`, where `<hash>` is a keyed hash
+//! (HMAC-SHA256 under a key derived from `secret_key`) of the id, never the id: reading
+//! Redis gives no usable cookie. Its value is sealed (AES-256-GCM, bound to its key name) and
+//! holds a version number, the session, and the browser's `User-Agent` at sign-in (200
+//! characters at most); created and last seen are the session's own timestamps. Its TTL is
+//! the shorter of what is left of `session_lifetime_secs` and of `session_inactivity_secs`,
+//! renewed when the last-use time is rewritten (a tenth of the inactivity lifetime, at most
+//! an hour). A set per user (`user:{<hash of sub>}`) lists the user's sessions. The key
+//! layout is in `src/store/sessions.rs`.
+//!
+//! - **Hot path**: each instance keeps up to `session_cache_entries` sessions it served, each
+//!   for 5 minutes. Every write and deletion publishes `s <hash> <version>` or `d <hash>` on
+//!   the `<prefix>events` channel, and every instance drops its stale copy: a request whose
+//!   session is cached and unchanged makes **no Redis call**; the next request after a change
+//!   elsewhere reads it once. When the subscription is lost and made again, the cache is
+//!   emptied (messages may have been missed).
+//! - **Sign-in** always creates a new id (no session fixation) and deletes the browser's
+//!   previous session. **Sign-out** deletes the session and removes the cookie. A refresh
+//!   writes the session in place: no `Set-Cookie`.
+//! - **An id Redis does not know** (expired, deleted, flushed) means signed out: the cookie
+//!   is removed and the guards answer as for nobody signed in (401, or a redirect to
+//!   sign-in), never 500. An instance that cached the session before a `FLUSHALL` (which
+//!   announces nothing) serves it until its cache entry expires (5 minutes) or its
+//!   subscription is made again.
+//! - **Redis Cluster**: the session and its user's set live in different slots, so they are
+//!   written one command at a time.
+//!
+//! **Switching stores** keeps users signed in. With `session_store = "redis"`, a browser
+//! still carrying cookie-store session cookies is read once, moved into Redis under a new id,
+//! and its session cookies are removed. A session moves in once: the same cookies sent again
+//! within `rotation_grace_secs` (the browser's parallel requests) join the session they
+//! were moved to, and later (or once it ended) they are refused, so an old copy of them is
+//! worth nothing. (The new id is a keyed hash of the exact cookie moved, as unpredictable as
+//! a random one to whoever lacks `secret_key`.) With `session_store = "cookie"` and `redis_url`, a
+//! browser carrying a `logto_sid` cookie has its session read from Redis once, written into
+//! session cookies and deleted from Redis (a session too large for the cookies keeps its ID
+//! and refresh tokens only, the access tokens are fetched again). Without `redis_url` the
+//! `logto_sid` cookie is removed and the user signs in again.
+//!
+//! **Ending sessions from the app's code**: the fairing puts a [`Sessions`] handle in
+//! Rocket's managed state, for routes (`&State<Sessions>`) and background tasks
+//! (`rocket.state::<Sessions>()`). [`AuthenticatedUser::session_handle`] names the request's
+//! own session, to mark it in a list. The sample app's `/sessions` page lists the user's
+//! sessions with "sign out other sessions".
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -1412,6 +1476,8 @@ mod redirect;
 mod refresh;
 mod routes;
 mod session;
+mod session_store;
+mod sessions;
 mod sign_in;
 mod single_flight;
 mod store;
@@ -1429,12 +1495,13 @@ pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
     ORGANIZATIONS_RESOURCE,
 };
-pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl};
+pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind};
 pub use error::{html_escape, LogtoError};
 pub use fairing::Logto;
 pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
 pub use hooks::{SignInDecision, SignedIn};
 pub use redirect::{InvalidReturnPath, ReturnPath};
+pub use sessions::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
 pub use sign_in::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use tokens::AccessToken;
 

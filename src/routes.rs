@@ -232,18 +232,31 @@ async fn sign_in_callback(
     query: Query,
     state: &State<LogtoState>,
     jar: &CookieJar<'_>,
+    agent: UserAgent,
 ) -> Result<AuthRedirect, LogtoError> {
-    let result = complete_sign_in(&query, state, jar).await;
+    let result = complete_sign_in(&query, state, jar, agent.0).await;
     if let Err(e) = &result {
         log::warn!("logto: sign-in callback refused: {}", for_log(e.message()));
     }
     result
 }
 
+/// The browser's `User-Agent` (200 characters at most), kept with a Redis session.
+struct UserAgent(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for UserAgent {
+    type Error = std::convert::Infallible;
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(UserAgent(crate::session_store::user_agent(request)))
+    }
+}
+
 async fn complete_sign_in(
     query: &Query,
     state: &LogtoState,
     jar: &CookieJar<'_>,
+    user_agent: Option<String>,
 ) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
     // Read every parameter first: a repeated one fails before anything else happens.
@@ -373,6 +386,13 @@ async fn complete_sign_in(
             }
         }
     }
+    if config.session_store == crate::config::SessionStoreKind::Redis {
+        // A new id whatever the browser sent (session fixation); no size limit.
+        crate::session_store::start(state, jar, &new_session, user_agent).await?;
+        log::info!("logto: user {} signed in", for_log(&claims.sub));
+        return Ok(AuthRedirect(return_to.as_str().to_string()));
+    }
+    let _ = user_agent;
     if session::store(jar, &new_session, config).is_err() && new_session.user_info.is_some() {
         // A large userinfo answer (custom data, many identities) must not cost the
         // sign-in: it is left out and fetched when asked for.
@@ -429,7 +449,7 @@ async fn end_session(
         return SignOutAnswer::Confirm { action: path };
     }
     let ended = guard.take();
-    session.sign_out(&mut guard, jar, config);
+    session.sign_out(&mut guard, jar, state).await;
     let Some(ended) = ended else {
         return SignOutAnswer::Redirect(AuthRedirect(config.post_sign_out_redirect.to_string()));
     };
@@ -565,7 +585,7 @@ impl<'r> FromRequest<'r> for SignOutContext<'r> {
         match request.rocket().state::<LogtoState>() {
             Some(state) => Outcome::Success(SignOutContext {
                 state,
-                session: RequestSession::of(request, state),
+                session: RequestSession::of(request, state).await,
                 path: request.uri().path().to_string(),
             }),
             None => Outcome::Error((

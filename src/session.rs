@@ -89,6 +89,8 @@ pub(crate) struct CookieNames {
     pub chunks: [&'static str; MAX_CHUNKS],
     /// Sign-in transaction cookies start with this; the rest comes from the `state`.
     pub transaction_prefix: &'static str,
+    /// The session id of the Redis session store (`session_store = "redis"`).
+    pub sid: &'static str,
 }
 
 /// Names for an http `base_url`.
@@ -104,6 +106,7 @@ pub(crate) const PLAIN_NAMES: CookieNames = CookieNames {
         "logto_session_7",
     ],
     transaction_prefix: "logto_tx_",
+    sid: "logto_sid",
 };
 
 /// Names for an https `base_url`.
@@ -119,6 +122,7 @@ pub(crate) const HOST_NAMES: CookieNames = CookieNames {
         "__Host-logto_session_7",
     ],
     transaction_prefix: "__Host-logto_tx_",
+    sid: "__Host-logto_sid",
 };
 
 impl CookieNames {
@@ -233,6 +237,12 @@ fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'sta
             config.session_lifetime.as_secs() as i64
         ))
         .build()
+}
+
+/// The cookie that carries a session id of the Redis session store (Rocket encrypts it).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn sid_cookie(id: String, config: &LogtoConfig) -> Cookie<'static> {
+    base_cookie(CookieNames::of(config).sid.to_string(), id, config)
 }
 
 /// Why a session could not be written.

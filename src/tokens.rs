@@ -296,7 +296,7 @@ async fn refresh_into(
                 "logto: signing out user {}: the session's refresh token was rotated out longer than `rotation_grace_secs` ago, or spent by a failed refresh; it was not sent to Logto",
                 old.sub
             );
-            ctx.session.sign_out(guard, ctx.jar, &ctx.state.config);
+            ctx.session.sign_out(guard, ctx.jar, ctx.state).await;
             return Err(LogtoError::Unauthenticated);
         }
     };
@@ -310,7 +310,7 @@ async fn refresh_into(
                 "logto: signing out user {}: the refresh token can no longer be used",
                 old.sub
             );
-            ctx.session.sign_out(guard, ctx.jar, &ctx.state.config);
+            ctx.session.sign_out(guard, ctx.jar, ctx.state).await;
             return Err(if e.is_invalid_grant() {
                 LogtoError::Unauthenticated
             } else {
@@ -337,7 +337,7 @@ async fn refresh_into(
                 "logto: refreshed ID token refused for user {}: another user or app",
                 old.sub
             );
-            ctx.session.sign_out(guard, ctx.jar, &ctx.state.config);
+            ctx.session.sign_out(guard, ctx.jar, ctx.state).await;
             return Err(LogtoError::BadGateway(
                 "Logto's refreshed ID token names another user or app; the session was ended."
                     .into(),
@@ -359,7 +359,7 @@ async fn refresh_into(
         session.store_token(cached.clone());
     }
     session.seen_at = now();
-    write_back(ctx, session, &cached);
+    write_back(ctx, session, &cached).await;
     log::info!(
         "logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})",
         old.sub
@@ -373,22 +373,20 @@ fn same_user_and_app(new: &IdTokenClaims, old: &IdTokenClaims) -> bool {
 }
 
 /// Stores the session; when it no longer fits in the cookies, drops the other cached
-/// tokens (they can be fetched again) rather than losing the sign-in.
-fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &CachedToken) {
-    let config = &ctx.state.config;
-    if session::store(ctx.jar, session, config).is_err() {
+/// tokens (they can be fetched again) rather than losing the sign-in. With the Redis
+/// session store it is written there in place (no cookie changes).
+async fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &CachedToken) {
+    // Whatever answers this request (the handler, or a catcher after a guard failed
+    // later), the rotated refresh token must reach the browser: `save` notes the cookies.
+    if ctx.session.save(ctx.jar, session, ctx.state).await.is_err() {
         session.tokens.retain(|t| t == keep);
         if session.user_info.take().is_some() {
             log::warn!("logto: the session outgrew its cookies; its user info is left out and fetched on demand");
         }
-        if let Err(session::TooLarge(bytes)) = session::store(ctx.jar, session, config) {
+        if let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await {
             log::error!("logto: a session of {bytes} bytes does not fit in the cookies; tokens will be refreshed per request");
-            return;
         }
     }
-    // Whatever answers this request (the handler, or a catcher after a guard failed
-    // later), the rotated refresh token must reach the browser.
-    ctx.session.note_written(ctx.jar, config);
 }
 
 fn log_refresh_failure(e: &ProviderError, resource: Option<&str>, organization: Option<&str>) {

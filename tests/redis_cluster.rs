@@ -155,3 +155,58 @@ async fn a_redis_cluster_shares_refreshes_and_sign_outs_with_one_slot_per_refres
     let took = until(&a, &second, Status::Unauthorized).await;
     println!("cluster: a back-channel logout on B reached A after {took:?}");
 }
+
+/// Issue 12 on a cluster: with `session_store = "redis"` the session and its user index
+/// live in different slots, written one command at a time; a refresh on one instance is
+/// read by the other, and a sign-out on one ends the session on both.
+#[rocket::async_test]
+async fn the_redis_session_store_works_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let fp = FakeProvider::start().await;
+    let mut logto = table(&fp);
+    merge(
+        &mut logto,
+        &json!({ "redis_url": cluster.urls(), "redis_cluster": true, "session_store": "redis" }),
+    );
+    let a = signed_in(&fp, logto.clone(), "user-1").await;
+    let b = untracked(logto.clone()).await;
+    let cookies = cookies_of(&a);
+    let names: Vec<&str> = cookies.iter().map(|c| c.name()).collect();
+    assert!(names.contains(&"logto_sid"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("logto_session")),
+        "{names:?}"
+    );
+    assert_eq!(status_of(&b, "/me", &cookies).await, Status::Ok);
+
+    async fn fetch(client: &Client, cookies: &[Cookie<'static>]) -> String {
+        let response = client
+            .get("/shopping")
+            .header(Accept::JSON)
+            .cookies(cookies.to_vec())
+            .dispatch()
+            .await;
+        assert_eq!(response.status(), Status::Ok);
+        assert!(response.cookies().iter().next().is_none(), "no Set-Cookie");
+        let body: serde_json::Value = response.into_json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+    let token_requests = fp.count("/token");
+    let on_b = fetch(&b, &cookies).await;
+    let started = Instant::now();
+    while fetch(&a, &cookies).await != on_b {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "A never read B's refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fp.count("/token") - token_requests, 1);
+
+    assert_eq!(
+        a.get("/logto/sign-out").dispatch().await.status(),
+        Status::SeeOther
+    );
+    let took = until(&b, &cookies, Status::Unauthorized).await;
+    println!("cluster, Redis session store: a sign-out on A reached B after {took:?}");
+}

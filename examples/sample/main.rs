@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use rocket::fairing::AdHoc;
 use rocket::http::ContentType;
-use rocket::response::Responder;
+use rocket::request::{FromRequest, Outcome, Request};
+use rocket::response::{Redirect, Responder};
 use rocket::serde::json::{json, Json, Value};
-use rocket::{get, launch, routes, Build, Rocket, State};
+use rocket::{get, launch, post, routes, Build, Rocket, State};
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
     AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, Resource,
-    ResourceToken, SignInDecision, SignedIn, UserInfo,
+    ResourceToken, SessionStoreKind, Sessions, SignInDecision, SignedIn, UserInfo,
 };
 
 /// This app's own copy of the API of `examples/api`, mounted at `/api`.
@@ -102,6 +103,100 @@ impl TokenSummary {
             expires_in_minutes: (token.expires_at() - now).max(0) / 60,
         }
     }
+}
+
+/// The signed-in user's sessions (with the Redis session store), this one marked, and
+/// "sign out other sessions"; with the cookie store, only "sign out everywhere".
+#[get("/sessions")]
+async fn sessions_page(
+    user: AuthenticatedUser<'_>,
+    sessions: &State<Sessions>,
+    links: &State<Links>,
+) -> Template {
+    let listed = sessions.store_kind() == SessionStoreKind::Redis;
+    let (list, error) = match listed {
+        true => match sessions.list(user.id()).await {
+            Ok(list) => (list, None),
+            Err(e) => (Vec::new(), Some(e.message().to_string())),
+        },
+        false => (Vec::new(), None),
+    };
+    let current = user.session_handle();
+    let when = |t: time::OffsetDateTime| {
+        format!(
+            "{}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        )
+    };
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|s| {
+            json!({
+                "created": when(s.created),
+                "last_seen": when(s.last_seen),
+                "user_agent": s.user_agent,
+                "current": Some(&s.handle) == current.as_ref(),
+            })
+        })
+        .collect();
+    Template::render(
+        "sessions",
+        context! { user: user.claims(), logto: &links.logto, listed, sessions: rows, error },
+    )
+}
+
+/// A form post from a page of this app: the browser says so (`Sec-Fetch-Site`), or its
+/// `Origin` is the app's. Another site cannot make the user end their sessions.
+struct SameOrigin;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SameOrigin {
+    type Error = ();
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ()> {
+        let ours = Logto::config(request.rocket())
+            .map(|c| c.base_url.origin().ascii_serialization())
+            .unwrap_or_default();
+        let headers = request.headers();
+        let same = match headers.get_one("Sec-Fetch-Site") {
+            Some(site) => matches!(site, "same-origin" | "none"),
+            None => headers.get_one("Origin").is_none_or(|o| o == ours),
+        };
+        match same {
+            true => Outcome::Success(SameOrigin),
+            false => Outcome::Error((rocket::http::Status::Forbidden, ())),
+        }
+    }
+}
+
+/// Ends every other session of the signed-in user (Redis session store).
+#[post("/sessions/sign-out-others")]
+async fn sign_out_others(
+    _same: SameOrigin,
+    user: AuthenticatedUser<'_>,
+    sessions: &State<Sessions>,
+) -> Result<Redirect, LogtoError> {
+    let current = user.session_handle();
+    for s in sessions.list(user.id()).await? {
+        if Some(&s.handle) != current.as_ref() {
+            sessions.end(&s.handle).await?;
+        }
+    }
+    Ok(Redirect::to("/sessions"))
+}
+
+/// Ends every session of the signed-in user, this one included, in either store.
+#[post("/sessions/sign-out-everywhere")]
+async fn sign_out_everywhere(
+    _same: SameOrigin,
+    user: AuthenticatedUser<'_>,
+    sessions: &State<Sessions>,
+) -> Result<Redirect, LogtoError> {
+    sessions.end_all(user.id()).await?;
+    Ok(Redirect::to("/"))
 }
 
 /// Signed out: "Sign In" and "Sign Up" buttons.
@@ -210,7 +305,10 @@ fn app(logto: Logto) -> Rocket<Build> {
                 userinfo,
                 fetch_access_token,
                 fetch_organization_token,
-                call_api
+                call_api,
+                sessions_page,
+                sign_out_others,
+                sign_out_everywhere
             ],
         )
 }
@@ -307,6 +405,142 @@ mod tests {
             .await
             .unwrap()
             .contains("https://shopping.example.com/api"));
+    }
+
+    #[rocket::async_test]
+    async fn the_sessions_page_offers_sign_out_everywhere_with_the_cookie_store() {
+        let client = client().await;
+        let page = client
+            .get("/sessions")
+            .signed_in_as(&alice())
+            .dispatch()
+            .await;
+        assert_eq!(page.status(), Status::Ok);
+        let html = page.into_string().await.unwrap();
+        assert!(html.contains(r#"id="cookie-store""#), "{html}");
+        assert!(html.contains(r#"id="sign-out-everywhere""#), "{html}");
+        // A post from another site is refused; one from the app ends the sessions.
+        let foreign = client
+            .post("/sessions/sign-out-everywhere")
+            .header(rocket::http::Header::new("Sec-Fetch-Site", "cross-site"))
+            .signed_in_as(&alice())
+            .dispatch()
+            .await;
+        assert_eq!(foreign.status(), Status::Forbidden);
+        let ours = client
+            .post("/sessions/sign-out-everywhere")
+            .header(rocket::http::Header::new("Sec-Fetch-Site", "same-origin"))
+            .signed_in_as(&alice())
+            .dispatch()
+            .await;
+        assert_eq!(ours.status(), Status::SeeOther);
+    }
+
+    /// With `session_store = "redis"`, against a `redis-server` on PATH (as the crate's Redis
+    /// tests; scripts/setup installs it). The test helpers' cookie sessions move into Redis at
+    /// their first request.
+    #[cfg(feature = "redis")]
+    #[rocket::async_test]
+    async fn the_sessions_page_lists_redis_sessions_and_signs_out_the_others() {
+        use rocket::http::{Cookie, Header};
+
+        struct Server(std::process::Child);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _redis = Server(
+            std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH"),
+        );
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let rocket = super::app(Logto::fairing());
+        let figment = rocket
+            .figment()
+            .clone()
+            .merge(("logto.redis_url", format!("redis://127.0.0.1:{port}")))
+            .merge(("logto.session_store", "redis"));
+        let client = Client::untracked(rocket.configure(figment)).await.unwrap();
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        // Two browsers of alice, started in different milliseconds.
+        let mut browsers: Vec<Cookie<'static>> = Vec::new();
+        for _ in 0..2 {
+            let before = now_ms();
+            let page = client
+                .get("/sessions")
+                .signed_in_as(&alice())
+                .dispatch()
+                .await;
+            assert_eq!(page.status(), Status::Ok);
+            let sid = page
+                .cookies()
+                .get("logto_sid")
+                .expect("moved into Redis")
+                .clone();
+            browsers.push(sid.into_owned());
+            while now_ms() <= before + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let page = client
+            .get("/sessions")
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        let html = page.into_string().await.unwrap();
+        assert_eq!(
+            html.matches("<tr").count(),
+            3,
+            "a header and two sessions: {html}"
+        );
+        assert!(html.contains(r#"id="this-session""#) && html.contains(r#"id="sign-out-others""#));
+
+        let done = client
+            .post("/sessions/sign-out-others")
+            .header(Header::new("Sec-Fetch-Site", "same-origin"))
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        assert_eq!(done.status(), Status::SeeOther);
+        let mine = client
+            .get("/me")
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        assert_eq!(mine.status(), Status::Ok);
+        let other = client
+            .get("/me")
+            .cookie(browsers[1].clone())
+            .dispatch()
+            .await;
+        assert_eq!(other.status(), Status::Unauthorized);
+        let page = client
+            .get("/sessions")
+            .cookie(browsers[0].clone())
+            .dispatch()
+            .await;
+        let html = page.into_string().await.unwrap();
+        assert!(html.contains("This is your only session."), "{html}");
     }
 
     #[rocket::async_test]

@@ -8,8 +8,11 @@
 //! - **Redis** (`redis_url`, cargo feature `redis`): the same maps stay as each instance's
 //!   cache and mirror, and Redis makes them common (see `redis.rs`).
 //!
-//! `refresh` and `logout` call it; guards and routes never see which one runs. The cookie
-//! stays the source of truth: nothing here is the only copy of a session.
+//! `refresh` and `logout` call it; guards and routes never see which one runs. With the
+//! cookie session store the cookie stays the source of truth: nothing here is the only
+//! copy of a session. With `session_store = "redis"` the sessions themselves live in Redis
+//! too (`sessions.rs`, reached through the Redis store; `crate::session_store` for the
+//! request side).
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -20,6 +23,8 @@ mod seal;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(feature = "redis")]
+pub(crate) use self::redis::{Fetch, Move, RedisStore};
 pub(crate) use memory::{Ended, EndedKind, EndedRecord};
 
 use crate::config::LogtoConfig;
@@ -110,6 +115,15 @@ impl Store {
         {
             let _ = (figment, ended, settings);
             unreachable!("check_support refuses redis_url without the feature")
+        }
+    }
+
+    /// The Redis store, when there is one.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self) -> Option<&Arc<RedisStore>> {
+        match self {
+            Store::Local => None,
+            Store::Redis(r) => Some(r),
         }
     }
 

@@ -15,8 +15,12 @@
 //! | `jti:{j}` | a logout token's `jti` was used | 10 minutes |
 //! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>`, scored by expiry | `session_lifetime_secs` |
 //!
+//! With `session_store = "redis"`, also `ses:{s}` (a session) and `user:{u}` (the sessions
+//! of a user): see `sessions.rs`.
+//!
 //! and one pub/sub channel, `<prefix>events`: `r <h>` when a refresh's outcome is written,
-//! `e <member>...` when sessions end. Each instance mirrors `ended` in memory (loaded at
+//! `e <member>...` when sessions end, `s <s> <version>` and `d <s>` when a session of the
+//! Redis session store is written or deleted. Each instance mirrors `ended` in memory (loaded at
 //! connection and after every reconnection, then kept current by the channel), so checking
 //! a request makes no round trip.
 
@@ -32,6 +36,12 @@ use ::redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 use rocket::futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, oneshot, OnceCell};
+
+#[path = "sessions.rs"]
+mod sessions;
+
+use sessions::CachedSession;
+pub(crate) use sessions::{Fetch, Move};
 
 use super::seal::Keys;
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};
@@ -49,6 +59,8 @@ const MAX_PENDING: usize = 10_000;
 const CHUNK: usize = 200;
 /// A waiter re-checks at least this often, in case a pub/sub message was missed.
 const POLL: Duration = Duration::from_millis(200);
+/// How long a session of the Redis session store stays in an instance's cache.
+const SESSION_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Health check of the pub/sub connection, and retry of records Redis could not take.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -180,7 +192,7 @@ enum Conn {
 }
 
 /// Why an operation did not happen (details are logged where they occur, without the URL).
-struct Down;
+pub(crate) struct Down;
 
 /// Names of the keys of one refresh.
 struct RefreshKeys {
@@ -222,6 +234,16 @@ pub(crate) struct RedisStore {
     /// Leases to give up once Redis answers again.
     abandoned: Mutex<Vec<Abandoned>>,
     ended: Arc<Ended>,
+    /// Sessions of the Redis session store this instance served, by hash of their id.
+    session_cache: crate::bounded::ExpiringMap<Arc<CachedSession>>,
+    /// Counts cache clearings and session messages; `session_changes` keeps, by session,
+    /// the count at its last message (for a few seconds). A read that saw its session change,
+    /// or the cache cleared, is not cached: the value read may be older than the change.
+    session_epoch: std::sync::atomic::AtomicU64,
+    session_changes: crate::bounded::ExpiringMap<u64>,
+    session_messages: std::sync::atomic::AtomicU64,
+    session_lifetime: Duration,
+    session_inactivity: Duration,
     urls: Vec<RedisUrl>,
     description: String,
     /// Dropped with the store: stops the pub/sub task.
@@ -297,6 +319,18 @@ impl RedisStore {
             pending: Mutex::new(Vec::new()),
             abandoned: Mutex::new(Vec::new()),
             ended,
+            session_cache: crate::bounded::ExpiringMap::new(
+                SESSION_CACHE_TTL,
+                config.session_cache_entries,
+            ),
+            session_epoch: std::sync::atomic::AtomicU64::new(0),
+            session_messages: std::sync::atomic::AtomicU64::new(0),
+            session_changes: crate::bounded::ExpiringMap::new(
+                Duration::from_secs(10),
+                config.session_cache_entries,
+            ),
+            session_lifetime: config.session_lifetime,
+            session_inactivity: config.session_inactivity,
             urls: settings.urls.clone(),
             description,
             _stop: stop,
@@ -384,6 +418,19 @@ impl RedisStore {
                 invocation.arg(*arg);
             }
             invocation.invoke_async(&mut connection).await
+        };
+        self.within(what, run).await
+    }
+
+    /// Runs a pipeline within the timeout.
+    async fn pipeline<T: ::redis::FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: Pipeline,
+    ) -> Result<T, Down> {
+        let run = async {
+            let mut connection = self.connection().await?;
+            pipe.query_async(&mut connection).await
         };
         self.within(what, run).await
     }
@@ -813,6 +860,7 @@ impl RedisStore {
                     }
                 }
             }
+            Some((kind @ ("s" | "d"), rest)) => self.on_session_message(kind, rest),
             _ => {}
         }
     }
@@ -880,6 +928,10 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                     None => return,
                 };
                 if synced {
+                    // Changes of sessions may have been announced while unsubscribed.
+                    if let Some(s) = store.upgrade() {
+                        s.clear_sessions();
+                    }
                     if was_down {
                         log::warn!("logto: Redis is back; ended sessions reloaded");
                     } else {

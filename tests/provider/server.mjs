@@ -101,6 +101,11 @@ const ORGANIZATIONS = {
   org_acme: { name: 'Acme', description: 'Acme Corporation', members: { user_alice: ['admin'] } },
   org_globex: { name: 'Globex', description: 'Globex Corporation (no test user is a member)', members: {} },
 };
+// Carol is a member of 50 organizations, org_c01 to org_c50 (a session with many tokens).
+for (let i = 1; i <= 50; i += 1) {
+  const id = `org_c${String(i).padStart(2, '0')}`;
+  ORGANIZATIONS[id] = { name: `Carol ${i}`, description: `Organization ${i} of carol`, members: { user_carol: ['member'] } };
+}
 
 const USERS = [
   {
@@ -146,6 +151,23 @@ const USERS = [
     sso_identities: [],
     created_at: 1700000100000,
     updated_at: 1700000100000,
+  },
+  {
+    sub: 'user_carol',
+    username: 'carol',
+    password: 'carol-password',
+    name: 'Carol Many-Orgs',
+    picture: null,
+    email: 'carol@example.com',
+    email_verified: true,
+    phone_number: null,
+    phone_number_verified: false,
+    roles: ['admin'],
+    custom_data: {},
+    identities: {},
+    sso_identities: [],
+    created_at: 1700000200000,
+    updated_at: 1700000200000,
   },
 ];
 const usersBySub = new Map(USERS.map((u) => [u.sub, u]));

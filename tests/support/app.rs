@@ -6,10 +6,10 @@ use rocket::figment::Figment;
 use rocket::http::{Accept, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket::serde::json::{json, Json, Value};
-use rocket::{get, routes, Build, Rocket};
+use rocket::{get, post, routes, Build, Rocket, State};
 use rocket_logto::{
     AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, LogtoUser,
-    Resource, ResourceToken,
+    Resource, ResourceToken, SessionHandle, Sessions,
 };
 
 /// A fixed key so that cookies can be crafted; tests for "old key" use another one.
@@ -83,6 +83,60 @@ async fn force_refresh(user: AuthenticatedUser<'_>) -> Result<Json<AccessToken>,
     Ok(Json(user.force_refresh(Some(SHOPPING)).await?))
 }
 
+#[get("/org/<id>/resource?<resource>")]
+async fn org_resource(
+    user: AuthenticatedUser<'_>,
+    id: &str,
+    resource: &str,
+) -> Result<Json<AccessToken>, LogtoError> {
+    Ok(Json(user.organization_resource_token(id, resource).await?))
+}
+
+/// The signed-in user's sessions (Redis session store), this one marked.
+#[get("/sessions")]
+async fn sessions_list(
+    user: AuthenticatedUser<'_>,
+    sessions: &State<Sessions>,
+) -> Result<Json<Value>, LogtoError> {
+    let current = user.session_handle();
+    let list = sessions.list(user.id()).await?;
+    Ok(Json(json!(list
+        .iter()
+        .map(|s| json!({
+            "handle": s.handle,
+            "current": Some(&s.handle) == current.as_ref(),
+            "created": s.created.unix_timestamp(),
+            "last_seen": s.last_seen.unix_timestamp(),
+            "user_agent": s.user_agent,
+        }))
+        .collect::<Vec<_>>())))
+}
+
+/// Ends one of the signed-in user's sessions.
+#[post("/sessions/end/<handle>")]
+async fn sessions_end(
+    user: AuthenticatedUser<'_>,
+    handle: SessionHandle,
+    sessions: &State<Sessions>,
+) -> Result<Json<bool>, LogtoError> {
+    let mine = sessions
+        .list(user.id())
+        .await?
+        .iter()
+        .any(|s| s.handle == handle);
+    if !mine {
+        return Err(LogtoError::NotFound("No such session of yours.".into()));
+    }
+    Ok(Json(sessions.end(&handle).await?))
+}
+
+/// An admin ends every session of `sub` (no sign-in needed: a test app).
+#[post("/admin/end-all/<sub>")]
+async fn admin_end_all(sub: &str, sessions: &State<Sessions>) -> Result<&'static str, LogtoError> {
+    sessions.end_all(sub).await?;
+    Ok("ended")
+}
+
 /// The `logto` table for a provider at `endpoint`.
 pub fn logto_table(endpoint: &str, app_id: &str, app_secret: &str) -> Value {
     json!({
@@ -127,7 +181,11 @@ pub fn rocket_with(logto: Value, secret_key: &str) -> Rocket<Build> {
                 org,
                 orgs,
                 userinfo,
-                force_refresh
+                force_refresh,
+                org_resource,
+                sessions_list,
+                sessions_end,
+                admin_end_all
             ],
         )
 }

@@ -39,6 +39,9 @@ pub const ALICE: (&str, &str) = ("alice", "alice-password");
 pub const BOB: (&str, &str) = ("bob", "bob-password");
 pub const ALICE_SUB: &str = "user_alice";
 pub const BOB_SUB: &str = "user_bob";
+/// A member of 50 organizations, `org_c01` to `org_c50`.
+pub const CAROL: (&str, &str) = ("carol", "carol-password");
+pub const CAROL_SUB: &str = "user_carol";
 /// The API resources and organization the provider knows.
 pub const SHOPPING_API: &str = "https://shopping.example.com/api";
 pub const STORE_API: &str = "https://store.example.com/api";
