@@ -40,6 +40,8 @@ const ROWS = [
   ['baseline_bearer_new', 'Baseline: `jsonwebtoken` check on every request, a new token on every request', null],
   ['rocket_auth_redis', 'Rocket, `AuthenticatedUser` → claims as JSON, with `redis_url` set', 'express_user'],
   ['rocket_resource_redis', 'Rocket, `ResourceToken<R>`, cached valid token, with `redis_url` set', 'express_resource'],
+  ['rocket_auth_redis_store', 'Rocket, `AuthenticatedUser` → claims as JSON, sessions in Redis (`session_store = "redis"`), warm cache', 'express_user'],
+  ['rocket_resource_redis_store', 'Rocket, `ResourceToken<R>`, cached valid token, sessions in Redis, warm cache', 'express_resource'],
   ['express_user', '`@logto/express`, `withLogto` → `req.user`', null],
   ['express_resource', '`@logto/express`, `withLogto` + `getAccessToken` (cached) → `req.user`', null],
 ];
@@ -144,6 +146,12 @@ for (const [id, base, label] of [['rocket_auth_redis', 'rocket_auth', '`Authenti
     p(`- ${label} with \`redis_url\` set ≥ 0.95 of without (no Redis round trip per request): ${x(stats[id].rps, stats[base].rps)}: ${target(stats[id].rps >= 0.95 * stats[base].rps)}`);
   }
 }
+for (const [id, base, label] of [['rocket_auth_redis_store', 'rocket_auth', '`AuthenticatedUser`'], ['rocket_resource_redis_store', 'rocket_resource', '`ResourceToken<R>`']]) {
+  if (stats[id].n && stats[base].n) {
+    // bench/run stops when a measured run of these rows made any Redis call.
+    p(`- ${label} with the Redis session store ≥ 0.90 of the cookie store, warm cache: ${x(stats[id].rps, stats[base].rps)}: ${target(stats[id].rps >= 0.9 * stats[base].rps)}; Redis calls during the measured runs: 0 (checked with \`INFO commandstats\`, health checks left out)`);
+  }
+}
 const calls = Number(meta.STORM_CALLS);
 if (meta.STORM_CALLS) p(`- Refresh storm: exactly 1 token-endpoint call: ${calls}: ${target(calls === 1)}`);
 if (meta.ONLY_ROWS) p(`- Only these rows were run (BENCH_ROWS): rocket_plain, ${meta.ONLY_ROWS}; no refresh storm nor micro-benchmarks.`);
@@ -233,6 +241,9 @@ p();
 p('The `Cookie` header value a signed-in browser sends with every request (name=value pairs):');
 p();
 p(`- rocket_logto: **${meta.ROCKET_COOKIE_BYTES} bytes** — the whole session, encrypted (AES-256-GCM): ID token, refresh token, the userinfo access token and the cached shopping-API token.`);
+if (existsSync(join(dir, 'redis_store_cookie'))) {
+  p(`- rocket_logto with \`session_store = "redis"\`: **${read('redis_store_cookie').trim().length} bytes** — an encrypted random session id; the same session lives in Redis, sealed.`);
+}
 p(`- @logto/express + express-session: **${meta.EXPRESS_COOKIE_BYTES} bytes** — a signed session id; the same tokens live in the server's MemoryStore.`);
 p();
 
@@ -291,6 +302,8 @@ const SHORT = {
   baseline_bearer_new: 'Baseline: jsonwebtoken, new tokens',
   rocket_auth_redis: 'AuthenticatedUser, redis_url set',
   rocket_resource_redis: 'ResourceToken<R>, redis_url set',
+  rocket_auth_redis_store: 'AuthenticatedUser, sessions in Redis',
+  rocket_resource_redis_store: 'ResourceToken<R>, sessions in Redis',
   express_user: '@logto/express withLogto',
   express_resource: '@logto/express withLogto + getAccessToken',
 };
