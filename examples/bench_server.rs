@@ -834,6 +834,29 @@ fn micro(args: &[String]) {
     let claims_json = jwt_payload(id_token);
     let claims_value: IdTokenClaims = serde_json::from_slice(&claims_json).expect("claims");
 
+    // The distinct cookies of the session (`collect`), when bench/run left them in DIR: each
+    // request takes the next, so that none is in the decoded-session cache (the cold path).
+    let distinct: Vec<Vec<Cookie<'static>>> = std::fs::read_to_string(dir.join("cookies"))
+        .map(|text| {
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .map(parse_cookie_header)
+                .collect()
+        })
+        .unwrap_or_default();
+    let next = std::cell::Cell::new(0usize);
+    let cold = |client: &Client| {
+        let i = next.get();
+        next.set((i + 1) % distinct.len());
+        let r = client
+            .get("/me")
+            .header(Accept::JSON)
+            .cookies(distinct[i].clone())
+            .dispatch();
+        assert_eq!(r.status(), Status::Ok, "/me, distinct cookie {i}");
+        black_box(r.into_bytes());
+    };
+
     let (c, r) = (&client, &restamp);
     let mut requests: Vec<Bench<'_>> = vec![
         (
@@ -861,6 +884,15 @@ fn micro(args: &[String]) {
             Box::new(move || request(r, "/me", true)),
         ),
     ];
+    if !distinct.is_empty() {
+        requests.push((
+            format!(
+                "request, AuthenticatedUser, the next of {} distinct cookies (cold)",
+                distinct.len()
+            ),
+            Box::new(move || cold(c)),
+        ));
+    }
     // BENCH_MICRO_ONLY=<words>: only the request rows whose name contains them (for a profiler).
     if let Some(only) = env("BENCH_MICRO_ONLY") {
         requests.retain(|(name, _)| name.contains(&only));
@@ -942,6 +974,12 @@ fn micro(args: &[String]) {
         "  writing the session back (vs AuthenticatedUser):     {:>8.0} ns",
         m(5) - m(3)
     );
+    if request_times.len() > 6 {
+        println!(
+            "  a session not in the cache (vs AuthenticatedUser):   {:>8.0} ns",
+            m(6) - m(3)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
