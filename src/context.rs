@@ -2,7 +2,7 @@
 //! to refresh tokens and write them back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::{Arc, Mutex as SyncMutex, OnceLock};
 use std::time::Duration;
 
 use rocket::http::{Cookie, CookieJar};
@@ -16,7 +16,7 @@ use crate::error::LogtoError;
 use crate::fairing::LogtoState;
 use crate::logout::SessionCheck;
 use crate::provider::decode_jwt_payload;
-use crate::session::{self, CookieNames, LoadError, Session};
+use crate::session::{self, CookieNames, LoadError, Session, SessionCipher, MAX_CHUNKS};
 use crate::session_store::{self, Stored};
 
 /// The session of this request, read from the cookies once (`Request::local_cache`).
@@ -58,6 +58,7 @@ impl RequestSession {
                     .local_cache(SessionRead::default)
                     .0
                     .store(true, Ordering::Relaxed);
+                state.decoded.init_cipher(|| request.rocket().config());
                 if state.config.session_store == SessionStoreKind::Redis {
                     return session_store::load(request, state).await;
                 }
@@ -223,12 +224,40 @@ impl RequestSession {
 /// skip decryption, decompression and parsing. Sound because a value decrypts to one
 /// plaintext only (authenticated encryption); lifetimes and logouts are still checked on
 /// every request. Bounded like every cache here.
-pub(crate) struct DecodedSessions(ExpiringMap<Arc<Decoded>>);
+pub(crate) struct DecodedSessions {
+    map: ExpiringMap<Arc<Decoded>>,
+    /// Opens the session cookies: Rocket's cookie key, read once from the launched
+    /// configuration (`None` if unreadable: Rocket's `get_private` then).
+    cipher: OnceLock<Option<SessionCipher>>,
+}
 
 pub(crate) struct Decoded {
-    cookies: Vec<String>,
+    /// The cookie values that carried the session, one after the other (one allocation,
+    /// compared on every hit)...
+    values: Box<str>,
+    /// ... and where each ends in `values`.
+    ends: [u32; MAX_CHUNKS],
+    count: u8,
     session: Arc<Session>,
     claims: Arc<IdTokenClaims>,
+}
+
+impl Decoded {
+    /// Whether `sent` are exactly the values this session was decoded from.
+    fn carried_by<'a>(&self, sent: impl Iterator<Item = &'a str>) -> bool {
+        let (mut start, mut n) = (0, 0);
+        for value in sent {
+            if n == self.count as usize {
+                return false;
+            }
+            let end = self.ends[n] as usize;
+            if self.values.get(start..end) != Some(value) {
+                return false;
+            }
+            (start, n) = (end, n + 1);
+        }
+        n == self.count as usize
+    }
 }
 
 /// How long a decoded session is kept.
@@ -236,7 +265,17 @@ const DECODED_TTL: Duration = Duration::from_secs(300);
 
 impl DecodedSessions {
     pub fn new(capacity: usize) -> DecodedSessions {
-        DecodedSessions(ExpiringMap::new(DECODED_TTL, capacity))
+        DecodedSessions {
+            map: ExpiringMap::new(DECODED_TTL, capacity),
+            cipher: OnceLock::new(),
+        }
+    }
+
+    /// Reads Rocket's cookie key from the launched configuration, on the first request.
+    pub fn init_cipher<'c>(&self, config: impl FnOnce() -> &'c rocket::Config) {
+        self.cipher.get_or_init(|| {
+            crate::fairing::rocket_cookie_key(config()).and_then(|key| SessionCipher::new(&key))
+        });
     }
 
     /// The session and claims carried by the request's cookies.
@@ -254,27 +293,35 @@ impl DecodedSessions {
         let first = jar.get(names.session()).ok_or(LoadError::Absent)?.value();
         // Keyed by the end of the first value (its AEAD tag); every value is compared.
         let key = tail(first, 24);
-        if let Some(hit) = self
-            .0
-            .get(key)
-            .filter(|hit| hit.cookies.iter().map(String::as_str).eq(sent()))
-        {
+        if let Some(hit) = self.map.get(key).filter(|hit| hit.carried_by(sent())) {
             return Ok((hit.session.clone(), hit.claims.clone(), false));
         }
-        let read = session::read(jar, names)?;
-        let s = Arc::new(read.session);
-        let claims: IdTokenClaims = decode_jwt_payload(&s.id_token)
-            .map_err(|_| LoadError::Invalid("unreadable ID token"))?;
-        let claims = Arc::new(claims);
+        let read = session::read(jar, names, self.cipher.get().and_then(Option::as_ref))?;
+        let claims = match read.claims {
+            Some(claims) => claims,
+            None => decode_jwt_payload(&read.session.id_token)
+                .map_err(|_| LoadError::Invalid("unreadable ID token"))?,
+        };
+        let (s, claims) = (Arc::new(read.session), Arc::new(claims));
         if read.legacy {
             // Written again in this request, under new values: nothing to keep.
             return Ok((s, claims, true));
         }
-        let cookies = sent().map(str::to_string).collect();
-        self.0.insert(
+        let mut values = String::with_capacity(sent().map(str::len).sum());
+        let mut ends = [0; MAX_CHUNKS];
+        let mut count = 0;
+        for (value, end) in sent().zip(&mut ends) {
+            values.push_str(value);
+            // Cookie values fit in a request header, far below 4 GiB.
+            *end = u32::try_from(values.len()).unwrap_or(u32::MAX);
+            count += 1;
+        }
+        self.map.insert(
             key,
             Arc::new(Decoded {
-                cookies,
+                values: values.into_boxed_str(),
+                ends,
+                count,
                 session: s.clone(),
                 claims: claims.clone(),
             }),

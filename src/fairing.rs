@@ -400,7 +400,7 @@ fn encrypt(
 
 /// The key of Rocket's private cookies. The launched configuration carries it, generated
 /// or configured, as a figment provider (Rocket's own way to hand it on).
-fn rocket_cookie_key(config: &rocket::Config) -> Option<cookie::Key> {
+pub(crate) fn rocket_cookie_key(config: &rocket::Config) -> Option<cookie::Key> {
     let master: Vec<u8> = rocket::figment::Figment::from(config)
         .extract_inner("secret_key")
         .ok()?;

@@ -2,6 +2,7 @@
 //! AES-256-GCM with the cookie's name as associated data, split over several cookies when
 //! it outgrows one, with bounded reassembly.
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use rocket::http::{Cookie, CookieJar, SameSite};
 
 use crate::codec;
@@ -153,19 +154,78 @@ pub(crate) enum LoadError {
     Unverifiable,
 }
 
-/// Reads the session from the request's cookies (lifetimes are checked by the caller).
+/// Opens session cookies as Rocket seals private cookies (the `cookie` crate's format: the
+/// standard base64 of nonce (12 bytes), ciphertext and tag (16 bytes), AES-256-GCM with the
+/// cookie's name as associated data), straight from the request's value: unlike
+/// `CookieJar::get_private`, no copy of the cookie, no key schedule per call, no `String`,
+/// and ring's AES-GCM, several times as fast as the aes-gcm crate's.
+pub(crate) struct SessionCipher(LessSafeKey);
+
+const NONCE_LEN: usize = 12;
+
+impl SessionCipher {
+    /// The cipher of Rocket's private cookies under `key`.
+    pub fn new(key: &cookie::Key) -> Option<SessionCipher> {
+        UnboundKey::new(&AES_256_GCM, key.encryption())
+            .ok()
+            .map(|key| SessionCipher(LessSafeKey::new(key)))
+    }
+
+    /// Appends the plaintext of the private cookie `name` = `value` to `out`; `None` (and
+    /// `out` unchanged) when it does not authenticate.
+    fn open_into(&self, name: &str, value: &str, out: &mut Vec<u8>) -> Option<()> {
+        use base64::Engine;
+        let start = out.len();
+        let opened = (|| {
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(value, out)
+                .ok()?;
+            let sealed = &mut out[start..];
+            let nonce = Nonce::try_assume_unique_for_key(sealed.get(..NONCE_LEN)?).ok()?;
+            // The plaintext ends up at the start of `sealed`.
+            let plain = self
+                .0
+                .open_within(nonce, Aad::from(name.as_bytes()), sealed, NONCE_LEN..)
+                .ok()?;
+            Some(plain.len())
+        })();
+        match opened {
+            Some(len) => {
+                out.truncate(start + len);
+                Some(())
+            }
+            None => {
+                out.truncate(start);
+                None
+            }
+        }
+    }
+}
+
+/// Reads the session from the request's cookies (lifetimes are checked by the caller),
+/// opening them with `cipher` (Rocket's `get_private` without it).
 ///
 /// Each chunk's plaintext starts with `<generation>.<index>.<count>.`: a chunk from an
 /// older write (a stale or replayed cookie) has another generation and is refused, so a
 /// session is never assembled from two writes.
-pub(crate) fn read(jar: &CookieJar<'_>, names: &CookieNames) -> Result<codec::Read, LoadError> {
+pub(crate) fn read(
+    jar: &CookieJar<'_>,
+    names: &CookieNames,
+    cipher: Option<&SessionCipher>,
+) -> Result<codec::Read, LoadError> {
     if jar.get(names.session()).is_none() {
         return Err(LoadError::Absent);
     }
-    decode(|i| {
-        jar.get_private(names.chunks[i])
-            .map(|c| c.value().to_string())
-    })
+    match cipher {
+        Some(cipher) => decode_with(|i, out| {
+            let name = names.chunks[i];
+            cipher.open_into(name, jar.get(name)?.value(), out)
+        }),
+        None => decode(|i| {
+            jar.get_private(names.chunks[i])
+                .map(|c| c.value().to_string())
+        }),
+    }
 }
 
 /// Refuses a session past its inactivity or absolute lifetime, read from the encrypted
@@ -184,21 +244,38 @@ pub(crate) fn check_lifetimes(
 /// Reassembles a session from its decrypted chunks (`chunk(i)`), reading at most
 /// `MAX_CHUNKS` of them.
 pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<codec::Read, LoadError> {
-    let first = chunk(0).ok_or(LoadError::Invalid("undecryptable"))?;
+    decode_with(|i, out| {
+        out.extend_from_slice(chunk(i)?.as_bytes());
+        Some(())
+    })
+}
+
+/// Reassembles a session from its decrypted chunks, `open(i, out)` appending the plaintext
+/// of chunk `i` to `out`. One chunk (the usual case) is read where it was decrypted.
+fn decode_with(
+    mut open: impl FnMut(usize, &mut Vec<u8>) -> Option<()>,
+) -> Result<codec::Read, LoadError> {
+    let mut first = Vec::with_capacity(CHUNK_PLAINTEXT + 64);
+    open(0, &mut first).ok_or(LoadError::Invalid("undecryptable"))?;
     let (generation, index, count, data) =
         split_header(&first).ok_or(LoadError::Invalid("bad header"))?;
     if index != 0 || count == 0 || count > MAX_CHUNKS {
         return Err(LoadError::Invalid("bad chunk count"));
     }
-    let mut text = String::with_capacity(count * CHUNK_PLAINTEXT);
-    text.push_str(data);
+    if count == 1 {
+        return codec::from_text(data).ok_or(LoadError::Invalid("unreadable"));
+    }
+    let mut text = Vec::with_capacity(count * CHUNK_PLAINTEXT);
+    text.extend_from_slice(data);
+    let mut next = Vec::with_capacity(CHUNK_PLAINTEXT + 64);
     for i in 1..count {
-        let next = chunk(i).ok_or(LoadError::Invalid("missing chunk"))?;
+        next.clear();
+        open(i, &mut next).ok_or(LoadError::Invalid("missing chunk"))?;
         let (g, idx, n, data) = split_header(&next).ok_or(LoadError::Invalid("bad header"))?;
         if g != generation || idx != i || n != count {
             return Err(LoadError::Invalid("chunks of different writes"));
         }
-        text.push_str(data);
+        text.extend_from_slice(data);
     }
     codec::from_text(&text).ok_or(LoadError::Invalid("unreadable"))
 }
@@ -219,12 +296,17 @@ pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
         .collect())
 }
 
-fn split_header(value: &str) -> Option<(&str, usize, usize, &str)> {
-    let mut parts = value.splitn(4, '.');
+fn split_header(value: &[u8]) -> Option<(&[u8], usize, usize, &[u8])> {
+    let mut parts = value.splitn(4, |&b| b == b'.');
     let generation = parts.next()?;
-    let index = parts.next()?.parse().ok()?;
-    let count = parts.next()?.parse().ok()?;
+    let index = number(parts.next()?)?;
+    let count = number(parts.next()?)?;
     Some((generation, index, count, parts.next()?))
+}
+
+/// A decimal number of the chunk header.
+fn number(digits: &[u8]) -> Option<usize> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'static> {
@@ -385,10 +467,10 @@ mod tests {
     #[test]
     fn headers_parse() {
         assert_eq!(
-            split_header("abc.1.3.{\"x\":1}"),
-            Some(("abc", 1, 3, "{\"x\":1}"))
+            split_header(b"abc.1.3.{\"x\":1}"),
+            Some((&b"abc"[..], 1, 3, &b"{\"x\":1}"[..]))
         );
-        assert_eq!(split_header("abc.x.3.data"), None);
+        assert_eq!(split_header(b"abc.x.3.data"), None);
     }
 }
 

@@ -128,7 +128,7 @@ fn decode(plain: &[u8]) -> Option<(u64, Option<String>, Session)> {
     }
     let agent = std::str::from_utf8(&rest[..agent_len]).ok()?;
     let text = std::str::from_utf8(&rest[agent_len..]).ok()?;
-    let session = crate::codec::from_text(text)?.session;
+    let session = crate::codec::from_text(text.as_bytes())?.session;
     let agent = (!agent.is_empty()).then(|| agent.to_string());
     Some((version, agent, session))
 }
