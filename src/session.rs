@@ -457,6 +457,46 @@ mod tests {
     }
 
     #[test]
+    fn the_cipher_opens_what_rocket_seals_and_nothing_else() {
+        let key = cookie::Key::generate();
+        let cipher = SessionCipher::new(&key).unwrap();
+        let seal = |name: &str, value: &str| {
+            let mut jar = cookie::CookieJar::new();
+            jar.private_mut(&key)
+                .add(cookie::Cookie::new(name.to_string(), value.to_string()));
+            jar.get(name).unwrap().value().to_string()
+        };
+        let sealed = seal("logto_session", "abc.0.1.payload");
+        let mut out = b"kept".to_vec();
+        assert_eq!(
+            cipher.open_into("logto_session", &sealed, &mut out),
+            Some(())
+        );
+        assert_eq!(out, b"keptabc.0.1.payload");
+        // Another cookie's name (the associated data), a changed byte, another key, junk:
+        // refused, and `out` left as it was.
+        let mut out = b"kept".to_vec();
+        assert_eq!(cipher.open_into("logto_session_1", &sealed, &mut out), None);
+        let mut tampered = sealed.clone().into_bytes();
+        tampered[20] = if tampered[20] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(cipher.open_into("logto_session", &tampered, &mut out), None);
+        let other = SessionCipher::new(&cookie::Key::generate()).unwrap();
+        assert_eq!(other.open_into("logto_session", &sealed, &mut out), None);
+        for junk in ["", "AAAA", "not base64!", &sealed[..sealed.len() - 4]] {
+            assert_eq!(cipher.open_into("logto_session", junk, &mut out), None);
+        }
+        assert_eq!(out, b"kept");
+        // An empty plaintext opens to nothing.
+        let empty = seal("logto_session", "");
+        assert_eq!(
+            cipher.open_into("logto_session", &empty, &mut out),
+            Some(())
+        );
+        assert_eq!(out, b"kept");
+    }
+
+    #[test]
     fn split_keeps_multibyte_characters_whole() {
         let s = "ééééé";
         let parts = split_utf8(s, 3);
