@@ -264,7 +264,11 @@ impl<'a> Reader<'a> {
                 let parts = [self.bytes()?, self.bytes()?, self.bytes()?];
                 // One allocation, of the exact size: base64 without padding takes
                 // ceil(4n / 3) characters.
-                let len = parts.iter().map(|p| (p.len() * 4).div_ceil(3)).sum::<usize>() + 2;
+                let len = parts
+                    .iter()
+                    .map(|p| (p.len() * 4).div_ceil(3))
+                    .sum::<usize>()
+                    + 2;
                 let mut token = vec![b'.'; len];
                 let mut at = 0;
                 for part in parts {

@@ -1190,8 +1190,11 @@
 //!   `tests/session_cache_memory.rs`), so the default 4096 entries take about 20 MiB once
 //!   full, and memory stays flat from then on. Give it at least as many entries as users
 //!   active within 5 minutes (an entry's lifetime): a request whose session is not in the
-//!   cache decrypts and decodes its cookies again, about 14 µs more than a cached one on
-//!   the benchmark's machine (see BENCHMARKS.md).
+//!   cache decrypts and decodes its cookies again, and its entry replaces the oldest: about
+//!   10 µs more server time than a cached one on the benchmark's machine, most of it the
+//!   memory traffic of writing a new entry and freeing an old one (see BENCHMARKS.md).
+//!   Traffic that cycles through more sessions than the cache holds finds few of them
+//!   cached, and still pays for the memory and the evictions.
 //! - `rotation_grace_secs`: when Logto rotates a refresh token, the parallel requests of a
 //!   browser that still carry the old one follow the rotation for this long, and get the
 //!   new tokens without sending the old one again. After it, the old token ends the session
