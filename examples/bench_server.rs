@@ -85,6 +85,14 @@ fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
     Json(user.claims().clone())
 }
 
+/// The plain route's bytes, behind `AuthenticatedUser`: the difference to `/plain` is the
+/// guard alone, without the claims' JSON serialisation that `/me` adds.
+#[get("/me/guard")]
+fn me_guard<'r>(user: AuthenticatedUser, body: &'r State<PlainBody>) -> RawJson<&'r str> {
+    std::hint::black_box(user.claims().sub.as_str());
+    RawJson(body.0.as_str())
+}
+
 #[get("/shopping")]
 fn shopping(token: ResourceToken<Shopping>) -> Json<AccessToken> {
     Json(token.token().clone())
@@ -261,7 +269,7 @@ fn rocket_app(
         .manage(PlainBody(plain_body))
         .mount(
             "/",
-            routes![plain, user, me, shopping, api_shopping, decrypt],
+            routes![plain, user, me, me_guard, shopping, api_shopping, decrypt],
         );
     match baseline {
         Some(baseline) => rocket
