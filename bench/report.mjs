@@ -301,6 +301,7 @@ const SHORT = {
   rocket_auth_guard: 'AuthenticatedUser, the guard alone',
   rocket_resource: 'ResourceToken<R>, cached token',
   rocket_auth_distinct: `AuthenticatedUser, ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies`,
+  rocket_plain_distinct: 'Plain route, the same distinct cookies',
   rocket_bearer: 'BearerToken<R>, same token',
   baseline_bearer: 'Baseline: jsonwebtoken per request',
   rocket_bearer_new: 'BearerToken<R>, a new token each request',
