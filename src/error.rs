@@ -102,9 +102,9 @@ impl LogtoError {
                 serde_json::json!({ "error": status.reason_lossy(), "message": self.message() });
             (ContentType::JSON, body.to_string())
         } else {
-            let sign_in = match self {
-                LogtoError::Unauthenticated | LogtoError::SignInAgain(_) => {
-                    format!(" · <a href=\"{}\">Sign in</a>", html_escape(&links.sign_in))
+            let sign_in = match (self, &links.sign_in) {
+                (LogtoError::Unauthenticated | LogtoError::SignInAgain(_), Some(sign_in)) => {
+                    format!(" · <a href=\"{}\">Sign in</a>", html_escape(sign_in))
                 }
                 _ => String::new(),
             };
@@ -140,15 +140,16 @@ impl LogtoError {
 struct PageLinks {
     /// The app's home: the path of `base_url`.
     home: String,
-    /// Sign-in, coming back to the page that failed when it can.
-    sign_in: String,
+    /// Sign-in, coming back to the page that failed when it can; `None` in an API-only
+    /// app, which mounts no sign-in route.
+    sign_in: Option<String>,
 }
 
 impl Default for PageLinks {
     fn default() -> PageLinks {
         PageLinks {
             home: "/".into(),
-            sign_in: "/logto/sign-in".into(),
+            sign_in: Some("/logto/sign-in".into()),
         }
     }
 }
@@ -158,7 +159,7 @@ impl PageLinks {
         match config {
             Some(config) => PageLinks {
                 home: config.base_url.path().to_string(),
-                sign_in: sign_in_location(request, config),
+                sign_in: (!config.is_api_only()).then(|| sign_in_location(request, config)),
             },
             None => PageLinks::default(),
         }

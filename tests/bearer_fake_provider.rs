@@ -93,6 +93,12 @@ fn me(user: AuthenticatedUser) -> String {
     user.id().to_string()
 }
 
+/// An app route of its own that answers 401 (the crate's catcher renders it).
+#[get("/app-401")]
+fn app_says_401() -> Status {
+    Status::Unauthorized
+}
+
 fn rocket(logto: Value, trust_test_key: bool) -> Rocket<Build> {
     let figment = Figment::from(rocket::Config::debug_default())
         .merge(("logto", logto))
@@ -251,6 +257,27 @@ async fn a_valid_token_is_accepted_with_typed_claims_and_verified_once() {
     // No sign-in routes in an API-only app.
     let a = get(&client, "/logto/sign-in", &[]).await;
     assert_eq!(a.status, Status::NotFound);
+}
+
+#[rocket::async_test]
+async fn an_api_only_apps_401_page_links_to_no_sign_in_route() {
+    let fp = FakeProvider::start().await;
+    let logto = json!({ "endpoint": fp.endpoint, "resources": [SHOPPING] });
+    let client = Client::untracked(rocket(logto, false).mount("/", routes![app_says_401]))
+        .await
+        .expect("valid rocket");
+    // A browser at a route of the app that answers 401: the crate's 401 page, without the
+    // sign-in link of a web app (an API-only app mounts no `/logto/sign-in`).
+    let response = client
+        .get("/app-401")
+        .header(Header::new("Accept", "text/html"))
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::Unauthorized);
+    let body = response.into_string().await.unwrap();
+    assert!(body.contains("401"), "{body}");
+    assert!(!body.contains("sign-in"), "{body}");
+    assert!(!body.contains("Sign in"), "{body}");
 }
 
 #[rocket::async_test]
