@@ -20,6 +20,8 @@
 
 #[path = "support/app.rs"]
 mod app;
+#[path = "support/deployment.rs"]
+mod deployment;
 #[path = "support/instances.rs"]
 mod instances;
 #[path = "support/real_provider.rs"]
@@ -29,14 +31,12 @@ mod redis_server;
 #[path = "support/round_robin.rs"]
 mod round_robin;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use instances::Instance;
-use real_provider::{ProviderBrowser, ProviderOptions, RealProvider, ALICE, ALICE_SUB};
-use redis_server::RedisServer;
+use deployment::{Answer, Deployment, Jar};
+use real_provider::{ALICE, ALICE_SUB};
 use reqwest::StatusCode;
-use round_robin::RoundRobin;
 use serde_json::{json, Value};
 
 /// The test selected in the instance processes.
@@ -52,198 +52,38 @@ fn instance_process() {
     instances::serve_if_instance();
 }
 
-/// Provider, Redis, three instances and the front.
-struct Deployment {
-    provider: RealProvider,
-    redis: RedisServer,
-    front: RoundRobin,
-    instances: Vec<Instance>,
-    http: reqwest::Client,
-}
-
 async fn deploy(extra: Value) -> Deployment {
     deploy_with(extra, true).await
 }
 
+/// Provider, Redis, three instances (with `redis_url` when `with_redis`, and `extra` in
+/// their `logto` table) and the front.
 async fn deploy_with(extra: Value, with_redis: bool) -> Deployment {
-    let front = RoundRobin::bind().await;
-    let provider = RealProvider::start(ProviderOptions {
-        redirect_uris: vec![format!("{}/logto/sign-in-callback", front.url())],
-        post_logout_redirect_uris: vec![format!("{}/", front.url())],
-        ..ProviderOptions::default()
+    deployment::deploy(3, ENTRY, |redis| {
+        let mut settings = if with_redis {
+            json!({ "redis_url": redis.url(), "redis_timeout_ms": REDIS_TIMEOUT_MS })
+        } else {
+            json!({})
+        };
+        app::merge(&mut settings, &extra);
+        settings
     })
-    .await;
-    let redis = RedisServer::start().await;
-    let mut logto = app::logto_table(
-        &provider.endpoint,
-        &provider.options.app_id,
-        &provider.options.app_secret,
-    );
-    app::merge(&mut logto, &json!({ "base_url": front.url() }));
-    if with_redis {
-        app::merge(
-            &mut logto,
-            &json!({ "redis_url": redis.url(), "redis_timeout_ms": REDIS_TIMEOUT_MS }),
-        );
-    }
-    app::merge(&mut logto, &extra);
-    let (a, b, c) = tokio::join!(
-        Instance::spawn("a", &logto, ENTRY),
-        Instance::spawn("b", &logto, ENTRY),
-        Instance::spawn("c", &logto, ENTRY),
-    );
-    let instances = vec![a, b, c];
-    front.set_backends(instances.iter().map(|i| i.addr).collect());
-    // One connection per request (no keep-alive pool): the front deals requests round robin.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    Deployment {
-        provider,
-        redis,
-        front,
-        instances,
-        http,
-    }
+    .await
 }
 
-/// What a browser keeps for the app: `name=value` as set.
-#[derive(Clone, Default, Debug)]
-struct Jar(BTreeMap<String, String>);
-
-impl Jar {
-    fn absorb(&mut self, headers: &reqwest::header::HeaderMap) {
-        for line in headers.get_all("set-cookie") {
-            let line = line.to_str().unwrap();
-            let pair = line.split(';').next().unwrap().trim();
-            let (name, value) = pair.split_once('=').unwrap();
-            let lower = line.to_ascii_lowercase();
-            if value.is_empty() || lower.contains("max-age=0") {
-                self.0.remove(name);
-            } else {
-                self.0.insert(name.to_string(), pair.to_string());
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0.values().cloned().collect::<Vec<_>>().join("; ")
-    }
-
-    fn has_session(&self) -> bool {
-        self.0.contains_key("logto_session")
-    }
+/// Signs alice in through the front; returns the instances of the start and the callback.
+async fn sign_in(dep: &Deployment, jar: &mut Jar) -> (String, String) {
+    let (started_on, done) = dep.sign_in_as(ALICE, jar).await;
+    assert_eq!(done.location.as_deref(), Some("/"), "{done:?}");
+    assert!(jar.has("logto_session"));
+    (started_on, done.instance)
 }
 
-/// One answer: status, the instance that made it, `Retry-After`, body as JSON (or text).
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    instance: String,
-    retry_after: Option<String>,
-    location: Option<String>,
-    body: Value,
-    headers: reqwest::header::HeaderMap,
-}
-
-impl Deployment {
-    async fn get(&self, url: &str, jar: &Jar) -> Answer {
-        let mut request = self.http.get(url).header("Accept", "application/json");
-        if !jar.0.is_empty() {
-            request = request.header("Cookie", jar.header());
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
-        Answer {
-            status,
-            instance: header("x-instance").unwrap_or_default(),
-            retry_after: header("retry-after"),
-            location: header("location"),
-            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            headers,
-        }
-    }
-
-    /// Through the front, keeping the cookies the answer sets.
-    async fn browse(&self, path: &str, jar: &mut Jar) -> Answer {
-        let answer = self.get(&format!("{}{path}", self.front.url()), jar).await;
-        jar.absorb(&answer.headers);
-        answer
-    }
-
-    /// To one instance directly, without keeping cookies.
-    async fn on(&self, instance: usize, path: &str, jar: &Jar) -> Answer {
-        self.get(&format!("{}{path}", self.instances[instance].url()), jar)
-            .await
-    }
-
-    /// Signs alice in through the front; returns the instances of the start and the callback.
-    async fn sign_in(&self, jar: &mut Jar) -> (String, String) {
-        let start = self.browse("/logto/sign-in", jar).await;
-        assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
-        let authorize = start.location.clone().unwrap();
-        let callback = ProviderBrowser::new()
-            .sign_in(&authorize, ALICE.0, ALICE.1)
-            .await;
-        let path = callback
-            .strip_prefix(&self.front.url())
-            .unwrap_or_else(|| panic!("the callback is not on the front: {callback}"));
-        let done = self.browse(path, jar).await;
-        assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
-        assert_eq!(done.location.as_deref(), Some("/"), "{done:?}");
-        assert!(jar.has_session());
-        (start.instance, done.instance)
-    }
-
-    async fn refreshes(&self) -> u64 {
-        self.provider.stats().await["token_requests"]["refresh_token"]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    /// Polls `path` with `jar` on every instance until each answers `status`; the time it
-    /// took, or a panic at `deadline`.
-    async fn until_all(
-        &self,
-        path: &str,
-        jar: &Jar,
-        status: StatusCode,
-        deadline: Duration,
-    ) -> Duration {
-        let started = Instant::now();
-        let mut pending: BTreeSet<usize> = (0..self.instances.len()).collect();
-        loop {
-            for i in pending.clone() {
-                if self.on(i, path, jar).await.status == status {
-                    pending.remove(&i);
-                }
-            }
-            if pending.is_empty() {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "instances {pending:?} still do not answer {status} to {path} after {deadline:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// 30 concurrent requests of `jar` to `path` through the front: their answers.
-    async fn storm(&self, path: &str, jar: &Jar) -> Vec<Answer> {
-        let url = format!("{}{path}", self.front.url());
-        let requests = (0..STORM).map(|_| self.get(&url, jar));
-        rocket::futures::future::join_all(requests).await
-    }
+/// 30 concurrent requests of `jar` to `path` through the front: their answers.
+async fn storm(dep: &Deployment, path: &str, jar: &Jar) -> Vec<Answer> {
+    let url = format!("{}{path}", dep.front.url());
+    let requests = (0..STORM).map(|_| dep.get(&url, jar));
+    rocket::futures::future::join_all(requests).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +93,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
     // token needs a refresh.
     dep.provider.set_access_token_ttl(30).await;
     let mut jar = Jar::default();
-    let (started_on, called_back_on) = dep.sign_in(&mut jar).await;
+    let (started_on, called_back_on) = sign_in(&dep, &mut jar).await;
     assert_ne!(
         started_on, called_back_on,
         "the callback must land on another instance than the sign-in"
@@ -263,7 +103,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
 
     // The storm.
     let before = jar.clone();
-    let answers = dep.storm("/shopping", &before).await;
+    let answers = storm(&dep, "/shopping", &before).await;
     let served: BTreeSet<&str> = answers.iter().map(|a| a.instance.as_str()).collect();
     assert_eq!(served.len(), 3, "the front spread the storm: {served:?}");
     let tokens: BTreeSet<&str> = answers
@@ -306,7 +146,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
     let mut browser = after.clone();
     let out = dep.browse("/logto/sign-out", &mut browser).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
-    assert!(!browser.has_session(), "sign-out clears the cookies");
+    assert!(!browser.has("logto_session"), "sign-out clears the cookies");
     let took = dep
         .until_all(
             "/me",
@@ -328,7 +168,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
 
     // A new sign-in works, then a back-channel logout posted to one instance ends it on all.
     let mut second = Jar::default();
-    dep.sign_in(&mut second).await;
+    sign_in(&dep, &mut second).await;
     for i in 0..3 {
         assert_eq!(dep.on(i, "/me", &second).await.status, StatusCode::OK);
     }
@@ -364,7 +204,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
     }
     // Sessions started after the logout work.
     let mut third = Jar::default();
-    dep.sign_in(&mut third).await;
+    sign_in(&dep, &mut third).await;
     dep.until_all("/me", &third, StatusCode::OK, Duration::from_secs(1))
         .await;
     assert!(dep.provider.grant_valid(ALICE_SUB).await);
@@ -377,10 +217,10 @@ async fn without_redis_the_same_storm_spends_the_token_on_every_instance() {
     let dep = deploy_with(json!({}), false).await;
     dep.provider.set_access_token_ttl(30).await;
     let mut jar = Jar::default();
-    dep.sign_in(&mut jar).await;
+    sign_in(&dep, &mut jar).await;
     dep.provider.set_access_token_ttl(3600).await;
     dep.provider.reset_stats().await;
-    dep.storm("/shopping", &jar).await;
+    storm(&dep, "/shopping", &jar).await;
     let calls = dep.refreshes().await;
     println!("without Redis: {STORM} requests over 3 instances, provider refresh calls: {calls}");
     assert!(calls > 1, "{calls}");
@@ -397,7 +237,7 @@ async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart()
     let (mut hung, mut stopped, mut other) = (Jar::default(), Jar::default(), Jar::default());
     let mut warm = Jar::default();
     for jar in [&mut hung, &mut stopped, &mut other, &mut warm] {
-        dep.sign_in(jar).await;
+        sign_in(&dep, jar).await;
     }
     dep.provider.set_access_token_ttl(3600).await;
     assert_eq!(dep.on(0, "/shopping", &warm).await.status, StatusCode::OK);
@@ -452,7 +292,7 @@ async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart()
         // Everything recovers, without a restart of the instances, with one refresh.
         let started = Instant::now();
         let recovered = loop {
-            let answer = dep.browse_once("/shopping", jar).await;
+            let answer = browse_once(&dep, "/shopping", jar).await;
             if answer.status == StatusCode::OK {
                 break answer;
             }
@@ -468,7 +308,7 @@ async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart()
             recovered.instance,
             started.elapsed()
         );
-        let answers = dep.storm("/shopping", jar).await;
+        let answers = storm(&dep, "/shopping", jar).await;
         assert!(answers.iter().all(|a| a.status == StatusCode::OK));
         assert_eq!(
             dep.refreshes().await,
@@ -495,7 +335,7 @@ async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
     let mut dep = deploy(json!({ "http_timeout_secs": 2 })).await;
     dep.provider.set_access_token_ttl(30).await;
     let mut jar = Jar::default();
-    dep.sign_in(&mut jar).await;
+    sign_in(&dep, &mut jar).await;
     dep.provider.set_access_token_ttl(3600).await;
     dep.provider.reset_stats().await;
     dep.provider.set_token_delay(1500).await;
@@ -550,9 +390,7 @@ async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
     );
 }
 
-impl Deployment {
-    /// Through the front, without keeping cookies.
-    async fn browse_once(&self, path: &str, jar: &Jar) -> Answer {
-        self.get(&format!("{}{path}", self.front.url()), jar).await
-    }
+/// Through the front, without keeping cookies.
+async fn browse_once(dep: &Deployment, path: &str, jar: &Jar) -> Answer {
+    dep.get(&format!("{}{path}", dep.front.url()), jar).await
 }

@@ -20,6 +20,8 @@
 
 #[path = "support/app.rs"]
 mod app;
+#[path = "support/deployment.rs"]
+mod deployment;
 #[path = "support/instances.rs"]
 mod instances;
 #[path = "support/real_provider.rs"]
@@ -32,11 +34,10 @@ mod round_robin;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use deployment::{Deployment, Jar};
 use instances::Instance;
-use real_provider::{ProviderBrowser, ProviderOptions, RealProvider, ALICE, ALICE_SUB, BOB, CAROL};
-use redis_server::RedisServer;
+use real_provider::{ProviderBrowser, ALICE, ALICE_SUB, BOB, CAROL};
 use reqwest::StatusCode;
-use round_robin::RoundRobin;
 use serde_json::{json, Value};
 
 /// The test selected in the instance processes.
@@ -49,243 +50,24 @@ fn instance_process() {
     instances::serve_if_instance();
 }
 
-struct Deployment {
-    provider: RealProvider,
-    redis: RedisServer,
-    front: RoundRobin,
-    instances: Vec<Instance>,
-    http: reqwest::Client,
-    /// The `logto` table of the instances.
-    logto: Value,
-}
-
-/// Provider, Redis, `count` instances with `extra` in their `logto` table, and the front.
+/// Provider, Redis, `count` instances with the Redis session store and `extra` in their
+/// `logto` table, and the front.
 async fn deploy(count: usize, extra: Value) -> Deployment {
-    let front = RoundRobin::bind().await;
-    let provider = RealProvider::start(ProviderOptions {
-        redirect_uris: vec![format!("{}/logto/sign-in-callback", front.url())],
-        post_logout_redirect_uris: vec![format!("{}/", front.url())],
-        ..ProviderOptions::default()
-    })
-    .await;
-    let redis = RedisServer::start().await;
-    let mut logto = app::logto_table(
-        &provider.endpoint,
-        &provider.options.app_id,
-        &provider.options.app_secret,
-    );
-    app::merge(
-        &mut logto,
-        &json!({
-            "base_url": front.url(),
+    deployment::deploy(count, ENTRY, |redis| {
+        let mut settings = json!({
             "redis_url": redis.url(),
             "redis_timeout_ms": REDIS_TIMEOUT_MS,
             "session_store": "redis",
-        }),
-    );
-    app::merge(&mut logto, &extra);
-    let names = ["a", "b", "c", "d"];
-    let instances = rocket::futures::future::join_all(
-        names[..count]
-            .iter()
-            .map(|name| Instance::spawn(name, &logto, ENTRY)),
-    )
-    .await;
-    front.set_backends(instances.iter().map(|i| i.addr).collect());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    Deployment {
-        provider,
-        redis,
-        front,
-        instances,
-        http,
-        logto,
-    }
+        });
+        app::merge(&mut settings, &extra);
+        settings
+    })
+    .await
 }
 
-/// What a browser keeps for the app: `name=value` as set.
-#[derive(Clone, Default, Debug)]
-struct Jar(BTreeMap<String, String>);
-
-impl Jar {
-    fn absorb(&mut self, headers: &reqwest::header::HeaderMap) {
-        for line in headers.get_all("set-cookie") {
-            let line = line.to_str().unwrap();
-            let pair = line.split(';').next().unwrap().trim();
-            let (name, value) = pair.split_once('=').unwrap();
-            let lower = line.to_ascii_lowercase();
-            if value.is_empty() || lower.contains("max-age=0") {
-                self.0.remove(name);
-            } else {
-                self.0.insert(name.to_string(), pair.to_string());
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0.values().cloned().collect::<Vec<_>>().join("; ")
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.0.contains_key(name)
-    }
-
-    fn has_cookie_session(&self) -> bool {
-        self.0.keys().any(|k| k.starts_with("logto_session"))
-    }
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    instance: String,
-    retry_after: Option<String>,
-    location: Option<String>,
-    body: Value,
-    headers: reqwest::header::HeaderMap,
-}
-
-impl Answer {
-    fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Deployment {
-    async fn request(&self, method: reqwest::Method, url: &str, jar: &Jar, accept: &str) -> Answer {
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("Accept", accept)
-            .header("User-Agent", "rocket_logto-test/1.0");
-        if !jar.0.is_empty() {
-            request = request.header("Cookie", jar.header());
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
-        Answer {
-            status,
-            instance: header("x-instance").unwrap_or_default(),
-            retry_after: header("retry-after"),
-            location: header("location"),
-            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            headers,
-        }
-    }
-
-    async fn get(&self, url: &str, jar: &Jar) -> Answer {
-        self.request(reqwest::Method::GET, url, jar, "application/json")
-            .await
-    }
-
-    /// Through the front, keeping the cookies the answer sets.
-    async fn browse(&self, path: &str, jar: &mut Jar) -> Answer {
-        let answer = self.get(&format!("{}{path}", self.front.url()), jar).await;
-        jar.absorb(&answer.headers);
-        answer
-    }
-
-    /// To one instance directly, without keeping cookies.
-    async fn on(&self, instance: usize, path: &str, jar: &Jar) -> Answer {
-        self.get(&format!("{}{path}", self.instances[instance].url()), jar)
-            .await
-    }
-
-    async fn post_on(&self, instance: usize, path: &str, jar: &Jar) -> Answer {
-        let url = format!("{}{path}", self.instances[instance].url());
-        self.request(reqwest::Method::POST, &url, jar, "application/json")
-            .await
-    }
-
-    /// Signs `user` in through the front, starting with `jar` as it is; returns the
-    /// instance of the callback.
-    async fn sign_in_as(&self, user: (&str, &str), jar: &mut Jar) -> String {
-        let start = self.browse("/logto/sign-in", jar).await;
-        assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
-        let authorize = start.location.clone().unwrap();
-        let callback = ProviderBrowser::new()
-            .sign_in(&authorize, user.0, user.1)
-            .await;
-        let path = callback
-            .strip_prefix(&self.front.url())
-            .unwrap_or_else(|| panic!("the callback is not on the front: {callback}"))
-            .to_string();
-        let done = self.browse(&path, jar).await;
-        assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
-        done.instance
-    }
-
-    async fn refreshes(&self) -> u64 {
-        self.provider.stats().await["token_requests"]["refresh_token"]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    /// Polls `path` with `jar` on every instance until each answers `status`.
-    async fn until_all(
-        &self,
-        path: &str,
-        jar: &Jar,
-        status: StatusCode,
-        deadline: Duration,
-    ) -> Duration {
-        let started = Instant::now();
-        let mut pending: BTreeSet<usize> = (0..self.instances.len()).collect();
-        loop {
-            for i in pending.clone() {
-                let answer = self.on(i, path, jar).await;
-                assert_ne!(
-                    answer.status,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "{answer:?}"
-                );
-                if answer.status == status {
-                    pending.remove(&i);
-                }
-            }
-            if pending.is_empty() {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "instances {pending:?} still do not answer {status} to {path} after {deadline:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        self.redis
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("a Redis connection")
-    }
-
-    /// The session keys in Redis.
-    async fn session_keys(&self) -> Vec<String> {
-        let mut connection = self.redis().await;
-        redis::cmd("KEYS")
-            .arg("rocket_logto:ses:*")
-            .query_async(&mut connection)
-            .await
-            .unwrap()
-    }
+/// Whether `jar` holds cookie-store session cookies.
+fn has_cookie_session(jar: &Jar) -> bool {
+    jar.0.keys().any(|k| k.starts_with("logto_session"))
 }
 
 /// Commands Redis ran so far, by name, from `INFO commandstats`; the health checks of
@@ -330,10 +112,10 @@ async fn sign_in_refresh_and_sign_out_across_three_instances_with_the_redis_stor
     // Tokens of the sign-in live 30 s, under the 60 s margin: the first use needs a refresh.
     dep.provider.set_access_token_ttl(30).await;
     let mut jar = Jar::default();
-    let called_back_on = dep.sign_in_as(ALICE, &mut jar).await;
+    let called_back_on = dep.sign_in_as(ALICE, &mut jar).await.1.instance;
     dep.provider.set_access_token_ttl(3600).await;
     assert!(jar.has("logto_sid"), "{jar:?}");
-    assert!(!jar.has_cookie_session(), "no session cookies: {jar:?}");
+    assert!(!has_cookie_session(&jar), "no session cookies: {jar:?}");
     assert_eq!(dep.session_keys().await.len(), 1);
     println!("signed in on instance {called_back_on}; the browser holds {jar:?}");
     for i in 0..3 {
@@ -660,7 +442,7 @@ async fn a_flushed_redis_means_signed_out_and_a_stopped_one_503_unless_cached() 
     let mut dep = deploy(3, json!({})).await;
     // Flushed: instances that have not cached the session see a clean sign-out.
     let mut jar = Jar::default();
-    let callback = dep.sign_in_as(ALICE, &mut jar).await;
+    let callback = dep.sign_in_as(ALICE, &mut jar).await.1.instance;
     let mut connection = dep.redis().await;
     let _: () = redis::cmd("FLUSHALL")
         .query_async(&mut connection)
@@ -707,7 +489,7 @@ async fn a_flushed_redis_means_signed_out_and_a_stopped_one_503_unless_cached() 
     let mut cached = Jar::default();
     dep.sign_in_as(ALICE, &mut cached).await;
     let mut uncached = Jar::default();
-    let uncached_callback = dep.sign_in_as(ALICE, &mut uncached).await;
+    let uncached_callback = dep.sign_in_as(ALICE, &mut uncached).await.1.instance;
     assert_eq!(dep.on(0, "/me", &cached).await.status, StatusCode::OK);
     let cold = (0..3)
         .find(|&i| dep.instances[i].name != uncached_callback)
@@ -838,7 +620,7 @@ async fn the_cookie_store_ends_all_sessions_of_a_user_across_instances() {
     let (mut first, mut second) = (Jar::default(), Jar::default());
     dep.sign_in_as(ALICE, &mut first).await;
     dep.sign_in_as(ALICE, &mut second).await;
-    assert!(first.has_cookie_session() && !first.has("logto_sid"));
+    assert!(has_cookie_session(&first) && !first.has("logto_sid"));
     for jar in [&first, &second] {
         dep.until_all("/me", jar, StatusCode::OK, Duration::from_secs(2))
             .await;
@@ -900,7 +682,7 @@ async fn switching_stores_moves_sessions_both_ways() {
     // Cookie to Redis: read once, moved under a new id, the session cookies removed.
     let mut jar = Jar::default();
     dep.sign_in_as(ALICE, &mut jar).await;
-    assert!(jar.has_cookie_session());
+    assert!(has_cookie_session(&jar));
     let cookie_jar = jar.clone();
     let moved = dep.get(&on(&c, "/me"), &jar).await;
     assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
@@ -928,7 +710,7 @@ async fn switching_stores_moves_sessions_both_ways() {
         "moved cookies replayed: joined, then refused after {:?}",
         started.elapsed()
     );
-    assert!(jar.has("logto_sid") && !jar.has_cookie_session(), "{jar:?}");
+    assert!(jar.has("logto_sid") && !has_cookie_session(&jar), "{jar:?}");
     assert_eq!(dep.session_keys().await.len(), 1);
     let on_d = dep.get(&on(&d, "/me"), &jar).await;
     assert_eq!(on_d.status, StatusCode::OK);
@@ -940,7 +722,7 @@ async fn switching_stores_moves_sessions_both_ways() {
     let back = dep.on(0, "/me", &jar).await;
     assert_eq!(back.status, StatusCode::OK, "{back:?}");
     jar.absorb(&back.headers);
-    assert!(jar.has_cookie_session() && !jar.has("logto_sid"), "{jar:?}");
+    assert!(has_cookie_session(&jar) && !jar.has("logto_sid"), "{jar:?}");
     assert!(dep.session_keys().await.is_empty());
     assert_eq!(dep.on(1, "/me", &jar).await.status, StatusCode::OK);
     assert_eq!(
