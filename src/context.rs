@@ -9,6 +9,7 @@ use rocket::http::{Cookie, CookieJar};
 use rocket::request::Request;
 use tokio::sync::Mutex;
 
+use crate::admission::SecondSight;
 use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
 use crate::config::{LogtoConfig, SessionStoreKind};
@@ -226,6 +227,9 @@ impl RequestSession {
 /// every request. Bounded like every cache here.
 pub(crate) struct DecodedSessions {
     map: ExpiringMap<Arc<Decoded>>,
+    /// Cookies decoded once recently: a session is cached at the second sight of its
+    /// cookies, not the first (see `admission`).
+    admission: SecondSight,
     /// Opens the session cookies: Rocket's cookie key, read once from the launched
     /// configuration (`None` if unreadable: Rocket's `get_private` then).
     cipher: OnceLock<Option<SessionCipher>>,
@@ -267,6 +271,9 @@ impl DecodedSessions {
     pub fn new(capacity: usize) -> DecodedSessions {
         DecodedSessions {
             map: ExpiringMap::new(DECODED_TTL, capacity),
+            // Twice the cache: a browser's second request is admitted unless about twice
+            // as many other new cookies came between its first two.
+            admission: SecondSight::new(capacity.saturating_mul(2)),
             cipher: OnceLock::new(),
         }
     }
@@ -306,6 +313,9 @@ impl DecodedSessions {
         if read.legacy {
             // Written again in this request, under new values: nothing to keep.
             return Ok((s, claims, true));
+        }
+        if !self.admission.seen_again(key) {
+            return Ok((s, claims, false));
         }
         let mut values = String::with_capacity(sent().map(str::len).sum());
         let mut ends = [0; MAX_CHUNKS];

@@ -31,8 +31,8 @@
 //! /// Signed-in users only. A browser that is signed out is sent to sign-in first (by the
 //! /// crate's 401 catcher).
 //! #[get("/me")]
-//! fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
-//!     Json(user.claims().clone())
+//! fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims> {
+//!     Json(user.claims())
 //! }
 //!
 //! /// An access token for the shopping API, cached in the session and refreshed when needed.
@@ -1457,6 +1457,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod admission;
 mod api;
 mod api_error;
 mod bounded;
