@@ -18,7 +18,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::claims::IdTokenClaims;
-use crate::session::{CachedToken, Session};
+use std::sync::Arc;
+
+use crate::session::{CachedToken, Session, Token};
 
 /// Format marker of the session bytes, inside the compression.
 const FORMAT: u8 = 1;
@@ -79,8 +81,9 @@ pub(crate) struct Read {
     pub claims: Option<IdTokenClaims>,
 }
 
-/// The session bytes of either format, bounded by `MAX_DECODED`.
-fn decompress(packed: &[u8]) -> Option<(Vec<u8>, bool)> {
+/// The session bytes of either format, bounded by `MAX_DECODED`: in one allocation, which
+/// the session's JWTs then share (their text is made from it when first used).
+fn decompress(packed: &[u8]) -> Option<(Arc<[u8]>, bool)> {
     match packed.split_first()? {
         (&LZ4_MARKER, rest) => {
             let (size, compressed) = rest.split_at_checked(4)?;
@@ -88,20 +91,38 @@ fn decompress(packed: &[u8]) -> Option<(Vec<u8>, bool)> {
             if size > MAX_DECODED {
                 return None;
             }
-            let bytes = lz4_flex::block::decompress(compressed, size).ok()?;
-            (bytes.len() == size).then_some((bytes, false))
+            // Allocated once at its exact size (`repeat_n` knows its length).
+            let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, size).collect();
+            let filled =
+                lz4_flex::block::decompress_into(compressed, Arc::get_mut(&mut bytes)?).ok()?;
+            (filled == size).then_some((bytes, false))
         }
         _ => miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_DECODED)
             .ok()
-            .map(|bytes| (bytes, true)),
+            .map(|bytes| (bytes.into(), true)),
     }
+}
+
+thread_local! {
+    /// The unpacked bytes of the session being read: reused, because every request whose
+    /// cookies are new to this instance would otherwise allocate and free a kilobyte or
+    /// two here (an allocator's large-chunk path, the slowest).
+    static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Reads a session written by [`to_text`] (or by the earlier deflate format); `None` for
 /// anything else.
 pub(crate) fn from_text(text: &[u8]) -> Option<Read> {
-    let (bytes, legacy) = decompress(&unpack7(text)?)?;
-    let mut r = Reader(&bytes);
+    let (bytes, legacy) = UNPACKED.with_borrow_mut(|unpacked| {
+        unpack7_into(text, unpacked)?;
+        let decompressed = decompress(unpacked);
+        // Sessions are a few kilobytes; an odd large one is not kept.
+        if unpacked.capacity() > MAX_DECODED {
+            *unpacked = Vec::new();
+        }
+        decompressed
+    })?;
+    let mut r = Reader::new(&bytes);
     if r.byte()? != FORMAT {
         return None;
     }
@@ -123,10 +144,11 @@ pub(crate) fn from_text(text: &[u8]) -> Option<Read> {
     };
     let created_at_ms = r.i64()?;
     let seen_at = r.i64()?;
-    if !r.0.is_empty() {
+    if !r.rest.is_empty() {
         return None;
     }
     Some(Read {
+        claims: payload.and_then(|json| serde_json::from_slice(json).ok()),
         session: Session {
             id_token,
             refresh_token,
@@ -137,7 +159,6 @@ pub(crate) fn from_text(text: &[u8]) -> Option<Read> {
             seen_at,
         },
         legacy,
-        claims: payload.and_then(|json| serde_json::from_slice(json).ok()),
     })
 }
 
@@ -206,12 +227,21 @@ fn put_cached(out: &mut Vec<u8>, t: &CachedToken) {
     out.extend_from_slice(&t.expires_at.to_le_bytes());
 }
 
-struct Reader<'a>(&'a [u8]);
+struct Reader<'a> {
+    /// All the session bytes, which the JWTs share...
+    all: &'a Arc<[u8]>,
+    /// ... and those not read yet, the end of `all`.
+    rest: &'a [u8],
+}
 
 impl<'a> Reader<'a> {
+    fn new(all: &'a Arc<[u8]>) -> Reader<'a> {
+        Reader { all, rest: all }
+    }
+
     fn byte(&mut self) -> Option<u8> {
-        let (first, rest) = self.0.split_first()?;
-        self.0 = rest;
+        let (first, rest) = self.rest.split_first()?;
+        self.rest = rest;
         Some(*first)
     }
 
@@ -229,11 +259,11 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.len()?;
-        if n > self.0.len() {
+        if n > self.rest.len() {
             return None;
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
         Some(head)
     }
 
@@ -252,40 +282,36 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn token(&mut self) -> Option<String> {
+    fn token(&mut self) -> Option<Token> {
         self.token_and_payload().map(|(token, _)| token)
     }
 
     /// A token, and the decoded bytes of its payload when it is a JWT stored decoded.
-    fn token_and_payload(&mut self) -> Option<(String, Option<&'a [u8]>)> {
+    fn token_and_payload(&mut self) -> Option<(Token, Option<&'a [u8]>)> {
         match self.byte()? {
-            0 => Some((utf8(self.bytes()?)?, None)),
+            0 => Some((utf8(self.bytes()?)?.into(), None)),
             1 => {
-                let parts = [self.bytes()?, self.bytes()?, self.bytes()?];
-                // One allocation, of the exact size: base64 without padding takes
-                // ceil(4n / 3) characters.
-                let len = parts
-                    .iter()
-                    .map(|p| (p.len() * 4).div_ceil(3))
-                    .sum::<usize>()
-                    + 2;
-                let mut token = vec![b'.'; len];
-                let mut at = 0;
-                for part in parts {
-                    at += URL_SAFE_NO_PAD.encode_slice(part, &mut token[at..]).ok()? + 1;
-                }
-                Some((String::from_utf8(token).ok()?, Some(parts[1])))
+                let segments = [self.bytes()?, self.bytes()?, self.bytes()?];
+                let range = |segment: &[u8]| {
+                    let start = segment.as_ptr() as usize - self.all.as_ptr() as usize;
+                    // The session bytes are at most `MAX_DECODED` long.
+                    (start as u32, (start + segment.len()) as u32)
+                };
+                Some((
+                    Token::from_segments(self.all.clone(), segments.map(range)),
+                    Some(segments[1]),
+                ))
             }
             _ => None,
         }
     }
 
     fn i64(&mut self) -> Option<i64> {
-        if self.0.len() < 8 {
+        if self.rest.len() < 8 {
             return None;
         }
-        let (head, rest) = self.0.split_at(8);
-        self.0 = rest;
+        let (head, rest) = self.rest.split_at(8);
+        self.rest = rest;
         Some(i64::from_le_bytes(head.try_into().ok()?))
     }
 
@@ -321,21 +347,34 @@ fn pack7(bytes: &[u8]) -> String {
     out
 }
 
+#[cfg(test)]
 fn unpack7(text: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 7 / 8 + 8);
-    // Eight characters are 56 bits, seven whole bytes: the bulk goes eight at a time.
+    let mut out = Vec::new();
+    unpack7_into(text, &mut out)?;
+    Some(out)
+}
+
+/// Unpacks [`pack7`]'s text into `out` (cleared first).
+fn unpack7_into(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    out.reserve(text.len() * 7 / 8 + 8);
+    // Eight characters are 56 bits, seven whole bytes: the bulk goes eight at a time, the
+    // seven bits of each character gathered by pairs, then fours, then the eight, and
+    // written as eight bytes of which the next group overwrites the last.
     let mut groups = text.chunks_exact(8);
-    for group in &mut groups {
+    let whole = groups.len() * 7;
+    out.resize(whole + 1, 0);
+    for (i, group) in (&mut groups).enumerate() {
         let word = u64::from_be_bytes(group.try_into().ok()?);
         if word & 0x8080_8080_8080_8080 != 0 {
             return None;
         }
-        let mut acc = 0u64;
-        for c in word.to_be_bytes() {
-            acc = (acc << 7) | c as u64;
-        }
-        out.extend_from_slice(&acc.to_be_bytes()[1..]);
+        let pairs = (word & 0x007F_007F_007F_007F) | ((word & 0x7F00_7F00_7F00_7F00) >> 1);
+        let fours = (pairs & 0x0000_3FFF_0000_3FFF) | ((pairs & 0x3FFF_0000_3FFF_0000) >> 2);
+        let eight = (fours & 0x0FFF_FFFF) | ((fours & 0x0FFF_FFFF_0000_0000) >> 4);
+        out[i * 7..i * 7 + 8].copy_from_slice(&(eight << 8).to_be_bytes());
     }
+    out.truncate(whole);
     let (mut acc, mut bits) = (0u32, 0u32);
     for &c in groups.remainder() {
         if c > 0x7f {
@@ -349,7 +388,7 @@ fn unpack7(text: &[u8]) -> Option<Vec<u8>> {
         }
         acc &= (1 << bits) - 1;
     }
-    Some(out)
+    Some(())
 }
 
 #[cfg(test)]
@@ -427,7 +466,8 @@ mod tests {
         ] {
             let mut out = Vec::new();
             put_token(&mut out, token);
-            assert_eq!(Reader(&out).token().as_deref(), Some(token), "{token}");
+            let all: Arc<[u8]> = out.into();
+            assert_eq!(Reader::new(&all).token().as_deref(), Some(token), "{token}");
         }
     }
 }

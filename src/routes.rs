@@ -329,12 +329,12 @@ async fn complete_sign_in(
     session::clear(jar, config);
     let now = now();
     let mut new_session = Session {
-        id_token,
+        id_token: id_token.into(),
         refresh_token: tokens.refresh_token,
         userinfo_token: Some(CachedToken {
             resource: None,
             organization: None,
-            token: tokens.access_token,
+            token: tokens.access_token.into(),
             expires_at: now + tokens.expires_in.unwrap_or(3600) as i64,
         }),
         tokens: Vec::new(),
@@ -346,7 +346,7 @@ async fn complete_sign_in(
         let token = new_session
             .userinfo_token
             .as_ref()
-            .map(|t| t.token.clone())
+            .map(|t| t.token.to_string())
             .unwrap_or_default();
         match state.provider.userinfo(&discovery, &token).await {
             Ok(value) => match tokens::user_info_for(value.clone(), &claims) {

@@ -2,6 +2,8 @@
 //! AES-256-GCM with the cookie's name as associated data, split over several cookies when
 //! it outgrows one, with bounded reassembly.
 
+use std::sync::{Arc, OnceLock};
+
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use rocket::http::{Cookie, CookieJar, SameSite};
 
@@ -27,13 +29,104 @@ pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Where a JWT's header, payload and signature are in the decoded session bytes.
+type SegmentRanges = [(u32, u32); 3];
+
+/// A token the session holds. A session cookie carries its JWTs as their decoded
+/// segments (see `codec`); the text is made from them at its first use, once per decoded
+/// session: most requests send no token anywhere, and a request whose cookies are new to
+/// this instance then skips re-encoding its JWTs (a third of a kilobyte of base64 each).
+#[derive(Clone)]
+pub(crate) struct Token {
+    text: OnceLock<String>,
+    /// The decoded session bytes holding the JWT's segments, and where its header,
+    /// payload and signature are in them.
+    segments: Option<(Arc<[u8]>, SegmentRanges)>,
+}
+
+impl Token {
+    /// A JWT from its decoded segments at `at` in `bytes`, shared with the rest of the
+    /// session (no copy).
+    pub fn from_segments(bytes: Arc<[u8]>, at: SegmentRanges) -> Token {
+        Token {
+            text: OnceLock::new(),
+            segments: Some((bytes, at)),
+        }
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        self.text.get_or_init(|| match &self.segments {
+            Some((bytes, at)) => jwt_text(bytes, at),
+            None => String::new(),
+        })
+    }
+}
+
+/// The compact JWT of three decoded segments: one allocation of the exact size.
+fn jwt_text(bytes: &[u8], at: &SegmentRanges) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let parts = at.map(|(start, end)| &bytes[start as usize..end as usize]);
+    // base64 without padding takes ceil(4n / 3) characters.
+    let len = parts
+        .iter()
+        .map(|p| (p.len() * 4).div_ceil(3))
+        .sum::<usize>()
+        + 2;
+    let mut text = vec![b'.'; len];
+    let mut written = 0;
+    for part in parts {
+        written += URL_SAFE_NO_PAD
+            .encode_slice(part, &mut text[written..])
+            .expect("sized for the base64 of every segment")
+            + 1;
+    }
+    String::from_utf8(text).expect("base64 is ASCII")
+}
+
+impl From<String> for Token {
+    fn from(text: String) -> Token {
+        Token {
+            text: OnceLock::from(text),
+            segments: None,
+        }
+    }
+}
+
+impl From<&str> for Token {
+    fn from(text: &str) -> Token {
+        Token::from(text.to_string())
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+#[cfg(test)]
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// A cached access token for one (resource, organization) pair.
 #[derive(Clone, PartialEq)]
 #[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds a token
 pub(crate) struct CachedToken {
     pub resource: Option<String>,
     pub organization: Option<String>,
-    pub token: String,
+    pub token: Token,
     pub expires_at: i64,
 }
 
@@ -42,7 +135,7 @@ pub(crate) struct CachedToken {
 #[cfg_attr(test, derive(Debug))] // no Debug outside tests: it holds tokens
 pub(crate) struct Session {
     /// The verified ID token (its claims are read from it; sent as `id_token_hint`).
-    pub id_token: String,
+    pub id_token: Token,
     pub refresh_token: Option<String>,
     /// The opaque access token of the code exchange: userinfo only accepts this one.
     pub userinfo_token: Option<CachedToken>,
@@ -253,12 +346,33 @@ pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<codec::R
 /// Reassembles a session from its decrypted chunks, `open(i, out)` appending the plaintext
 /// of chunk `i` to `out`. One chunk (the usual case) is read where it was decrypted.
 fn decode_with(
-    mut open: impl FnMut(usize, &mut Vec<u8>) -> Option<()>,
+    open: impl FnMut(usize, &mut Vec<u8>) -> Option<()>,
 ) -> Result<codec::Read, LoadError> {
-    let mut first = Vec::with_capacity(CHUNK_PLAINTEXT + 64);
-    open(0, &mut first).ok_or(LoadError::Invalid("undecryptable"))?;
+    FIRST_CHUNK.with_borrow_mut(|first| {
+        first.clear();
+        let read = decode_chunks(open, first);
+        // A chunk is a few kilobytes; anything larger is not kept.
+        if first.capacity() > 4 * CHUNK_PLAINTEXT {
+            *first = Vec::new();
+        }
+        read
+    })
+}
+
+thread_local! {
+    /// The first chunk's decoded bytes and plaintext: reused, because every request whose
+    /// cookies are new to this instance would otherwise allocate and free a few kilobytes
+    /// here (an allocator's large-chunk path, the slowest).
+    static FIRST_CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn decode_chunks(
+    mut open: impl FnMut(usize, &mut Vec<u8>) -> Option<()>,
+    first: &mut Vec<u8>,
+) -> Result<codec::Read, LoadError> {
+    open(0, first).ok_or(LoadError::Invalid("undecryptable"))?;
     let (generation, index, count, data) =
-        split_header(&first).ok_or(LoadError::Invalid("bad header"))?;
+        split_header(first).ok_or(LoadError::Invalid("bad header"))?;
     if index != 0 || count == 0 || count > MAX_CHUNKS {
         return Err(LoadError::Invalid("bad chunk count"));
     }
@@ -529,7 +643,7 @@ mod properties {
             .prop_map(|(resource, organization, token, expires_at)| CachedToken {
                 resource,
                 organization,
-                token,
+                token: token.into(),
                 expires_at,
             })
     }
@@ -545,7 +659,7 @@ mod properties {
         )
             .prop_map(
                 |(id_token, refresh_token, userinfo_token, tokens, created_at, seen_at)| Session {
-                    id_token,
+                    id_token: id_token.into(),
                     refresh_token,
                     userinfo_token,
                     tokens,

@@ -259,13 +259,13 @@ impl TestUser {
                 CachedToken {
                     resource: resource.clone(),
                     organization: organization.clone(),
-                    token: unsigned_jwt("at+jwt", &token),
+                    token: unsigned_jwt("at+jwt", &token).into(),
                     expires_at: now + TEST_TOKEN_LIFETIME_SECS,
                 },
             );
         }
         let session = Session {
-            id_token: unsigned_jwt("JWT", &Value::Object(claims)),
+            id_token: unsigned_jwt("JWT", &Value::Object(claims)).into(),
             refresh_token: None,
             userinfo_token: None,
             tokens: tokens.into_values().collect(),

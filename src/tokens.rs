@@ -326,7 +326,7 @@ async fn refresh_into(
     if let Some(id_token) = refreshed
         .id_token
         .as_deref()
-        .filter(|t| *t != session.id_token)
+        .filter(|t| *t != session.id_token.as_str())
     {
         // Verified by the call that produced it; a token carried along a rotation chain
         // must still belong to this session's user and app.
@@ -343,12 +343,12 @@ async fn refresh_into(
                     .into(),
             ));
         }
-        Arc::make_mut(session).id_token = id_token.to_string();
+        Arc::make_mut(session).id_token = id_token.into();
     }
     let cached = CachedToken {
         resource: resource.map(str::to_string),
         organization: organization.map(str::to_string),
-        token: refreshed.access_token.clone(),
+        token: refreshed.access_token.clone().into(),
         expires_at: refreshed.expires_at,
     };
     let session = Arc::make_mut(session);

@@ -541,7 +541,8 @@ mod with_redis {
                 "{}.{}.c2ln",
                 b64(b"{}"),
                 b64(payload.to_string().as_bytes())
-            ),
+            )
+            .into(),
             refresh_token: Some(refresh_token.into()),
             userinfo_token: None,
             tokens: vec![],
