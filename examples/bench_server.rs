@@ -81,8 +81,8 @@ fn user(user: LogtoUser) -> Json<Option<IdTokenClaims>> {
 }
 
 #[get("/me")]
-fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
-    Json(user.claims().clone())
+fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims> {
+    Json(user.claims())
 }
 
 /// The plain route's bytes, behind `AuthenticatedUser`: the difference to `/plain` is the

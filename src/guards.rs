@@ -152,12 +152,18 @@ impl Sentinel for LogtoUser {
 /// use rocket_logto::{AuthenticatedUser, IdTokenClaims};
 ///
 /// #[get("/me")]
-/// fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
-///     Json(user.claims().clone())
+/// fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims> {
+///     Json(user.claims())
+/// }
+///
+/// // An owned copy, to keep beyond the request:
+/// fn copy(user: &AuthenticatedUser<'_>) -> IdTokenClaims {
+///     user.claims().clone()
 /// }
 /// ```
 pub struct AuthenticatedUser<'r> {
-    claims: Arc<IdTokenClaims>,
+    /// Held by the request's session for the whole request.
+    claims: &'r IdTokenClaims,
     ctx: RequestContext<'r>,
 }
 
@@ -170,9 +176,11 @@ impl std::fmt::Debug for AuthenticatedUser<'_> {
 }
 
 impl<'r> AuthenticatedUser<'r> {
-    /// The ID token claims.
-    pub fn claims(&self) -> &IdTokenClaims {
-        &self.claims
+    /// The ID token claims, borrowed for the whole request: a route can answer them
+    /// without copying them, `fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims>`
+    /// with `Json(user.claims())`.
+    pub fn claims(&self) -> &'r IdTokenClaims {
+        self.claims
     }
 
     /// The user id (`sub`).
@@ -244,11 +252,11 @@ impl<'r> AuthenticatedUser<'r> {
     /// `fetch_user_info = true` the copy fetched at sign-in is returned without a request.
     pub async fn user_info(&self) -> Result<UserInfo, LogtoError> {
         if self.ctx.state.config.fetch_user_info {
-            if let Some(info) = stored_user_info(self.ctx.session, &self.claims).await {
+            if let Some(info) = stored_user_info(self.ctx.session, self.claims).await {
                 return Ok(info);
             }
         }
-        tokens::fetch_user_info(&self.ctx, &self.claims).await
+        tokens::fetch_user_info(&self.ctx, self.claims).await
     }
 
     /// Refreshes now, ignoring cached tokens: after a change of roles or organizations,
@@ -274,7 +282,7 @@ impl<'r> FromRequest<'r> for AuthenticatedUser<'r> {
         }
         match session.claims() {
             Some(claims) => Outcome::Success(AuthenticatedUser {
-                claims: claims.clone(),
+                claims,
                 ctx: RequestContext {
                     state,
                     session,

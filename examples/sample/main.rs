@@ -213,8 +213,8 @@ fn stylesheet() -> (ContentType, &'static str) {
 
 /// The claims as JSON; signed-out browsers are sent to sign-in (the crate's 401 catcher).
 #[get("/me")]
-fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
-    Json(user.claims().clone())
+fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims> {
+    Json(user.claims())
 }
 
 /// The userinfo answer, with `custom_data` and `organization_data`.

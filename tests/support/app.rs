@@ -41,8 +41,8 @@ fn home(user: LogtoUser) -> Json<Value> {
 }
 
 #[get("/me")]
-fn me(user: AuthenticatedUser) -> Json<IdTokenClaims> {
-    Json(user.claims().clone())
+fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims> {
+    Json(user.claims())
 }
 
 #[get("/shopping")]
