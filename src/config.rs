@@ -110,7 +110,7 @@ pub struct LogtoConfig {
     pub spent_state_entries: usize,
     /// Most decoded sessions kept in memory, so that requests repeating the same cookies
     /// skip decryption and parsing (key `session_cache_entries`, default 4096; each lives
-    /// 5 minutes).
+    /// 5 minutes; a session enters at the second sight of its cookies).
     pub session_cache_entries: usize,
     /// Most verified access tokens kept in memory by the API guards, so that a client
     /// repeating its bearer token costs one signature check (key `bearer_cache_entries`,
