@@ -34,6 +34,7 @@ const ROWS = [
   ['rocket_auth', 'Rocket, `AuthenticatedUser` → claims as JSON', 'express_user'],
   ['rocket_auth_guard', 'Rocket, `AuthenticatedUser` → the plain route\'s bytes (the guard alone, no claims serialised)', 'express_user'],
   ['rocket_resource', 'Rocket, `ResourceToken<R>`, cached valid token → token as JSON', 'express_resource'],
+  ['rocket_plain_resource', 'Rocket, plain route (no guard) answering the `ResourceToken<R>` row\'s bytes (that row\'s baseline: same answer, no guard, no serialising)', null],
   ['rocket_auth_distinct', `Rocket, \`AuthenticatedUser\` → claims as JSON, ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies of the session round robin`, 'express_user'],
   ['rocket_plain_distinct', `Rocket, plain route (no guard), the same ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies round robin (the distinct row's baseline)`, null],
   ['rocket_bearer', 'Rocket, `BearerToken<R>`, the same valid token on every request → the plain route\'s bytes', null],
@@ -139,7 +140,7 @@ const has = (...ids) => ids.every((id) => stats[id].n);
 if (has('rocket_auth')) p(`- \`AuthenticatedUser\` ≥ 0.90 of the plain route: ${x(stats.rocket_auth.rps, plain.rps)}: ${target(stats.rocket_auth.rps >= 0.9 * plain.rps)}`);
 if (has('rocket_auth_distinct')) p(`- \`AuthenticatedUser\`, ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies round robin, ≥ 0.75 of the plain route: ${x(stats.rocket_auth_distinct.rps, plain.rps)}: ${target(stats.rocket_auth_distinct.rps >= 0.75 * plain.rps)}${has('rocket_plain_distinct') ? `; of the plain route receiving the same requests (\`rocket_plain_distinct\`): ${x(stats.rocket_auth_distinct.rps, stats.rocket_plain_distinct.rps)}: ${target(stats.rocket_auth_distinct.rps >= 0.75 * stats.rocket_plain_distinct.rps)}` : ''}`);
 if (has('rocket_auth_guard')) p(`- \`AuthenticatedUser\`, the guard alone (the plain route's bytes, no claims serialised), ≥ 0.90 of the plain route: ${x(stats.rocket_auth_guard.rps, plain.rps)}: ${target(stats.rocket_auth_guard.rps >= 0.9 * plain.rps)}`);
-if (has('rocket_resource')) p(`- \`ResourceToken<R>\` ≥ 0.90 of the plain route: ${x(stats.rocket_resource.rps, plain.rps)}: ${target(stats.rocket_resource.rps >= 0.9 * plain.rps)}`);
+if (has('rocket_resource')) p(`- \`ResourceToken<R>\` ≥ 0.90 of the plain route: ${x(stats.rocket_resource.rps, plain.rps)}: ${target(stats.rocket_resource.rps >= 0.9 * plain.rps)}${has('rocket_plain_resource') ? `; of the plain route answering the same bytes (\`rocket_plain_resource\`, ${stats.rocket_plain_resource.rps >= plain.rps ? 'as fast as' : x(stats.rocket_plain_resource.rps, plain.rps) + ' of'} the plain route): ${x(stats.rocket_resource.rps, stats.rocket_plain_resource.rps)}: ${target(stats.rocket_resource.rps >= 0.9 * stats.rocket_plain_resource.rps)}` : ''}`);
 if (has('rocket_auth', 'express_user')) p(`- \`AuthenticatedUser\` vs \`withLogto\` (≥ 10×, lower p99 and peak RSS): ${vs('rocket_auth', 'express_user')}`);
 if (has('rocket_resource', 'express_resource')) p(`- \`ResourceToken<R>\` vs \`withLogto\` + \`getAccessToken\` (same): ${vs('rocket_resource', 'express_resource')}`);
 if (has('rocket_bearer')) p(`- \`BearerToken<R>\`, repeated token, ≥ 0.90 of the plain route: ${x(stats.rocket_bearer.rps, plain.rps)}: ${target(stats.rocket_bearer.rps >= 0.9 * plain.rps)}`);
@@ -300,6 +301,7 @@ const SHORT = {
   rocket_auth: 'AuthenticatedUser',
   rocket_auth_guard: 'AuthenticatedUser, the guard alone',
   rocket_resource: 'ResourceToken<R>, cached token',
+  rocket_plain_resource: 'Plain route, the ResourceToken<R> answer',
   rocket_auth_distinct: `AuthenticatedUser, ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies`,
   rocket_plain_distinct: 'Plain route, the same distinct cookies',
   rocket_bearer: 'BearerToken<R>, same token',
