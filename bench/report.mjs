@@ -168,7 +168,7 @@ const mem = table('memory.tsv');
 if (mem.length) {
   p('## Memory with many sessions');
   p();
-  p(`A fresh server (pinned to core 0) answers the \`AuthenticatedUser\` route (\`/me\`) to \`wrk\` (${meta.CONNECTIONS} connections) for ${meta.MEM_DURATION} s, no warm-up, each request with the next of N distinct session cookies round robin: the signed-in session sealed anew N times (\`bench_server forge\`), so the server decrypts and decodes each one it has not cached. Its \`VmRSS\` is sampled every second. "All seen" is the first sample after the server had served N requests (it counts them: every cookie sent once, the caches as full as they get), "end" the last one: the difference shows whether memory still grows once the caches are full.`);
+  p(`A fresh server (pinned to core 0) answers the \`AuthenticatedUser\` route (\`/me\`) to \`wrk\` (${meta.CONNECTIONS} connections) for ${meta.MEM_DURATION} s, no warm-up, each request with the next of N distinct session cookies round robin: the signed-in session sealed anew N times (\`bench_server forge\`), so the server decrypts and decodes each one it has not cached. Its \`VmRSS\` is sampled every second. "All seen" is the first sample after the server had served 6 N requests (it counts them: every cookie sent six times; a session enters the cache at the second sight of its cookies within a window, so the cache fills over a few rounds and is then as full as it gets), "end" the last one: the difference shows whether memory still grows once the caches are full.`);
   p();
   p('| sessions seen | `session_cache_entries` | requests/s | p99 | RSS idle (before) | RSS, all seen | RSS, end | end − all seen | peak RSS (`VmHWM`) |');
   p('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
