@@ -108,11 +108,12 @@ impl RequestSession {
 
     pub(crate) fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
+        let now = session::now();
         let loaded = state
             .decoded
             .get_or_decode(jar, CookieNames::of(config))
             .and_then(|(s, claims, legacy)| {
-                session::check_lifetimes(&s, config, session::now())?;
+                session::check_lifetimes(&s, config, now)?;
                 match state.logouts.check(&claims, s.created_at_ms) {
                     SessionCheck::Live => {}
                     SessionCheck::Ended => {
@@ -127,7 +128,6 @@ impl RequestSession {
                 // Rolling inactivity: re-stamp now and then rather than on every request,
                 // so most requests write no cookie. A cookie of the earlier format is
                 // written again at once, in the current one.
-                let now = session::now();
                 let restamp_after =
                     (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
                 let restamped = (legacy || now - s.seen_at > restamp_after) && {
