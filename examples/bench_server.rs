@@ -928,7 +928,7 @@ fn micro(args: &[String]) {
             }),
         ),
         (
-            "clone the IdTokenClaims (what the claims routes answer)".into(),
+            "clone the IdTokenClaims (what the LogtoUser route answers)".into(),
             Box::new(|| {
                 black_box(black_box(&claims_value).clone());
             }),
@@ -971,7 +971,7 @@ fn micro(args: &[String]) {
         m(2) - m(0)
     );
     println!(
-        "  AuthenticatedUser guard + claims clone and body:     {:>8.0} ns",
+        "  AuthenticatedUser guard + claims body (borrowed):   {:>8.0} ns",
         m(3) - m(0)
     );
     println!(
