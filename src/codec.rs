@@ -17,13 +17,20 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use crate::claims::IdTokenClaims;
 use std::sync::Arc;
+
+use crate::claims::IdTokenClaims;
+use crate::provider::decode_jwt_payload;
 
 use crate::session::{CachedToken, Session, Token};
 
-/// Format marker of the session bytes, inside the compression.
-const FORMAT: u8 = 1;
+mod claims;
+
+/// Format marker of the session bytes, inside the compression: 2 adds the ID token's
+/// claims in a binary layout (see `claims`).
+const FORMAT: u8 = 2;
+/// The earlier format, without the claims: still read, and marked for rewriting.
+const FORMAT_WITHOUT_CLAIMS: u8 = 1;
 /// First byte of the LZ4 format, before the compressed bytes. It can never start the
 /// earlier format's raw deflate stream: its block type bits (`11`) are reserved.
 const LZ4_MARKER: u8 = 0xFF;
@@ -45,6 +52,15 @@ fn to_bytes(session: &Session) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
     out.push(FORMAT);
     put_token(&mut out, &session.id_token);
+    // The session's ID token was verified when it was received; claims that do not parse
+    // are left out, and reading the session then fails as it did before this layout.
+    match decode_jwt_payload::<IdTokenClaims>(&session.id_token) {
+        Ok(c) => {
+            out.push(1);
+            claims::put(&mut out, &c);
+        }
+        Err(()) => out.push(0),
+    }
     put_opt(
         &mut out,
         session.refresh_token.as_deref().map(str::as_bytes),
@@ -70,14 +86,14 @@ fn to_bytes(session: &Session) -> Vec<u8> {
     out
 }
 
-/// A session read back, and whether it came in the earlier (deflate) format, so that the
-/// caller writes it again in the current one.
+/// A session read back, and whether it came in an earlier format (deflate, or without the
+/// claims), so that the caller writes it again in the current one.
 pub(crate) struct Read {
     pub session: Session,
     pub legacy: bool,
-    /// The ID token's claims, parsed from the payload bytes the session stores (no base64
-    /// to undo); `None` when the token is stored as text or its payload does not parse
-    /// (the caller then reads them from the token, and fails as before).
+    /// The ID token's claims: from their binary layout, or in the earlier format parsed
+    /// from the payload bytes the session stores (no base64 to undo); `None` when they did
+    /// not parse (the caller then reads them from the token, and fails as before).
     pub claims: Option<IdTokenClaims>,
 }
 
@@ -123,10 +139,20 @@ pub(crate) fn from_text(text: &[u8]) -> Option<Read> {
         decompressed
     })?;
     let mut r = Reader::new(&bytes);
-    if r.byte()? != FORMAT {
+    let format = r.byte()?;
+    if format != FORMAT && format != FORMAT_WITHOUT_CLAIMS {
         return None;
     }
     let (id_token, payload) = r.token_and_payload()?;
+    let claims = if format == FORMAT {
+        match r.byte()? {
+            0 => None,
+            1 => Some(claims::read(&mut r)?),
+            _ => return None,
+        }
+    } else {
+        payload.and_then(|json| serde_json::from_slice(json).ok())
+    };
     let refresh_token = r.opt_str()?;
     let userinfo_token = match r.byte()? {
         0 => None,
@@ -148,7 +174,7 @@ pub(crate) fn from_text(text: &[u8]) -> Option<Read> {
         return None;
     }
     Some(Read {
-        claims: payload.and_then(|json| serde_json::from_slice(json).ok()),
+        claims,
         session: Session {
             id_token,
             refresh_token,
@@ -158,7 +184,7 @@ pub(crate) fn from_text(text: &[u8]) -> Option<Read> {
             created_at_ms,
             seen_at,
         },
-        legacy,
+        legacy: legacy || format == FORMAT_WITHOUT_CLAIMS,
     })
 }
 
@@ -444,6 +470,55 @@ mod tests {
         ));
         let read = from_text(legacy.as_bytes()).expect("the deflate format is still read");
         assert!(read.legacy, "so that the caller writes it again");
+        assert!(read.session == session());
+    }
+
+    /// A signed-in session with a Logto-like ID token (its payload is what the test
+    /// provider signs for alice; the signature bytes are made up: not checked here).
+    fn signed_in() -> Session {
+        Session {
+            id_token: ID_TOKEN.into(),
+            refresh_token: Some("rt-0123456789".into()),
+            userinfo_token: None,
+            tokens: vec![],
+            user_info: None,
+            created_at_ms: 1_700_000_000_000,
+            seen_at: 1_700_000_000,
+        }
+    }
+
+    const ID_TOKEN: &str = "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.eyJpc3MiOiJodHRwOi8vMTI3LjAuMC4xOjM1NTUzL29pZGMiLCJzdWIiOiJ1c2VyX2FsaWNlIiwiYXVkIjoic2FtcGxlLWFwcCIsImV4cCI6MTc5NjA2NTkzNywiaWF0IjoxNzk2MDYyMzM3LCJuYW1lIjoiQWxpY2UgTGlkZGVsbCIsInVzZXJuYW1lIjoiYWxpY2UiLCJwaWN0dXJlIjpudWxsLCJjcmVhdGVkX2F0IjoxNzAwMDAwMDAwMDAwLCJ1cGRhdGVkX2F0IjoxNzAwMDAwNjAwMDAwLCJmYW1pbHlfbmFtZSI6IkxpZGRlbGwiLCJnaXZlbl9uYW1lIjoiQWxpY2UiLCJsb2NhbGUiOiJlbi1VUyIsImVtYWlsIjoiYWxpY2VAZXhhbXBsZS5jb20iLCJlbWFpbF92ZXJpZmllZCI6dHJ1ZSwib3JnYW5pemF0aW9ucyI6WyJvcmdfYWNtZSJdLCJvcmdhbml6YXRpb25fcm9sZXMiOlsib3JnX2FjbWU6YWRtaW4iXSwibm9uY2UiOiItV3JFMXZiM3hybzFlaWNjUkhsaGRnIn0.AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5f";
+
+    /// `signed_in()` as the previous release wrote it (format 1: no claims layout).
+    const WRITTEN_BY_FORMAT_1: &str = "\u{7f}X\0 \0\u{3}g%\0@$gY\tBl3HG\"\u{12}\u{15}&3\u{1c}\r\u{4}\"a\thy8\u{8}G\"\u{12}).T\u{11}\u{b}\u{4}&[%H\"\u{1d}\u{8}M3\t\t{2\u{1}^d&KMf\"\u{1d}\u{8}M\u{7}#Q`:\u{17}Kf\u{13}\u{11}\\\\0\u{17}\u{c}\u{5}c\thf5\u{1a}M&2{=Rd1HEB\u{13}Mjb\u{11}\u{e}D'+MJr/X-FK\rJ\"\u{16}\u{8}L\u{17}+\u{10}D:\u{11}\u{1c}l\u{16}kAXe\u{16}X.\u{7}\u{1}\u{8}X\"2^\u{e}\u{2}\u{11}hb7\u{1c}MF\u{3}1Tr3\u{1b}K\u{4}&K\u{5}h\"\u{1d}\u{c}&sIX`6\u{19}\u{c}f390Dn0[,R\u{11}hDA6\u{1a},6)\u{1}\u{18}i2\u{19}\u{c}Vc0D,\u{11}\u{1d}.6+H6\0\u{2}\u{17}`\u{f}\u{10}!`i1]\u{e}W\u{13}\u{14}D:7\u{1d}-Fa0Dc9\u{19},\u{17}#\u{15}H_(@\u{2}c\0\u{4}\0\\\u{16}\u{8}NW\u{3}\u{10}6\0\u{8}MD\0\u{4}LX\"3\u{18}-VK1r_-@\0g\0\u{1}(g4]LVp\\\0\u{1}F@\u{1e}@Q\u{8}X\"6\u{1b}l6\u{b}1J\"\u{1d}\u{8}LVq5*S\u{11}\u{b}\u{4}&+5Bi6$`\u{c}\"\u{1}Jx0[.\u{6}c\u{14}\\c7[#@\u{7}h:_;\u{19}.&K\u{19}Re2\u{8}G'#Ije\u{16}\u{8}Mw\u{13}\u{1d}Bn4^L\u{17}#%^n9HG%Y\t^r3Wl\u{16}\u{1b}5J\".G \u{5}J}do6\u{19}$ \u{3}\0ta2\u{1b}-\u{16}q \0@7\u{1b}mf\u{1c}\u{1c}\u{1}v7K*w\u{12}\u{14}bv1\u{c}o\u{7}\u{13}<be4Xl5\u{12}!Xh2\u{19}d'k\0\0\u{1}\u{1}\0`@(\u{18}\u{e}\u{8}\u{4}BA0`4\u{1c}\u{f}\u{8}\u{4}\"!\u{18}P*\u{16}\u{b}F\u{3}\u{11}Pl8\u{1d}\u{f}\u{7}d\u{2}\t\u{8}F$\u{12}IDrA$T+\u{16}\u{b}%by@b2\u{19}M\u{6}S1\\p9\u{1d}\u{e}gCix~@ PH4\"\u{15}\u{c}G$\u{12})$Z1\u{1a}N'T\n\u{15}\u{12}M(U+\u{15}k\u{5}Ji6\\.WKp\u{8}5dt\u{16}M \u{f}\0\u{10}\0\0\0\0\r\u{e}.>\u{16}\u{1}\0\0\0\u{f}\nMJ\0\0\0\0\0";
+
+    #[test]
+    fn the_claims_are_stored_in_their_layout_and_read_back() {
+        let text = to_text(&signed_in());
+        let read = from_text(text.as_bytes()).expect("readable");
+        assert!(!read.legacy);
+        assert!(read.session == signed_in());
+        let expected: IdTokenClaims = decode_jwt_payload(ID_TOKEN).unwrap();
+        assert_eq!(read.claims.as_ref(), Some(&expected));
+        assert_eq!(expected.profile.locale.as_deref(), Some("en-US"));
+        assert!(expected.extra.contains_key("nonce"));
+    }
+
+    #[test]
+    fn sessions_of_format_1_are_read_and_marked_for_rewriting() {
+        let read = from_text(WRITTEN_BY_FORMAT_1.as_bytes()).expect("format 1 is still read");
+        assert!(read.legacy, "so that the caller writes it again");
+        assert!(read.session == signed_in());
+        assert_eq!(read.claims, decode_jwt_payload(ID_TOKEN).ok());
+    }
+
+    #[test]
+    fn claims_that_do_not_parse_are_left_out() {
+        let read = from_text(to_text(&session()).as_bytes()).expect("readable");
+        assert!(
+            read.claims.is_none(),
+            "the test session's payload has no aud, exp, iat"
+        );
         assert!(read.session == session());
     }
 

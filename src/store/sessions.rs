@@ -115,7 +115,7 @@ fn encode(version: u64, user_agent: Option<&str>, session: &Session) -> Vec<u8> 
     out
 }
 
-fn decode(plain: &[u8]) -> Option<(u64, Option<String>, Session)> {
+fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::codec::Read)> {
     let (&format, rest) = plain.split_first()?;
     if format != FORMAT || rest.len() < 10 {
         return None;
@@ -128,9 +128,9 @@ fn decode(plain: &[u8]) -> Option<(u64, Option<String>, Session)> {
     }
     let agent = std::str::from_utf8(&rest[..agent_len]).ok()?;
     let text = std::str::from_utf8(&rest[agent_len..]).ok()?;
-    let session = crate::codec::from_text(text.as_bytes())?.session;
+    let read = crate::codec::from_text(text.as_bytes())?;
     let agent = (!agent.is_empty()).then(|| agent.to_string());
-    Some((version, agent, session))
+    Some((version, agent, read))
 }
 
 impl RedisStore {
@@ -196,11 +196,15 @@ impl RedisStore {
         // The version is also in the clear (authenticated) header, for `REPLACE`.
         let colon = value.iter().take(24).position(|&b| b == b':')?;
         let plain = self.keys.open(key, value, colon + 1)?;
-        let (version, agent, session) = decode(&plain)?;
+        let (version, agent, read) = decode(&plain)?;
         if value[..colon] != *version.to_string().as_bytes() {
             return None;
         }
-        let claims: IdTokenClaims = decode_jwt_payload(&session.id_token).ok()?;
+        let session = read.session;
+        let claims = match read.claims {
+            Some(claims) => claims,
+            None => decode_jwt_payload::<IdTokenClaims>(&session.id_token).ok()?,
+        };
         Some(CachedSession {
             version,
             session: Arc::new(session),
@@ -466,7 +470,7 @@ mod tests {
         let bytes = encode(7, Some("Firefox"), &s);
         let (v, agent, back) = decode(&bytes).unwrap();
         assert_eq!((v, agent.as_deref()), (7, Some("Firefox")));
-        assert_eq!(back, s);
+        assert_eq!(back.session, s);
         let (_, agent, _) = decode(&encode(1, None, &s)).unwrap();
         assert_eq!(agent, None);
         for n in 0..bytes.len() {
