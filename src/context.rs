@@ -54,11 +54,9 @@ impl RequestSession {
     /// `session_store = "redis"` from this instance's cache or Redis (see `session_store`).
     pub async fn of<'r>(request: &'r Request<'_>, state: &LogtoState) -> &'r RequestSession {
         request
-            .local_cache_async(async {
-                request
-                    .local_cache(SessionRead::default)
-                    .0
-                    .store(true, Ordering::Relaxed);
+            .local_cache(SessionSlot::default)
+            .0
+            .get_or_init(|| async {
                 state.decoded.init_cipher(|| request.rocket().config());
                 if state.config.session_store == SessionStoreKind::Redis {
                     return session_store::load(request, state).await;
@@ -72,12 +70,9 @@ impl RequestSession {
             .await
     }
 
-    /// Whether something in this request read the session (without reading it).
-    pub fn was_read(request: &Request<'_>) -> bool {
-        request
-            .local_cache(SessionRead::default)
-            .0
-            .load(Ordering::Relaxed)
+    /// The session of `request` if something in it read the session (without reading it).
+    pub fn if_read<'r>(request: &'r Request<'_>) -> Option<&'r RequestSession> {
+        request.local_cache(SessionSlot::default).0.get()
     }
 
     fn new(session: Option<Arc<Session>>, claims: Option<Arc<IdTokenClaims>>) -> RequestSession {
@@ -350,9 +345,10 @@ pub(crate) fn tail(value: &str, max: usize) -> &str {
     &value[start..]
 }
 
-/// Set once a guard read the session of this request.
+/// The session of this request, once a guard read it: one `local_cache` slot serves both
+/// the guards and the response fairing's question whether any guard looked.
 #[derive(Default)]
-struct SessionRead(AtomicBool);
+struct SessionSlot(tokio::sync::OnceCell<RequestSession>);
 
 /// A guard's failure, kept for the crate's catchers: Rocket hands a failing guard's
 /// request to a catcher, which knows only the status. The catcher for that status shows

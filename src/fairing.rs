@@ -319,9 +319,9 @@ impl Fairing for Logto {
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
         // Only look when a guard loaded the session in this request: other answers (a
         // plain route, a 404) cost no session lookup.
-        if !RequestSession::was_read(request) {
+        let Some(session) = RequestSession::if_read(request) else {
             return;
-        }
+        };
         let Some(state) = request.rocket().state::<LogtoState>() else {
             return;
         };
@@ -330,7 +330,7 @@ impl Fairing for Logto {
         if !response.headers().contains("Cache-Control") {
             response.set_raw_header("Cache-Control", "private, no-store");
         }
-        restore_session_cookies(request, response, state).await;
+        restore_session_cookies(request, response, state, session);
     }
 }
 
@@ -338,12 +338,13 @@ impl Fairing for Logto {
 /// them. Rocket drops a request's cookie changes when a catcher answers (a guard failed
 /// after refreshing, say), and a rotated refresh token that never reaches the browser is
 /// later sent again, which makes Logto revoke the grant.
-async fn restore_session_cookies(
+fn restore_session_cookies(
     request: &Request<'_>,
     response: &mut Response<'_>,
     state: &LogtoState,
+    session: &RequestSession,
 ) {
-    let Some(written) = RequestSession::of(request, state).await.written() else {
+    let Some(written) = session.written() else {
         return;
     };
     let sent: Vec<String> = response
