@@ -1190,13 +1190,14 @@
 //!   `tests/session_cache_memory.rs`), so the default 4096 entries take about 20 MiB once
 //!   full, and memory stays flat from then on. Give it at least as many entries as users
 //!   active within 5 minutes (an entry's lifetime). A session enters the cache at the
-//!   second sight of its cookies within a recent window (about twice as many other new
-//!   cookies), not the first: a browser's first two requests decode its cookies, the
-//!   following ones hit. So traffic that cycles through more sessions than the cache holds
-//!   (each seen once in a long while) decodes every request but evicts nothing: a decode
-//!   costs a few µs more server time than a hit (BENCHMARKS.md, the distinct-cookies row),
-//!   while inserting and evicting an entry for a cookie that never came back used to cost
-//!   as much again. The window is a fixed table of 16 bytes per cache entry.
+//!   second sight of its cookies, not the first, and only when fewer new cookies than
+//!   twice the cache's entries came in between: a browser's first two requests decode its
+//!   cookies, the following ones hit. So traffic that cycles through more sessions than
+//!   that (each seen once in a long while) decodes every request but evicts nothing: a
+//!   decode costs a few µs more server time than a hit (BENCHMARKS.md, the
+//!   distinct-cookies row), while inserting and evicting an entry for a cookie that would
+//!   not come back before its eviction cost as much again. The window is a fixed table of
+//!   16 bytes per cache entry.
 //! - `rotation_grace_secs`: when Logto rotates a refresh token, the parallel requests of a
 //!   browser that still carry the old one follow the rotation for this long, and get the
 //!   new tokens without sending the old one again. After it, the old token ends the session
