@@ -197,6 +197,8 @@ fn chunk_name(i: usize) -> String {
 
 #[get("/__bench/decrypt")]
 fn decrypt<'r>(jar: &CookieJar<'_>, body: &'r State<PlainBody>) -> RawJson<&'r str> {
+    // The crate seals its session as bytes, not text: `get_private` decrypts and
+    // authenticates each chunk, then answers `None` (not UTF-8), the same work either way.
     for i in 0..MAX_CHUNKS {
         if std::hint::black_box(jar.get_private(&chunk_name(i))).is_none() {
             break;
@@ -1007,19 +1009,30 @@ fn forge(args: &[String]) {
         .decode(SECRET_KEY)
         .expect("SECRET_KEY");
     let key = cookie::Key::from(&master);
+    // Rocket's private-cookie format (AES-256-GCM under the key's encryption half, the
+    // cookie's name as associated data, nonce and tag around the ciphertext, standard
+    // base64), with ring: the crate seals its session as bytes, which the cookie crate's
+    // private jar (text only) cannot open.
+    let aead = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key.encryption()).expect("key"),
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
     let cookies = parse_cookie_header(&header);
     // The session chunks, opened once; other cookies (if any) are kept as they are.
-    let mut sealed: Vec<(String, String)> = Vec::new();
+    let mut sealed: Vec<(String, Vec<u8>)> = Vec::new();
     let mut others: Vec<String> = Vec::new();
     for c in cookies {
         if c.name().starts_with(SESSION_COOKIE) {
-            let jar = cookie::CookieJar::new();
             let name = c.name().to_string();
-            let open = jar
-                .private(&key)
-                .decrypt(cookie::Cookie::new(name.clone(), c.value().to_string()))
+            let opened = b64.decode(c.value()).ok().and_then(|mut bytes| {
+                let nonce = ring::aead::Nonce::try_assume_unique_for_key(bytes.get(..12)?).ok()?;
+                let aad = ring::aead::Aad::from(name.as_bytes());
+                let plain = aead.open_within(nonce, aad, &mut bytes, 12..).ok()?;
+                Some(plain.to_vec())
+            });
+            let plain = opened
                 .unwrap_or_else(|| die(&format!("forge: {name} does not open with the bench key")));
-            sealed.push((name, open.value().to_string()));
+            sealed.push((name, plain));
         } else {
             others.push(format!("{}={}", c.name(), c.value()));
         }
@@ -1027,14 +1040,24 @@ fn forge(args: &[String]) {
     if sealed.is_empty() {
         die("forge: no session cookie in the cookie file");
     }
+    let rng = ring::rand::SystemRandom::new();
     let mut text = String::with_capacity(n * (header.len() + 64));
     for _ in 0..n {
         let mut parts: Vec<String> = Vec::with_capacity(sealed.len() + others.len());
         for (name, plain) in &sealed {
-            let mut jar = cookie::CookieJar::new();
-            jar.private_mut(&key)
-                .add(cookie::Cookie::new(name.clone(), plain.clone()));
-            let c = jar.get(name).expect("sealed cookie");
+            let mut nonce = [0u8; 12];
+            ring::rand::SecureRandom::fill(&rng, &mut nonce).expect("random nonce");
+            let mut bytes = nonce.to_vec();
+            bytes.extend_from_slice(plain);
+            let tag = aead
+                .seal_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from(name.as_bytes()),
+                    &mut bytes[12..],
+                )
+                .expect("seal");
+            bytes.extend_from_slice(tag.as_ref());
+            let c = cookie::Cookie::new(name.clone(), b64.encode(&bytes));
             parts.push(c.encoded().to_string());
         }
         parts.extend(others.iter().cloned());

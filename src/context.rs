@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use crate::admission::SecondSight;
 use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
-use crate::config::{LogtoConfig, SessionStoreKind};
+use crate::config::SessionStoreKind;
 use crate::error::LogtoError;
 use crate::fairing::LogtoState;
 use crate::logout::SessionCheck;
@@ -45,6 +45,8 @@ pub(crate) struct RequestSession {
 pub(crate) enum SessionCookie {
     /// Set to this value (plaintext: Rocket encrypts private cookies on the way out).
     Set(Cookie<'static>),
+    /// Set to this value, sealed by the crate (`session::store` with the cipher).
+    Sealed(Cookie<'static>),
     /// Removed (the browser sent it).
     Removed(&'static str),
 }
@@ -127,11 +129,11 @@ impl RequestSession {
                     (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
                 let restamped = (legacy || now - s.seen_at > restamp_after) && {
                     Arc::make_mut(&mut s).seen_at = now;
-                    session::store(jar, &s, config).is_ok()
+                    session::store(jar, &s, config, state.decoded.cipher()).is_ok()
                 };
                 let loaded = RequestSession::new(Some(s), Some(claims));
                 if restamped {
-                    loaded.note_written(jar, config);
+                    loaded.note_written(jar, state);
                 }
                 loaded
             }
@@ -142,7 +144,7 @@ impl RequestSession {
                         "logto: session cookie refused ({why}); treating the request as signed out"
                     );
                     session::clear(jar, config);
-                    signed_out.note_written(jar, config);
+                    signed_out.note_written(jar, state);
                 }
                 signed_out
             }
@@ -175,7 +177,7 @@ impl RequestSession {
             // Not loaded (Redis unreachable, or refused): its id cookie goes all the same.
             None => session_store::forget(state, jar).await,
         }
-        self.note_written(jar, config);
+        self.note_written(jar, state);
     }
 
     /// Stores `session` after a change (a refresh): in the cookies, or in Redis in place.
@@ -189,19 +191,24 @@ impl RequestSession {
             session_store::save(state, stored, session).await;
             return Ok(());
         }
-        session::store(jar, session, &state.config)?;
-        self.note_written(jar, &state.config);
+        session::store(jar, session, &state.config, state.decoded.cipher())?;
+        self.note_written(jar, state);
         Ok(())
     }
 
     /// Records the session cookies as `jar` now has them, after a write or a removal.
-    pub fn note_written(&self, jar: &CookieJar<'_>, config: &LogtoConfig) {
-        let names = CookieNames::of(config);
-        let cookies = names
-            .chunks
-            .iter()
-            .chain(std::iter::once(&names.sid))
-            .filter_map(|&name| match jar.get_pending(name) {
+    ///
+    /// Session chunks were sealed by the crate when the cipher is known: this request read
+    /// the session first (`RequestSession::of`, which reads the cipher before anything
+    /// else), so the cipher `session::store` used is the one seen here.
+    pub fn note_written(&self, jar: &CookieJar<'_>, state: &LogtoState) {
+        let names = CookieNames::of(&state.config);
+        let sealed = state.decoded.cipher().is_some();
+        let chunks = names.chunks.iter().map(|name| (name, sealed));
+        let cookies = chunks
+            .chain(std::iter::once((&names.sid, false)))
+            .filter_map(|(&name, sealed)| match jar.get_pending(name) {
+                Some(cookie) if sealed => Some(SessionCookie::Sealed(cookie)),
                 Some(cookie) => Some(SessionCookie::Set(cookie)),
                 None => jar.get(name).map(|_| SessionCookie::Removed(name)),
             })
@@ -280,6 +287,12 @@ impl DecodedSessions {
         });
     }
 
+    /// The cipher that opens and seals session cookies, once read (`init_cipher`); `None`
+    /// before, or when Rocket's key could not be read: Rocket's private cookies then.
+    pub fn cipher(&self) -> Option<&SessionCipher> {
+        self.cipher.get().and_then(Option::as_ref)
+    }
+
     /// The session and claims carried by the request's cookies.
     fn get_or_decode(
         &self,
@@ -298,7 +311,7 @@ impl DecodedSessions {
         if let Some(hit) = self.map.get(key).filter(|hit| hit.carried_by(sent())) {
             return Ok((hit.session.clone(), hit.claims.clone(), false));
         }
-        let read = session::read(jar, names, self.cipher.get().and_then(Option::as_ref))?;
+        let read = session::read(jar, names, self.cipher())?;
         let claims = match read.claims {
             Some(claims) => claims,
             None => decode_jwt_payload(&read.session.id_token)

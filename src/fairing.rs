@@ -299,6 +299,10 @@ impl Fairing for Logto {
     }
 
     async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+        // Before the first request, so that a sign-in seals its session as guards do.
+        if let Some(state) = rocket.state::<LogtoState>() {
+            state.decoded.init_cipher(|| rocket.config());
+        }
         let covered = rocket
             .catchers()
             .any(|c| c.code.is_none() || c.code == Some(401));
@@ -357,7 +361,7 @@ fn restore_session_cookies(
         .collect();
     for cookie in written {
         let name = match &cookie {
-            SessionCookie::Set(c) => c.name(),
+            SessionCookie::Set(c) | SessionCookie::Sealed(c) => c.name(),
             SessionCookie::Removed(name) => name,
         };
         if sent.iter().any(|s| s == name) {
@@ -370,6 +374,7 @@ fn restore_session_cookies(
                     "logto: the session cookies changed in this request could not be put back into its error answer"
                 ),
             },
+            SessionCookie::Sealed(sealed) => response.adjoin_header(sealed),
             SessionCookie::Removed(name) => {
                 let mut removal = Cookie::build(name)
                     .path("/")

@@ -393,7 +393,9 @@ async fn complete_sign_in(
         return Ok(AuthRedirect(return_to.as_str().to_string()));
     }
     let _ = user_agent;
-    if session::store(jar, &new_session, config).is_err() && new_session.user_info.is_some() {
+    if session::store(jar, &new_session, config, state.decoded.cipher()).is_err()
+        && new_session.user_info.is_some()
+    {
         // A large userinfo answer (custom data, many identities) must not cost the
         // sign-in: it is left out and fetched when asked for.
         log::warn!(
@@ -402,7 +404,9 @@ async fn complete_sign_in(
         );
         new_session.user_info = None;
     }
-    if let Err(session::TooLarge(bytes)) = session::store(jar, &new_session, config) {
+    if let Err(session::TooLarge(bytes)) =
+        session::store(jar, &new_session, config, state.decoded.cipher())
+    {
         return Err(LogtoError::Config(format!(
             "The session ({bytes} bytes) does not fit in cookies."
         )));

@@ -1,6 +1,8 @@
 //! The session (tokens of one signed-in user) and its codec into Rocket private cookies:
 //! AES-256-GCM with the cookie's name as associated data, split over several cookies when
-//! it outgrows one, with bounded reassembly.
+//! it outgrows one, with bounded reassembly. The crate seals the session's bytes itself in
+//! Rocket's format (`SessionCipher`); only when it cannot read Rocket's key does it hand
+//! the session, packed into text, to Rocket's `add_private`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -264,6 +266,25 @@ impl SessionCipher {
             .map(|key| SessionCipher(LessSafeKey::new(key)))
     }
 
+    /// The value of the private cookie `name` with plaintext `plain`, as Rocket seals one
+    /// (a fresh random nonce each time), but from bytes: a session sealed here needs no
+    /// packing into text.
+    fn seal(&self, name: &str, plain: &[u8]) -> String {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len() + 16);
+        sealed.resize(NONCE_LEN, 0);
+        rand::thread_rng().fill_bytes(&mut sealed);
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).expect("12 bytes");
+        sealed.extend_from_slice(plain);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce, Aad::from(name.as_bytes()), &mut sealed[NONCE_LEN..])
+            .expect("a cookie is far below AES-GCM's message limit");
+        sealed.extend_from_slice(tag.as_ref());
+        base64::engine::general_purpose::STANDARD.encode(sealed)
+    }
+
     /// Appends the plaintext of the private cookie `name` = `value` to `out`; `None` (and
     /// `out` unchanged) when it does not authenticate.
     fn open_into(&self, name: &str, value: &str, out: &mut Vec<u8>) -> Option<()> {
@@ -377,7 +398,7 @@ fn decode_chunks(
         return Err(LoadError::Invalid("bad chunk count"));
     }
     if count == 1 {
-        return codec::from_text(data).ok_or(LoadError::Invalid("unreadable"));
+        return codec::from_stored(data).ok_or(LoadError::Invalid("unreadable"));
     }
     let mut text = Vec::with_capacity(count * CHUNK_PLAINTEXT);
     text.extend_from_slice(data);
@@ -391,10 +412,11 @@ fn decode_chunks(
         }
         text.extend_from_slice(data);
     }
-    codec::from_text(&text).ok_or(LoadError::Invalid("unreadable"))
+    codec::from_stored(&text).ok_or(LoadError::Invalid("unreadable"))
 }
 
-/// The plaintexts of the chunks of `session`, headers included.
+/// The plaintexts of the chunks of `session`, headers included, as text (for Rocket's
+/// `add_private`).
 pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
     let text = codec::to_text(session);
     let chunks = split_utf8(&text, CHUNK_PLAINTEXT);
@@ -407,6 +429,24 @@ pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
         .into_iter()
         .enumerate()
         .map(|(i, data)| format!("{generation}.{i}.{count}.{data}"))
+        .collect())
+}
+
+/// The plaintexts of the chunks of `session`, headers included, as bytes to seal.
+fn encode_raw(session: &Session) -> Result<Vec<Vec<u8>>, TooLarge> {
+    let raw = codec::to_raw(session);
+    let count = raw.len().div_ceil(CHUNK_PLAINTEXT).max(1);
+    if count > MAX_CHUNKS {
+        return Err(TooLarge(raw.len()));
+    }
+    let generation = random_token(6);
+    Ok((0..count)
+        .map(|i| {
+            let data = &raw[i * CHUNK_PLAINTEXT..raw.len().min((i + 1) * CHUNK_PLAINTEXT)];
+            let mut chunk = format!("{generation}.{i}.{count}.").into_bytes();
+            chunk.extend_from_slice(data);
+            chunk
+        })
         .collect())
 }
 
@@ -445,18 +485,35 @@ pub(crate) fn sid_cookie(id: String, config: &LogtoConfig) -> Cookie<'static> {
 #[derive(Debug)]
 pub(crate) struct TooLarge(pub usize);
 
-/// Writes `session` into private cookies and removes chunks of an earlier, longer write.
+/// Writes `session` into private cookies and removes chunks of an earlier, longer write:
+/// sealed here with `cipher` (the session's bytes as they are), or without it by Rocket's
+/// `add_private` (packed into text).
 pub(crate) fn store(
     jar: &CookieJar<'_>,
     session: &Session,
     config: &LogtoConfig,
+    cipher: Option<&SessionCipher>,
 ) -> Result<(), TooLarge> {
     let names = CookieNames::of(config);
-    let chunks = encode(session)?;
-    let count = chunks.len();
-    for (i, value) in chunks.into_iter().enumerate() {
-        jar.add_private(base_cookie(names.chunks[i].to_string(), value, config));
-    }
+    let count = match cipher {
+        Some(cipher) => {
+            let chunks = encode_raw(session)?;
+            for (i, plain) in chunks.iter().enumerate() {
+                let name = names.chunks[i];
+                let sealed = cipher.seal(name, plain);
+                jar.add(base_cookie(name.to_string(), sealed, config));
+            }
+            chunks.len()
+        }
+        None => {
+            let chunks = encode(session)?;
+            let count = chunks.len();
+            for (i, value) in chunks.into_iter().enumerate() {
+                jar.add_private(base_cookie(names.chunks[i].to_string(), value, config));
+            }
+            count
+        }
+    };
     for name in &names.chunks[count..] {
         if jar.get(name).is_some() {
             jar.remove(removal(name, config));
@@ -608,6 +665,59 @@ mod tests {
             Some(())
         );
         assert_eq!(out, b"kept");
+    }
+
+    #[test]
+    fn what_the_crate_seals_opens_as_rocket_opens_private_cookies() {
+        let key = cookie::Key::generate();
+        let cipher = SessionCipher::new(&key).unwrap();
+        let sealed = cipher.seal("logto_session", b"abc.0.1.payload");
+        assert_ne!(
+            sealed,
+            cipher.seal("logto_session", b"abc.0.1.payload"),
+            "a fresh nonce"
+        );
+        let jar = cookie::CookieJar::new();
+        let opened = jar
+            .private(&key)
+            .decrypt(cookie::Cookie::new("logto_session", sealed.clone()))
+            .expect("Rocket's private cookies open it");
+        assert_eq!(opened.value(), "abc.0.1.payload");
+        // Bytes that are not text, which Rocket's private cookies cannot carry.
+        let bytes: Vec<u8> = (0..=255u8).rev().collect();
+        let mut out = Vec::new();
+        let sealed = cipher.seal("logto_session_1", &bytes);
+        assert_eq!(
+            cipher.open_into("logto_session_1", &sealed, &mut out),
+            Some(())
+        );
+        assert_eq!(out, bytes);
+        assert_eq!(cipher.open_into("logto_session", &sealed, &mut out), None);
+    }
+
+    #[test]
+    fn a_session_sealed_as_bytes_over_several_chunks_reads_back() {
+        let key = cookie::Key::generate();
+        let cipher = SessionCipher::new(&key).unwrap();
+        let mut s = session(1_700_000_000, 1_700_000_000);
+        // Incompressible text: several chunks of plaintext.
+        s.refresh_token = Some(random_token(3 * CHUNK_PLAINTEXT));
+        let chunks = encode_raw(&s).unwrap();
+        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() <= CHUNK_PLAINTEXT + 16));
+        let sealed: Vec<String> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| cipher.seal(PLAIN_NAMES.chunks[i], c))
+            .collect();
+        let read =
+            decode_with(|i, out| cipher.open_into(PLAIN_NAMES.chunks[i], sealed.get(i)?, out))
+                .unwrap();
+        assert!(read.session == s);
+        // The bytes are the text format's less an eighth.
+        let text: usize = encode(&s).unwrap().iter().map(String::len).sum();
+        let raw: usize = chunks.iter().map(Vec::len).sum();
+        assert!(raw * 8 <= text * 7 + 8 * 16, "{raw} raw, {text} text");
     }
 
     #[test]

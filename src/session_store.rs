@@ -61,7 +61,7 @@ fn forget_sid(jar: &CookieJar<'_>, state: &LogtoState) {
 fn signed_out_removing(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
     forget_sid(jar, state);
     let out = RequestSession::with_store(None, None, None, false);
-    out.note_written(jar, &state.config);
+    out.note_written(jar, state);
     out
 }
 
@@ -193,7 +193,7 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
         );
         session::clear(jar, config);
         let out = RequestSession::with_store(None, None, None, false);
-        out.note_written(jar, config);
+        out.note_written(jar, state);
         out
     };
     match redis.may_move(&hash).await {
@@ -221,7 +221,7 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
                 }),
                 false,
             );
-            joined.note_written(jar, config);
+            joined.note_written(jar, state);
             return joined;
         }
         // Moved longer ago than the grace, or ended since: old copies are worth nothing.
@@ -246,7 +246,7 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
                 }),
                 false,
             );
-            moved.note_written(jar, config);
+            moved.note_written(jar, state);
             moved
         }
         Err(_) => RequestSession::with_store(Some(s), Some(claims), None, false),
@@ -281,10 +281,10 @@ pub(crate) async fn move_to_cookies(request: &Request<'_>, state: &LogtoState) -
                         == SessionCheck::Live;
                 let mut s = (*cached.session).clone();
                 let written = live
-                    && (session::store(jar, &s, config).is_ok() || {
+                    && (session::store(jar, &s, config, state.decoded.cipher()).is_ok() || {
                         s.tokens.clear();
                         s.user_info = None;
-                        session::store(jar, &s, config).is_ok()
+                        session::store(jar, &s, config, state.decoded.cipher()).is_ok()
                     });
                 let _ = redis.delete_session(&hash).await;
                 if written {
@@ -298,7 +298,7 @@ pub(crate) async fn move_to_cookies(request: &Request<'_>, state: &LogtoState) -
                         None,
                         false,
                     );
-                    moved.note_written(jar, config);
+                    moved.note_written(jar, state);
                     return moved;
                 }
             }

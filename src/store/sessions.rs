@@ -104,14 +104,14 @@ fn new_version() -> u64 {
 }
 
 fn encode(version: u64, user_agent: Option<&str>, session: &Session) -> Vec<u8> {
-    let text = crate::codec::to_text(session);
+    let raw = crate::codec::to_raw(session);
     let agent = user_agent.unwrap_or("");
-    let mut out = Vec::with_capacity(1 + 8 + 2 + agent.len() + text.len());
+    let mut out = Vec::with_capacity(1 + 8 + 2 + agent.len() + raw.len());
     out.push(FORMAT);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(agent.len().min(u16::MAX as usize) as u16).to_le_bytes());
     out.extend_from_slice(agent.as_bytes());
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&raw);
     out
 }
 
@@ -127,8 +127,8 @@ fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::codec::Read)> {
         return None;
     }
     let agent = std::str::from_utf8(&rest[..agent_len]).ok()?;
-    let text = std::str::from_utf8(&rest[agent_len..]).ok()?;
-    let read = crate::codec::from_text(text.as_bytes())?;
+    // Raw since this release; packed text before (still read).
+    let read = crate::codec::from_stored(&rest[agent_len..])?;
     let agent = (!agent.is_empty()).then(|| agent.to_string());
     Some((version, agent, read))
 }
