@@ -59,27 +59,19 @@ pub(crate) fn to_text(session: &Session) -> String {
 fn to_bytes(session: &Session) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
     out.push(FORMAT);
-    put_token(&mut out, &session.id_token);
+    let payload = put_token(&mut out, &session.id_token);
     // The session's ID token was verified when it was received; claims that do not parse
     // are left out, and reading the session then fails as it did before this layout.
-    match decode_jwt_payload::<IdTokenClaims>(&session.id_token) {
-        Ok(c) => {
-            out.push(1);
-            claims::put(&mut out, &c);
-        }
-        Err(()) => out.push(0),
-    }
+    let claims: Option<IdTokenClaims> = match payload {
+        Some(json) => serde_json::from_slice(&json).ok(),
+        None => decode_jwt_payload(&session.id_token).ok(),
+    };
+    put_optional(&mut out, claims.as_ref(), claims::put);
     put_opt(
         &mut out,
         session.refresh_token.as_deref().map(str::as_bytes),
     );
-    match &session.userinfo_token {
-        Some(t) => {
-            out.push(1);
-            put_cached(&mut out, t);
-        }
-        None => out.push(0),
-    }
+    put_optional(&mut out, session.userinfo_token.as_ref(), put_cached);
     put_len(&mut out, session.tokens.len());
     for t in &session.tokens {
         put_cached(&mut out, t);
@@ -165,20 +157,12 @@ fn read(bytes: Arc<[u8]>, legacy: bool) -> Option<Read> {
     }
     let (id_token, payload) = r.token_and_payload()?;
     let claims = if format == FORMAT {
-        match r.byte()? {
-            0 => None,
-            1 => Some(claims::read(&mut r)?),
-            _ => return None,
-        }
+        r.optional(claims::read)?
     } else {
         payload.and_then(|json| serde_json::from_slice(json).ok())
     };
     let refresh_token = r.opt_str()?;
-    let userinfo_token = match r.byte()? {
-        0 => None,
-        1 => Some(r.cached()?),
-        _ => return None,
-    };
+    let userinfo_token = r.optional(Reader::cached)?;
     let count = r.len()?;
     let mut tokens = Vec::with_capacity(count.min(64));
     for _ in 0..count {
@@ -229,19 +213,24 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_opt(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => {
+/// A presence byte (0: none, 1: some), then the value as `put` writes it.
+fn put_optional<T>(out: &mut Vec<u8>, value: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+    match value {
+        Some(value) => {
             out.push(1);
-            put_bytes(out, b);
+            put(out, value);
         }
         None => out.push(0),
     }
 }
 
+fn put_opt(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    put_optional(out, bytes, put_bytes);
+}
+
 /// A JWT as its three decoded segments (tag 1) when that round-trips exactly, else as
-/// text (tag 0).
-fn put_token(out: &mut Vec<u8>, token: &str) {
+/// text (tag 0). Answers the decoded payload in the first case.
+fn put_token(out: &mut Vec<u8>, token: &str) -> Option<Vec<u8>> {
     let segments: Vec<&str> = token.split('.').collect();
     if segments.len() == 3 {
         let decoded: Option<Vec<Vec<u8>>> = segments
@@ -258,12 +247,14 @@ fn put_token(out: &mut Vec<u8>, token: &str) {
                 for segment in &decoded {
                     put_bytes(out, segment);
                 }
-                return;
+                let [_, payload, _]: [Vec<u8>; 3] = decoded.try_into().ok()?;
+                return Some(payload);
             }
         }
     }
     out.push(0);
     put_bytes(out, token.as_bytes());
+    None
 }
 
 fn put_cached(out: &mut Vec<u8>, t: &CachedToken) {
@@ -313,19 +304,21 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn opt(&mut self) -> Option<Option<&'a [u8]>> {
+    /// A value after a presence byte (as [`put_optional`] writes it), read by `read`.
+    fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.byte()? {
             0 => Some(None),
-            1 => Some(Some(self.bytes()?)),
+            1 => Some(Some(read(self)?)),
             _ => None,
         }
     }
 
+    fn opt(&mut self) -> Option<Option<&'a [u8]>> {
+        self.optional(Self::bytes)
+    }
+
     fn opt_str(&mut self) -> Option<Option<String>> {
-        match self.opt()? {
-            Some(bytes) => Some(Some(utf8(bytes)?)),
-            None => Some(None),
-        }
+        self.optional(|r| utf8(r.bytes()?))
     }
 
     fn token(&mut self) -> Option<Token> {

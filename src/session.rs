@@ -418,31 +418,29 @@ fn decode_chunks(
 /// The plaintexts of the chunks of `session`, headers included, as text (for Rocket's
 /// `add_private`).
 pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
-    let text = codec::to_text(session);
-    let chunks = split_utf8(&text, CHUNK_PLAINTEXT);
-    if chunks.len() > MAX_CHUNKS {
-        return Err(TooLarge(text.len()));
-    }
-    let generation = random_token(6);
-    let count = chunks.len();
-    Ok(chunks
+    // Packed text is ASCII: every byte boundary is a character boundary.
+    Ok(chunks(codec::to_text(session).as_bytes())?
         .into_iter()
-        .enumerate()
-        .map(|(i, data)| format!("{generation}.{i}.{count}.{data}"))
+        .map(|chunk| String::from_utf8(chunk).expect("ASCII"))
         .collect())
 }
 
 /// The plaintexts of the chunks of `session`, headers included, as bytes to seal.
 fn encode_raw(session: &Session) -> Result<Vec<Vec<u8>>, TooLarge> {
-    let raw = codec::to_raw(session);
-    let count = raw.len().div_ceil(CHUNK_PLAINTEXT).max(1);
+    chunks(&codec::to_raw(session))
+}
+
+/// `stored` cut into chunks of `CHUNK_PLAINTEXT` bytes, each behind its header.
+fn chunks(stored: &[u8]) -> Result<Vec<Vec<u8>>, TooLarge> {
+    let count = stored.len().div_ceil(CHUNK_PLAINTEXT);
     if count > MAX_CHUNKS {
-        return Err(TooLarge(raw.len()));
+        return Err(TooLarge(stored.len()));
     }
     let generation = random_token(6);
-    Ok((0..count)
-        .map(|i| {
-            let data = &raw[i * CHUNK_PLAINTEXT..raw.len().min((i + 1) * CHUNK_PLAINTEXT)];
+    Ok(stored
+        .chunks(CHUNK_PLAINTEXT)
+        .enumerate()
+        .map(|(i, data)| {
             let mut chunk = format!("{generation}.{i}.{count}.").into_bytes();
             chunk.extend_from_slice(data);
             chunk
@@ -549,22 +547,6 @@ pub(crate) fn present_session_cookies(
         .filter(|n| jar.get(n).is_some())
         .copied()
         .collect()
-}
-
-/// Splits at char boundaries into pieces of at most `max` bytes.
-fn split_utf8(s: &str, max: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let mut end = rest.len().min(max);
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (head, tail) = rest.split_at(end);
-        out.push(head);
-        rest = tail;
-    }
-    out
 }
 
 /// `bytes` random bytes, base64url-encoded.
@@ -718,14 +700,6 @@ mod tests {
         let text: usize = encode(&s).unwrap().iter().map(String::len).sum();
         let raw: usize = chunks.iter().map(Vec::len).sum();
         assert!(raw * 8 <= text * 7 + 8 * 16, "{raw} raw, {text} text");
-    }
-
-    #[test]
-    fn split_keeps_multibyte_characters_whole() {
-        let s = "ééééé";
-        let parts = split_utf8(s, 3);
-        assert!(parts.iter().all(|p| p.len() <= 3));
-        assert_eq!(parts.concat(), s);
     }
 
     #[test]

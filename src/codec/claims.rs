@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{put_bytes, put_len, put_opt, Reader};
+use super::{put_bytes, put_len, put_opt, put_optional, Reader};
 use crate::claims::{Address, IdTokenClaims, ProfileClaims};
 
 /// Appends `claims` in the binary layout.
@@ -57,21 +57,9 @@ pub(super) fn put(out: &mut Vec<u8>, claims: &IdTokenClaims) {
     put_opt_bool(out, *email_verified);
     put_opt_str(out, phone_number);
     put_opt_bool(out, *phone_number_verified);
-    match address {
-        Some(address) => {
-            out.push(1);
-            put_address(out, address);
-        }
-        None => out.push(0),
-    }
+    put_optional(out, address.as_ref(), put_address);
     for list in [roles, organizations, organization_roles] {
-        match list {
-            Some(list) => {
-                out.push(1);
-                put_list(out, list);
-            }
-            None => out.push(0),
-        }
+        put_optional(out, list.as_deref(), put_list);
     }
     let extra =
         (!extra.is_empty()).then(|| serde_json::to_vec(extra).expect("a JSON map serializes"));
@@ -98,11 +86,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<IdTokenClaims> {
         email_verified: r.opt_bool()?,
         phone_number: r.opt_str()?,
         phone_number_verified: r.opt_bool()?,
-        address: match r.byte()? {
-            0 => None,
-            1 => Some(read_address(r)?),
-            _ => return None,
-        },
+        address: r.optional(read_address)?,
         roles: r.opt_list()?,
         organizations: r.opt_list()?,
         organization_roles: r.opt_list()?,
@@ -204,13 +188,7 @@ fn put_list(out: &mut Vec<u8>, list: &[String]) {
 }
 
 fn put_opt_i64(out: &mut Vec<u8>, n: Option<i64>) {
-    match n {
-        Some(n) => {
-            out.push(1);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        None => out.push(0),
-    }
+    put_optional(out, n, |out, n| out.extend_from_slice(&n.to_le_bytes()));
 }
 
 fn put_opt_bool(out: &mut Vec<u8>, b: Option<bool>) {
@@ -236,19 +214,11 @@ impl Reader<'_> {
     }
 
     fn opt_list(&mut self) -> Option<Option<Vec<String>>> {
-        match self.byte()? {
-            0 => Some(None),
-            1 => Some(Some(self.list()?)),
-            _ => None,
-        }
+        self.optional(Self::list)
     }
 
     fn opt_i64(&mut self) -> Option<Option<i64>> {
-        match self.byte()? {
-            0 => Some(None),
-            1 => Some(Some(self.i64()?)),
-            _ => None,
-        }
+        self.optional(Self::i64)
     }
 
     fn opt_bool(&mut self) -> Option<Option<bool>> {
