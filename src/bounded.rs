@@ -82,8 +82,15 @@ impl<V> Inner<V> {
         Some(name)
     }
 
-    /// Drops expired entries, then the oldest until one more fits.
-    fn make_room(&mut self, now: Instant, ttl: Duration, capacity: usize) {
+    /// Drops expired entries, then the oldest until one more fits, handing each live one
+    /// it drops to `evicted`.
+    fn make_room(
+        &mut self,
+        now: Instant,
+        ttl: Duration,
+        capacity: usize,
+        evicted: &mut impl FnMut(V),
+    ) {
         while let Some((_, key)) = self.order.first_key_value() {
             let live = self
                 .map
@@ -93,7 +100,11 @@ impl<V> Inner<V> {
                 break;
             }
             if let Some((_, key)) = self.order.pop_first() {
-                self.map.remove(&key);
+                if let Some(slot) = self.map.remove(&key) {
+                    if live {
+                        evicted(slot.value);
+                    }
+                }
             }
         }
     }
@@ -138,8 +149,19 @@ impl<V: Clone> ExpiringMap<V> {
 
     /// Writes under a lock already held: one position per key, room made first.
     fn write(&self, inner: &mut Inner<V>, key: &str, value: V, now: Instant) {
+        self.write_evicting(inner, key, value, now, &mut |_| {});
+    }
+
+    fn write_evicting(
+        &self,
+        inner: &mut Inner<V>,
+        key: &str,
+        value: V,
+        now: Instant,
+        evicted: &mut impl FnMut(V),
+    ) {
         let key = inner.remove(key).unwrap_or_else(|| Arc::from(key));
-        inner.make_room(now, self.ttl, self.capacity);
+        inner.make_room(now, self.ttl, self.capacity, evicted);
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.order.insert(seq, key.clone());
@@ -164,6 +186,14 @@ impl<V: Clone> ExpiringMap<V> {
         let mut inner = self.lock();
         let now = self.clock.now();
         self.write(&mut inner, key, value, now);
+    }
+
+    /// [`Self::insert`], handing every live entry dropped to make room to `evicted`: for
+    /// records that must not be forgotten silently (the caller falls back on something).
+    pub fn insert_evicting(&self, key: &str, value: V, mut evicted: impl FnMut(V)) {
+        let mut inner = self.lock();
+        let now = self.clock.now();
+        self.write_evicting(&mut inner, key, value, now, &mut evicted);
     }
 
     /// Sets `key` to `value` unless it holds a live value; false if it did. One lock for
@@ -250,6 +280,21 @@ mod tests {
         assert!(m.len() <= 100);
         assert_eq!(m.get("k9999"), Some(9999));
         assert_eq!(m.get("k0"), None);
+    }
+
+    #[test]
+    fn live_entries_dropped_for_room_are_reported_and_expired_ones_are_not() {
+        let clock = Clock::manual();
+        let m = ExpiringMap::with_clock(Duration::from_secs(10), 2, clock.clone());
+        let mut dropped = Vec::new();
+        m.insert_evicting("a", 1, |v| dropped.push(v));
+        m.insert_evicting("b", 2, |v| dropped.push(v));
+        assert!(dropped.is_empty());
+        m.insert_evicting("c", 3, |v| dropped.push(v));
+        assert_eq!(dropped, vec![1], "the oldest live entry made room");
+        clock.advance(Duration::from_secs(11));
+        m.insert_evicting("d", 4, |v| dropped.push(v));
+        assert_eq!(dropped, vec![1], "expired entries go without a report");
     }
 
     #[test]

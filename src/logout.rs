@@ -66,6 +66,14 @@ impl Logouts {
         if self.ended.none() {
             return SessionCheck::Live;
         }
+        // Older than a record the bounded list had to drop: it may have been this one.
+        if self
+            .ended
+            .floor_ms()
+            .is_some_and(|floor| created_at_ms <= floor)
+        {
+            return SessionCheck::Ended;
+        }
         let store = &self.store;
         let by_sid = || {
             claims.sid.as_deref().is_some_and(|sid| {

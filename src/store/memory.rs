@@ -2,10 +2,13 @@
 //! are the whole truth; with Redis they are each instance's mirror of the shared list, so
 //! that checking a request never leaves the process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::bounded::ExpiringMap;
+
+/// Least time between two warnings that records were dropped for room.
+const WARN_EVERY_MS: i64 = 60_000;
 
 /// What an ended-session record names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,12 +78,25 @@ impl EndedRecord {
 }
 
 /// Ended sessions, bounded and kept for the session lifetime.
+///
+/// A record is never forgotten silently: when a map is full, the live record that makes
+/// room raises [`Ended::floor_ms`], and every session started at or before the floor is
+/// refused from then on. That record may have been any sign-out or logout that reached
+/// back that far, so nothing older can be told apart from it. Enough sign-outs within a
+/// session lifetime to fill `spent_state_entries` thus sign out the oldest sessions, never
+/// revive an ended one (a warning says to raise the bound).
 pub(crate) struct Ended {
     sids: ExpiringMap<i64>,
     subs: ExpiringMap<i64>,
     sessions: ExpiringMap<i64>,
     /// Set by the first record: until then, no request pays for a lookup.
     any: AtomicBool,
+    /// Sessions started at or before this time (ms) are refused: the latest time a record
+    /// dropped for room could have covered. `i64::MIN` while none was dropped.
+    floor_ms: AtomicI64,
+    /// Records dropped for room, and when that was last logged (ms).
+    dropped: AtomicU64,
+    warned_at_ms: AtomicI64,
 }
 
 impl Ended {
@@ -90,6 +106,9 @@ impl Ended {
             subs: ExpiringMap::new(lifetime, capacity),
             sessions: ExpiringMap::new(lifetime, capacity),
             any: AtomicBool::new(false),
+            floor_ms: AtomicI64::new(i64::MIN),
+            dropped: AtomicU64::new(0),
+            warned_at_ms: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -108,8 +127,49 @@ impl Ended {
             Some(earlier) => earlier.max(record.at_ms),
             None => record.at_ms,
         };
-        map.insert(&record.ident, at);
+        let mut dropped: Option<i64> = None;
+        map.insert_evicting(&record.ident, at, |at| {
+            dropped = Some(dropped.map_or(at, |d| d.max(at)))
+        });
+        if let Some(at) = dropped {
+            self.raise_floor(record.kind, at);
+        }
         self.any.store(true, Ordering::Relaxed);
+    }
+
+    /// A live record of `kind` ended at `at_ms` was dropped for room.
+    fn raise_floor(&self, kind: EndedKind, at_ms: i64) {
+        self.floor_ms.fetch_max(at_ms, Ordering::AcqRel);
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::session::now_ms();
+        let last = self.warned_at_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_MS
+            && self
+                .warned_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "logto: the list of ended sessions is full (spent_state_entries); {dropped} \
+                 record(s) made room so far, the latest a {} record: sessions started before \
+                 its time are refused from now on (their users sign in again). Raise \
+                 spent_state_entries above the sign-outs and logouts of one session lifetime",
+                kind.tag()
+            );
+        }
+    }
+
+    /// Sessions started at or before this time (ms) are refused (see the type's docs);
+    /// `None` while no record was dropped.
+    pub fn floor_ms(&self) -> Option<i64> {
+        let floor = self.floor_ms.load(Ordering::Acquire);
+        (floor != i64::MIN).then_some(floor)
+    }
+
+    /// Records dropped for room since launch.
+    #[allow(dead_code)] // read by the metrics to come; kept exact now
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether nothing was ever recorded (the common case: no lookup at all).
@@ -177,5 +237,26 @@ mod tests {
             None
         );
         assert_eq!(ended.snapshot(), vec![record(20)]);
+    }
+
+    #[test]
+    fn a_record_dropped_for_room_raises_the_floor_instead_of_being_forgotten() {
+        let ended = Ended::new(Duration::from_secs(60), 3);
+        let session = |n: i64| EndedRecord {
+            kind: EndedKind::Session,
+            ident: format!("s{n}"),
+            at_ms: 1_000 + n,
+        };
+        for n in 0..3 {
+            ended.insert(&session(n));
+        }
+        assert_eq!(ended.floor_ms(), None);
+        for n in 3..11 {
+            ended.insert(&session(n));
+        }
+        assert_eq!(ended.dropped(), 8);
+        // s0..s7 made room: the floor covers the latest of them.
+        assert_eq!(ended.floor_ms(), Some(1_007));
+        assert_eq!(ended.ended_at(EndedKind::Session, || "s0".into()), None);
     }
 }

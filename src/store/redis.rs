@@ -13,7 +13,7 @@
 //! | `spent:{h}` | never send `h` again (rotated out, failed, or holder vanished) | the shorter session lifetime (inactivity or absolute) |
 //! | `abandoned:{h}` | lease values of calls that timed out: should one still run (Redis hung, then resumed), it takes nothing | 1 hour at most |
 //! | `jti:{j}` | a logout token's `jti` was used | 10 minutes |
-//! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>`, scored by expiry | `session_lifetime_secs` |
+//! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>:<tag>`, scored by expiry | `session_lifetime_secs` |
 //!
 //! With `session_store = "redis"`, also `ses:{s}` (a session) and `user:{u}` (the sessions
 //! of a user): see `sessions.rs`.
@@ -23,6 +23,20 @@
 //! Redis session store is written or deleted. Each instance mirrors `ended` in memory (loaded at
 //! connection and after every reconnection, then kept current by the channel), so checking
 //! a request makes no round trip.
+//!
+//! Whoever can write to Redis can publish on the channel and add members to `ended`: another
+//! app sharing the server under another prefix, or a client with stolen credentials. So
+//! every message is `<tag> <body>` and every member ends in `:<tag>`, a MAC under a key
+//! derived from `secret_key` ([`Keys::tag`]) bound to the channel or to the member's
+//! fields. A message or member without a valid tag, a record dated later than now plus the
+//! clock skew, or an announcement of more members than one is ever sent is ignored and
+//! counted (warned at most once a minute). Publishing can then change nothing; deleting
+//! keys remains a denial of service (see SECURITY.md).
+//!
+//! An instance that cannot subscribe while its commands work (a proxy without pub/sub, an
+//! ACL without `SUBSCRIBE`) cannot hear of changes: until it can, it reads every session of
+//! the Redis session store from Redis instead of its cache, and reloads `ended` every
+//! [`POLL_UNSUBSCRIBED`].
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +57,7 @@ mod sessions;
 use sessions::CachedSession;
 pub(crate) use sessions::{Fetch, Move};
 
-use super::seal::Keys;
+use super::seal::{Keys, TAG_TEXT_LEN};
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};
 use crate::config::{LogtoConfig, RedisSettings, RedisUrl};
 use crate::refresh::{Refreshed, Successor, Target};
@@ -63,9 +77,22 @@ const POLL: Duration = Duration::from_millis(200);
 const SESSION_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Health check of the pub/sub connection, and retry of records Redis could not take.
 const TICK: Duration = Duration::from_secs(1);
+/// How often `ended` is reloaded while the channel cannot be subscribed to: a change on one
+/// instance reaches this one within a second.
+const POLL_UNSUBSCRIBED: Duration = Duration::from_millis(400);
+/// Most members an announcement of ended sessions carries (`write_ended` sends at most
+/// [`CHUNK`]); one with more is ignored whole.
+const MAX_MEMBERS: usize = CHUNK;
+/// Longest message read from the channel: [`MAX_MEMBERS`] members and their tags fit well
+/// within it. Longer ones are ignored before anything else is done with them.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Least time between two warnings about ignored announcements or members.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Looks at everything known about a refresh token and, if nothing says otherwise, takes
-/// the lease to send it (atomically, so that one instance wins). A call its caller gave up
+/// the lease to send it (atomically, so that one instance wins). As in one process, a token
+/// never to be sent again gets nothing, not even a result shared for it, unless it was
+/// rotated out within the grace (then `rot` is still there and the result is followed). A call its caller gave up
 /// on (timed out, e.g. while Redis hung) may still run later: it then finds its lease value
 /// in `abandoned` and takes nothing.
 /// KEYS: res, rot, spent, lease, flight, abandoned. ARGV: fresh_after (s), made_after (ms,
@@ -74,8 +101,9 @@ static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('SISMEMBER', KEYS[6], ARGV[3]) == 1 then return {'abandoned', ''} end
-local res = redis.call('GET', KEYS[1])
 local rot = redis.call('GET', KEYS[2])
+if not rot and redis.call('EXISTS', KEYS[3]) == 1 then return {'spent', ''} end
+local res = redis.call('GET', KEYS[1])
 if res then
   local exp, made = string.match(res, '^(%d+):(%d+):')
   if exp and tonumber(exp) > tonumber(ARGV[1]) and tonumber(made) >= tonumber(ARGV[2]) then
@@ -83,7 +111,6 @@ if res then
   end
 end
 if rot then return {'rotated', rot} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'spent', ''} end
 local pttl = redis.call('PTTL', KEYS[4])
 if pttl > 0 then return {'wait', tostring(pttl)} end
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -228,6 +255,14 @@ pub(crate) struct RedisStore {
     events: broadcast::Sender<Arc<str>>,
     /// The mirror of ended sessions is current (subscribed and loaded).
     synced: AtomicBool,
+    /// The channel is subscribed to: the session cache hears of changes.
+    subscribed: AtomicBool,
+    /// Announcements and ended members refused (no valid tag, dated in the future, too
+    /// many members), and when that was last logged.
+    ignored: std::sync::atomic::AtomicU64,
+    ignored_warned: Mutex<Option<Instant>>,
+    /// Allowed clock difference: a record dated later than now plus this is refused.
+    skew_ms: i64,
     fail_closed: bool,
     /// Ended records Redis could not take yet.
     pending: Mutex<Vec<EndedRecord>>,
@@ -315,6 +350,10 @@ impl RedisStore {
             instance: random_token(9),
             events: broadcast::channel(1024).0,
             synced: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            ignored: std::sync::atomic::AtomicU64::new(0),
+            ignored_warned: Mutex::new(None),
+            skew_ms: config.clock_skew.as_millis() as i64,
             fail_closed: settings.fail_closed,
             pending: Mutex::new(Vec::new()),
             abandoned: Mutex::new(Vec::new()),
@@ -360,6 +399,93 @@ impl RedisStore {
 
     pub fn refuse_unchecked_sessions(&self) -> bool {
         self.fail_closed && !self.synced.load(Ordering::Relaxed)
+    }
+
+    /// `body` as published: its tag (bound to the channel), a space, the body.
+    pub(super) fn signed_message(&self, body: &str) -> String {
+        let tag = self.keys.tag("announce", self.message_scope(body).as_bytes());
+        format!("{tag} {body}")
+    }
+
+    fn message_scope(&self, body: &str) -> String {
+        format!("{}\u{0}{body}", self.channel)
+    }
+
+    /// The body of a message that this app published; `None` (counted) for anything else.
+    fn open_message<'p>(&self, payload: &'p [u8]) -> Option<&'p str> {
+        if payload.len() > MAX_MESSAGE {
+            self.ignore("an announcement longer than any this app sends");
+            return None;
+        }
+        let opened = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|text| text.split_once(' '))
+            .filter(|(tag, body)| {
+                self.keys
+                    .verify_tag("announce", self.message_scope(body).as_bytes(), tag)
+            })
+            .map(|(_, body)| body);
+        if opened.is_none() {
+            self.ignore("an announcement without a valid tag");
+        }
+        opened
+    }
+
+    /// An ended record as stored and announced: its fields and their tag.
+    fn signed_member(&self, record: &EndedRecord) -> String {
+        let fields = record.member();
+        let tag = self.keys.tag("ended", fields.as_bytes());
+        format!("{fields}:{tag}")
+    }
+
+    /// A stored or announced member, if this app wrote it and it is not dated in the future
+    /// (beyond the clock skew); otherwise `None`, counted.
+    fn open_member(&self, member: &str, now_ms: i64) -> Option<EndedRecord> {
+        let record = member
+            .rsplit_once(':')
+            .filter(|(fields, tag)| {
+                tag.len() == TAG_TEXT_LEN && self.keys.verify_tag("ended", fields.as_bytes(), tag)
+            })
+            .and_then(|(fields, _)| EndedRecord::parse(fields));
+        match record {
+            Some(r) if r.at_ms <= now_ms.saturating_add(self.skew_ms) => Some(r),
+            Some(_) => {
+                self.ignore("an ended record dated in the future");
+                None
+            }
+            None => {
+                self.ignore("an ended record without a valid tag");
+                None
+            }
+        }
+    }
+
+    /// Counts something refused from Redis, and says so at most once a minute: another app
+    /// or client writes under this prefix, or instances run with different `secret_key`s.
+    fn ignore(&self, what: &str) {
+        let total = self.ignored.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut warned = self.ignored_warned.lock().expect("warned lock");
+        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *warned = Some(Instant::now());
+            log::warn!(
+                "logto: ignored {what} on Redis (channel {}); {total} refused so far. Someone \
+                 else publishes or writes under this key prefix, or the instances do not share \
+                 one secret_key",
+                crate::logsafe::for_log(&self.channel)
+            );
+        }
+    }
+
+    /// Announcements and members refused since launch.
+    #[allow(dead_code)] // read by tests now, by the metrics to come
+    pub fn ignored(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session cache may answer: only while subscribed, since only then does it
+    /// hear of changes made by other instances.
+    pub(super) fn cache_trusted(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
     }
 
     fn key(&self, kind: &str, h: &str) -> String {
@@ -655,7 +781,7 @@ impl RedisStore {
             secs_ms(self.grace).to_string().into(),
             secs_ms(self.spent_ttl).to_string().into(),
             self.channel.clone().into(),
-            format!("r {}", k.h).into(),
+            self.signed_message(&format!("r {}", k.h)).into(),
             lease_value.into(),
         ];
         let keys = [k.res, k.rot, k.spent, k.lease, k.flight];
@@ -734,12 +860,12 @@ impl RedisStore {
         let remember = secs_ms(self.ended_ttl) as i64;
         let ended_key = format!("{}ended", self.prefix);
         for chunk in records.chunks(CHUNK) {
-            let members: Vec<String> = chunk.iter().map(EndedRecord::member).collect();
+            let members: Vec<String> = chunk.iter().map(|r| self.signed_member(r)).collect();
             let mut args: Vec<Vec<u8>> = vec![
                 now.to_string().into(),
                 remember.to_string().into(),
                 self.channel.clone().into(),
-                format!("e {}", members.join(" ")).into(),
+                self.signed_message(&format!("e {}", members.join(" "))).into(),
             ];
             for (record, member) in chunk.iter().zip(members) {
                 args.push((record.at_ms + remember).to_string().into());
@@ -821,7 +947,7 @@ impl RedisStore {
         };
         let mut known = HashSet::with_capacity(members.len());
         for member in members {
-            if let Some(record) = EndedRecord::parse(&member) {
+            if let Some(record) = self.open_member(&member, now) {
                 self.ended.insert(&record);
                 known.insert(member);
             }
@@ -834,7 +960,7 @@ impl RedisStore {
             .chain(self.ended.snapshot())
             .filter(|r| r.at_ms + remember > now)
             .filter(|r| {
-                let member = r.member();
+                let member = self.signed_member(r);
                 !known.contains(&member) && seen.insert(member)
             })
             .collect();
@@ -846,7 +972,7 @@ impl RedisStore {
     }
 
     fn on_message(&self, payload: &[u8]) {
-        let Ok(text) = std::str::from_utf8(payload) else {
+        let Some(text) = self.open_message(payload) else {
             return;
         };
         match text.split_once(' ') {
@@ -854,8 +980,13 @@ impl RedisStore {
                 let _ = self.events.send(Arc::from(h));
             }
             Some(("e", members)) => {
+                if members.split(' ').nth(MAX_MEMBERS).is_some() {
+                    self.ignore("an announcement of more ended sessions than this app sends");
+                    return;
+                }
+                let now = now_ms();
                 for member in members.split(' ') {
-                    if let Some(record) = EndedRecord::parse(member) {
+                    if let Some(record) = self.open_member(member, now) {
                         self.ended.insert(&record);
                     }
                 }
@@ -930,6 +1061,7 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                 if synced {
                     // Changes of sessions may have been announced while unsubscribed.
                     if let Some(s) = store.upgrade() {
+                        s.subscribed.store(true, Ordering::Release);
                         s.clear_sessions();
                     }
                     if was_down {
@@ -966,6 +1098,7 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                     }
                 }
                 if let Some(s) = store.upgrade() {
+                    s.subscribed.store(false, Ordering::Release);
                     s.synced.store(false, Ordering::Relaxed);
                 }
                 if !was_down {
@@ -978,16 +1111,43 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
             }
             Err(e) => {
                 if let Some(s) = store.upgrade() {
+                    s.subscribed.store(false, Ordering::Release);
                     s.synced.store(false, Ordering::Relaxed);
                 }
                 if !was_down {
                     log::warn!(
-                        "logto: cannot subscribe to Redis at {url} ({}); retrying in the background",
-                        crate::logsafe::for_log(&e.to_string())
+                        "logto: cannot subscribe to Redis at {url} ({}); until it can, this \
+                         instance hears of no change made elsewhere, so it reads every session \
+                         of the Redis session store from Redis and reloads the ended sessions \
+                         every {} ms. Retrying in the background",
+                        crate::logsafe::for_log(&e.to_string()),
+                        POLL_UNSUBSCRIBED.as_millis()
                     );
                 }
                 was_down = true;
                 next_url += 1;
+                // Commands may work where subscribing does not (a proxy without pub/sub, an
+                // ACL without SUBSCRIBE): keep the mirror current by reading it until the next
+                // attempt.
+                let next_attempt = Instant::now() + backoff;
+                loop {
+                    let Some(s) = store.upgrade() else { return };
+                    let loaded = tokio::select! {
+                        _ = &mut stop => return,
+                        ok = s.resync() => ok,
+                    };
+                    s.synced.store(loaded, Ordering::Relaxed);
+                    drop(s);
+                    if Instant::now() + POLL_UNSUBSCRIBED >= next_attempt {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = tokio::time::sleep(POLL_UNSUBSCRIBED) => {}
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
             }
         }
         tokio::select! {

@@ -18,6 +18,9 @@ use sha2::Sha256;
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
+/// Bytes of HMAC-SHA256 kept in a [`Keys::tag`] (128 bits), and its length in base64url.
+const TAG_BYTES: usize = 16;
+pub(crate) const TAG_TEXT_LEN: usize = 22;
 
 /// The keys of one app, derived from its `secret_key`.
 pub(crate) struct Keys {
@@ -51,6 +54,34 @@ impl Keys {
         mac.update(&[0]);
         mac.update(value);
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn mac(&self, label: &str, value: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.ident.clone();
+        mac.update(b"tag\0");
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(value);
+        mac
+    }
+
+    /// An authentication tag of `value` in the domain `label` ([`TAG_TEXT_LEN`] characters
+    /// of base64url, no space or colon): for what is published or stored in the clear and
+    /// must not be made up by others who can write to Redis (announcements, ended records).
+    pub fn tag(&self, label: &str, value: &[u8]) -> String {
+        let full = self.mac(label, value).finalize().into_bytes();
+        URL_SAFE_NO_PAD.encode(&full[..TAG_BYTES])
+    }
+
+    /// Whether `tag` is [`Keys::tag`] of `value` in `label` (compared in constant time).
+    pub fn verify_tag(&self, label: &str, value: &[u8], tag: &str) -> bool {
+        if tag.len() != TAG_TEXT_LEN {
+            return false;
+        }
+        match URL_SAFE_NO_PAD.decode(tag) {
+            Ok(bytes) => self.mac(label, value).verify_truncated_left(&bytes).is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// `header` (clear, authenticated: e.g. an expiry that a Lua script compares) followed
@@ -185,6 +216,23 @@ mod tests {
         assert_eq!(k.open("p:rot:{a}", b"", 0), None);
         // A fresh nonce per seal.
         assert_ne!(v, k.seal("p:rot:{a}", b"12:34:", b"refresh-token"));
+    }
+
+    #[test]
+    fn tags_verify_only_their_own_value_domain_and_key() {
+        let k = keys();
+        let t = k.tag("announce", b"e ses:abc:1");
+        assert_eq!(t.len(), TAG_TEXT_LEN);
+        assert!(!t.contains(' ') && !t.contains(':'));
+        assert!(k.verify_tag("announce", b"e ses:abc:1", &t));
+        assert!(!k.verify_tag("announce", b"e ses:abc:2", &t));
+        assert!(!k.verify_tag("ended", b"e ses:abc:1", &t));
+        assert!(!Keys::derive(&[8u8; 64]).verify_tag("announce", b"e ses:abc:1", &t));
+        assert!(!k.verify_tag("announce", b"e ses:abc:1", &t[..21]));
+        assert!(!k.verify_tag("announce", b"e ses:abc:1", ""));
+        assert!(!k.verify_tag("announce", b"e ses:abc:1", "!!!!!!!!!!!!!!!!!!!!!!"));
+        // Not an ident under another name.
+        assert_ne!(t, &k.ident("announce", b"e ses:abc:1")[..TAG_TEXT_LEN]);
     }
 
     #[test]

@@ -154,6 +154,9 @@ impl RedisStore {
 
     /// The cached session `hash`, if this instance holds its current version: no round trip.
     pub fn cached_session(&self, hash: &str) -> Option<Arc<CachedSession>> {
+        if !self.cache_trusted() {
+            return None;
+        }
         self.session_cache.get(hash)
     }
 
@@ -296,7 +299,7 @@ impl RedisStore {
 
     async fn announce(&self, message: String) {
         let mut publish = ::redis::cmd("PUBLISH");
-        publish.arg(&self.channel).arg(message);
+        publish.arg(&self.channel).arg(self.signed_message(&message));
         let _ = self
             .command::<Value>("announce a session change", publish)
             .await;
