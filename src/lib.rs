@@ -1183,8 +1183,12 @@
 //!   (each lives 5 minutes). Rotations of refresh tokens are followed for
 //!   `rotation_grace_secs`; rotated-out tokens, and tokens a failed refresh may have spent,
 //!   are remembered as never to be sent again (by a SHA-256 of the token, never the token)
-//!   for `session_lifetime_secs`, within `refresh_cache_entries`; back-channel logouts for
-//!   `session_lifetime_secs`, within `spent_state_entries`.
+//!   for `session_lifetime_secs`, within `refresh_cache_entries`; back-channel logouts and
+//!   sign-outs for `session_lifetime_secs`, within `spent_state_entries` per kind (Logto
+//!   session, user, app session). That list never forgets silently: when it is full, the
+//!   record that makes room sets a floor, and every session started at or before it is
+//!   refused (its user signs in again), with a warning. Give it more entries than the
+//!   sign-outs and back-channel logouts of one session lifetime.
 //! - Sizing `session_cache_entries`: a decoded session costs about 5 KB of memory (one
 //!   with an ID token, a refresh token and two access tokens, as measured by
 //!   `tests/session_cache_memory.rs`), so the default 4096 entries take about 20 MiB once
@@ -1389,6 +1393,22 @@
 //! = true`: requests are then treated as signed out (the cookies are kept, and work again
 //! once Redis is back).
 //!
+//! **What Redis is trusted with.** Whoever can reach the Redis server (another app under
+//! another prefix, a client with its password) can delete what the crate stored, which
+//! signs users out or makes refreshes wait; nothing more. Values are sealed and names are
+//! keyed hashes, and every announcement on `<prefix>events` and every member of the list of
+//! ended sessions carries a MAC under a key derived from `secret_key`: messages and
+//! members that lack it, were made under another `secret_key`, are dated in the future or
+//! carry more members than the crate sends are ignored, counted and warned about once a
+//! minute. So all instances of an app must share one `secret_key`. The threat model is in
+//! `SECURITY.md`.
+//!
+//! **Without `SUBSCRIBE`.** An instance that cannot subscribe to the channel while its
+//! commands work (a Redis proxy without pub/sub, an ACL that denies `SUBSCRIBE`) hears of no
+//! change made elsewhere. It says so in a warning at launch and, until it can subscribe,
+//! reads every session of the Redis session store from Redis (no cache) and reloads the
+//! list of ended sessions every 400 ms: a sign-out elsewhere is refused within a second.
+//!
 //! **Redis Cluster**: set `redis_cluster = true` and list some nodes in `redis_url`
 //! (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`, or one comma-separated string). The keys of one
 //! refresh share a hash tag (`{<hash of the token>}`), so its script runs on one node;
@@ -1427,7 +1447,7 @@
 //!   the `<prefix>events` channel, and every instance drops its stale copy: a request whose
 //!   session is cached and unchanged makes **no Redis call**; the next request after a change
 //!   elsewhere reads it once. When the subscription is lost and made again, the cache is
-//!   emptied (messages may have been missed).
+//!   emptied (messages may have been missed); while there is none, the cache is not used.
 //! - **Sign-in** always creates a new id (no session fixation) and deletes the browser's
 //!   previous session. **Sign-out** deletes the session and removes the cookie. A refresh
 //!   writes the session in place: no `Set-Cookie`.

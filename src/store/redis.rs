@@ -403,7 +403,9 @@ impl RedisStore {
 
     /// `body` as published: its tag (bound to the channel), a space, the body.
     pub(super) fn signed_message(&self, body: &str) -> String {
-        let tag = self.keys.tag("announce", self.message_scope(body).as_bytes());
+        let tag = self
+            .keys
+            .tag("announce", self.message_scope(body).as_bytes());
         format!("{tag} {body}")
     }
 
@@ -865,7 +867,8 @@ impl RedisStore {
                 now.to_string().into(),
                 remember.to_string().into(),
                 self.channel.clone().into(),
-                self.signed_message(&format!("e {}", members.join(" "))).into(),
+                self.signed_message(&format!("e {}", members.join(" ")))
+                    .into(),
             ];
             for (record, member) in chunk.iter().zip(members) {
                 args.push((record.at_ms + remember).to_string().into());

@@ -153,6 +153,8 @@ impl RedisStore {
     }
 
     /// The cached session `hash`, if this instance holds its current version: no round trip.
+    /// Only while the cache can be trusted (subscribed: it hears of every change elsewhere);
+    /// otherwise `None`, and [`Self::fetch_session`] reads Redis.
     pub fn cached_session(&self, hash: &str) -> Option<Arc<CachedSession>> {
         if !self.cache_trusted() {
             return None;
@@ -160,7 +162,8 @@ impl RedisStore {
         self.session_cache.get(hash)
     }
 
-    /// Reads session `hash` from Redis (and caches it).
+    /// Reads session `hash` from Redis (and caches it); with Redis unreachable, the cached
+    /// copy if any.
     pub async fn fetch_session(&self, hash: &str) -> Fetch {
         let seen = || {
             (
@@ -175,7 +178,14 @@ impl RedisStore {
             .await
         {
             Ok(v) => v,
-            Err(Down) => return Fetch::Down,
+            // Unreachable Redis: what this instance cached is served, as while subscribed
+            // (no change elsewhere can be made or heard meanwhile).
+            Err(Down) => {
+                return match self.session_cache.get(hash) {
+                    Some(cached) => Fetch::Found(cached),
+                    None => Fetch::Down,
+                }
+            }
         };
         let Some(value) = value else {
             return Fetch::Unknown;
@@ -299,7 +309,9 @@ impl RedisStore {
 
     async fn announce(&self, message: String) {
         let mut publish = ::redis::cmd("PUBLISH");
-        publish.arg(&self.channel).arg(self.signed_message(&message));
+        publish
+            .arg(&self.channel)
+            .arg(self.signed_message(&message));
         let _ = self
             .command::<Value>("announce a session change", publish)
             .await;
@@ -493,6 +505,7 @@ mod with_redis {
 
     use super::*;
     use crate::config::LogtoConfig;
+    use crate::store::redis::{MAX_MEMBERS, MAX_MESSAGE};
     use crate::store::{Ended, Fetch};
 
     struct Server(std::process::Child);
@@ -557,6 +570,61 @@ mod with_redis {
             created_at_ms: now_ms(),
             seen_at: now,
         })
+    }
+
+    #[tokio::test]
+    async fn ended_records_and_announcements_need_this_apps_tag_and_a_time_not_ahead() {
+        use crate::store::{EndedKind, EndedRecord};
+        let (_server, store) = redis_store().await;
+        let now = now_ms();
+        let record = |at_ms| EndedRecord {
+            kind: EndedKind::Sub,
+            ident: "u".into(),
+            at_ms,
+        };
+        let signed = store.signed_member(&record(now));
+        assert_eq!(store.open_member(&signed, now), Some(record(now)));
+        // Within the clock skew (60 s by default), and beyond it.
+        let near = store.signed_member(&record(now + 30_000));
+        assert_eq!(store.open_member(&near, now), Some(record(now + 30_000)));
+        let ahead = store.signed_member(&record(now + 61_000));
+        assert_eq!(store.open_member(&ahead, now), None);
+        // Unsigned, re-dated with the tag of another time, tagged under another key.
+        assert_eq!(store.open_member(&record(now).member(), now), None);
+        let tag = signed.rsplit_once(':').unwrap().1;
+        let redated = format!("{}:{tag}", record(now + 1).member());
+        assert_eq!(store.open_member(&redated, now), None);
+        let other = crate::store::seal::Keys::derive(&[8u8; 64]);
+        let fields = record(now).member();
+        let foreign = format!("{fields}:{}", other.tag("ended", fields.as_bytes()));
+        assert_eq!(store.open_member(&foreign, now), None);
+        assert_eq!(store.ignored(), 4);
+
+        // Messages: only this app's, of at most MAX_MEMBERS members, reach the mirror.
+        let ended = |ident: &str| store.ended.ended_at(EndedKind::Sub, || ident.into());
+        store.on_message(format!("e {signed}").as_bytes());
+        assert_eq!(ended("u"), None, "an unsigned message");
+        let many: Vec<String> = (0..=MAX_MEMBERS)
+            .map(|n| {
+                store.signed_member(&EndedRecord {
+                    kind: EndedKind::Sub,
+                    ident: format!("m{n}"),
+                    at_ms: now,
+                })
+            })
+            .collect();
+        store.on_message(
+            store
+                .signed_message(&format!("e {}", many.join(" ")))
+                .as_bytes(),
+        );
+        assert_eq!(ended("m0"), None, "more members than one message carries");
+        store.on_message(store.signed_message(&format!("e {}", many[0])).as_bytes());
+        assert_eq!(ended("m0"), Some(now));
+        store.on_message(store.signed_message(&format!("e {signed}")).as_bytes());
+        assert_eq!(ended("u"), Some(now));
+        store.on_message(&vec![b'e'; MAX_MESSAGE + 1]);
+        assert_eq!(store.ignored(), 7);
     }
 
     #[tokio::test]
