@@ -1259,7 +1259,10 @@
 //! answer. Its tokens live a day, so no test refreshes them, and the session holds no
 //! refresh token: a route that would refresh answers 401 "sign in again" rather than
 //! calling Logto. [`testing::figment`] is a configuration whose `endpoint` is a closed
-//! port, for apps that do not want their `Rocket.toml` in tests.
+//! port, for apps that do not want their `Rocket.toml` in tests. Its `secret_key` is drawn
+//! at random once per process (the same for every app of one test run, never the same in
+//! two runs), so an app that used it outside its tests by mistake would not have sessions
+//! that anyone can forge with a key written in this crate.
 //!
 //! API routes are tested with bearer tokens: attach the fairing with
 //! [`Logto::trust_test_key`] (test mode: the API guards trust the feature's test key
@@ -1267,6 +1270,12 @@
 //! [`testing::BearerRequest::bearer`]; see [Testing API routes](testing#testing-api-routes).
 //! The test key is generated per process and never stored, only a fairing built with that
 //! call trusts it (no configuration key does), and a release build with it stops at launch.
+//! "Release" means a build without `debug_assertions`, the flag Rust sets in the `dev` and
+//! `test` profiles: a release profile that turns `debug-assertions = true` on (some do, to
+//! keep overflow checks in production) launches in test mode too. So a fairing that trusts
+//! the test key always logs a warning at launch (`logto: TEST MODE: ...`, at `warn`);
+//! a production log should never show it. Keep the `testing` feature in
+//! `[dev-dependencies]`, so that no production build carries the method at all.
 //!
 //! It is safe to ship: the helpers hold no secret and switch nothing on. They write the
 //! session cookies a real sign-in writes, sealed with the app's own `secret_key` through
