@@ -158,6 +158,16 @@
 //!   settings): your `base_url`, so that pressing Back after signing in returns to the app
 //!   rather than to Logto's "session not found" page.
 //!
+//! **Back-channel logout to a loopback or private address** (local development, an app on
+//! a private network): a self-hosted Logto 1.42 must be started with
+//! `OIDC_PROVIDER_SSRF_PROTECTION_DISABLED=true`. Otherwise its OIDC provider refuses to
+//! post the logout token to `localhost`, `127.0.0.1`, `10.x`, `192.168.x`... as a guard
+//! against server-side request forgery, and says nothing about it: signing out at Logto
+//! then leaves the user signed in here, and this app logs no `back-channel logout` line
+//! because nothing reached it. The variable lifts that guard for every request Logto's
+//! OIDC provider makes, so set it only where Logto's outgoing requests should reach the
+//! private network; an app at a public address needs nothing.
+//!
 //! The fairing logs the redirect URI at launch. You can also read it from the loaded
 //! configuration with [`Logto::config`]:
 //!
