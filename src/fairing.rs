@@ -171,6 +171,12 @@ impl Logto {
     /// Only in debug builds: a release build with it stops at launch with an error. No
     /// configuration key switches it on. See [why this is safe](crate::testing#why-this-is-safe-to-ship).
     ///
+    /// "Debug build" means one with `debug_assertions`, and a release profile can turn them
+    /// on (`debug-assertions = true` in `[profile.release]`): such a build launches in test
+    /// mode. So whenever the test key is trusted, the launch logs a warning (`logto: TEST
+    /// MODE: ...`, at `warn`) that a production log must never show; and keep the `testing`
+    /// feature in `[dev-dependencies]`, where no production build carries this method.
+    ///
     /// ```
     /// use rocket_logto::Logto;
     ///
@@ -224,8 +230,13 @@ impl Fairing for Logto {
                     return Err(rocket);
                 }
                 None => {
+                    // Also in a release profile that turned `debug_assertions` on, which
+                    // the gate above lets through: the log is what tells an operator.
                     log::warn!(
-                        "logto: TEST MODE: the API guards trust the test key, not Logto's keys"
+                        "logto: TEST MODE: the API guards trust the `testing` feature's test key, not \
+                         Logto's keys (`Logto::fairing().trust_test_key()`, allowed because this build \
+                         has debug_assertions); anyone can make tokens this app accepts, so this must \
+                         never run in production"
                     );
                     Some(crate::testing::test_jwks())
                 }

@@ -158,6 +158,16 @@
 //!   settings): your `base_url`, so that pressing Back after signing in returns to the app
 //!   rather than to Logto's "session not found" page.
 //!
+//! **Back-channel logout to a loopback or private address** (local development, an app on
+//! a private network): a self-hosted Logto 1.42 must be started with
+//! `OIDC_PROVIDER_SSRF_PROTECTION_DISABLED=true`. Otherwise its OIDC provider refuses to
+//! post the logout token to `localhost`, `127.0.0.1`, `10.x`, `192.168.x`... as a guard
+//! against server-side request forgery, and says nothing about it: signing out at Logto
+//! then leaves the user signed in here, and this app logs no `back-channel logout` line
+//! because nothing reached it. The variable lifts that guard for every request Logto's
+//! OIDC provider makes, so set it only where Logto's outgoing requests should reach the
+//! private network; an app at a public address needs nothing.
+//!
 //! The fairing logs the redirect URI at launch. You can also read it from the loaded
 //! configuration with [`Logto::config`]:
 //!
@@ -1263,7 +1273,10 @@
 //! answer. Its tokens live a day, so no test refreshes them, and the session holds no
 //! refresh token: a route that would refresh answers 401 "sign in again" rather than
 //! calling Logto. [`testing::figment`] is a configuration whose `endpoint` is a closed
-//! port, for apps that do not want their `Rocket.toml` in tests.
+//! port, for apps that do not want their `Rocket.toml` in tests. Its `secret_key` is drawn
+//! at random once per process (the same for every app of one test run, never the same in
+//! two runs), so an app that used it outside its tests by mistake would not have sessions
+//! that anyone can forge with a key written in this crate.
 //!
 //! API routes are tested with bearer tokens: attach the fairing with
 //! [`Logto::trust_test_key`] (test mode: the API guards trust the feature's test key
@@ -1271,6 +1284,12 @@
 //! [`testing::BearerRequest::bearer`]; see [Testing API routes](testing#testing-api-routes).
 //! The test key is generated per process and never stored, only a fairing built with that
 //! call trusts it (no configuration key does), and a release build with it stops at launch.
+//! "Release" means a build without `debug_assertions`, the flag Rust sets in the `dev` and
+//! `test` profiles: a release profile that turns `debug-assertions = true` on (some do, to
+//! keep overflow checks in production) launches in test mode too. So a fairing that trusts
+//! the test key always logs a warning at launch (`logto: TEST MODE: ...`, at `warn`);
+//! a production log should never show it. Keep the `testing` feature in
+//! `[dev-dependencies]`, so that no production build carries the method at all.
 //!
 //! It is safe to ship: the helpers hold no secret and switch nothing on. They write the
 //! session cookies a real sign-in writes, sealed with the app's own `secret_key` through

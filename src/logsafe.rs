@@ -23,9 +23,33 @@ pub(crate) fn for_log(text: &str) -> String {
     out
 }
 
+/// A short, stable stand-in for a secret or an identifier that must not be logged in full
+/// (a session id, a token, a key name holding a token's fingerprint): `#` and the first 8
+/// hex digits of its SHA-256. Enough to tell values apart and to follow one through the
+/// log; an operator who holds the full value finds its lines with
+/// `printf %s "$value" | sha256sum | cut -c1-8`. Eight digits of a hash say nothing usable
+/// about a random value of 16 bytes or more.
+pub(crate) fn short_hash(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    let mut out = String::with_capacity(9);
+    out.push('#');
+    for byte in &digest[..4] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_hash_is_a_prefix_of_the_sha256_in_hex() {
+        // printf %s abc | sha256sum
+        assert_eq!(short_hash("abc"), "#ba7816bf");
+        assert_ne!(short_hash("session-a"), short_hash("session-b"));
+    }
 
     #[test]
     fn line_breaks_are_escaped_and_length_is_bounded() {

@@ -648,10 +648,16 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
     )
     .await;
     match &result {
+        // Logto's session id names a live sign-in at Logto, and logs are read more widely
+        // than sessions are guarded: only a short hash of it is logged, which still follows
+        // one session through the log. The user id stays (apps audit by it).
         Ok(logout) => log::info!(
             "logto: back-channel logout of user {} (session {})",
             for_log(logout.sub.as_deref().unwrap_or("?")),
-            for_log(logout.sid.as_deref().unwrap_or("any"))
+            logout
+                .sid
+                .as_deref()
+                .map_or_else(|| "any".to_string(), crate::logsafe::short_hash)
         ),
         Err(why) => log::warn!("logto: back-channel logout refused: {why}"),
     }

@@ -73,7 +73,9 @@
 //! session cookies a real sign-in writes, sealed with the app's own `secret_key` through
 //! Rocket's local client, so they work only where the test already holds that key. Whoever
 //! holds an app's `secret_key` can forge its sessions with or without this module; an app
-//! built with the feature accepts nothing it would not accept without it.
+//! built with the feature accepts nothing it would not accept without it. Nor does
+//! [`figment()`] carry a key: its `secret_key` is random per process, so an app started with
+//! it by mistake has no sessions forgeable from this crate's source.
 //!
 //! The test key is the one thing that would let someone make tokens an app accepts, so it
 //! is fenced in three ways:
@@ -89,10 +91,14 @@
 //! - **Debug builds only.** A fairing that trusts it stops the launch of a release build
 //!   (no `debug_assertions`) with an error, so the opt-in cannot reach production even by
 //!   mistake. The method exists only with the `testing` feature: keep the feature in
-//!   `[dev-dependencies]` so release builds do not even carry the code.
+//!   `[dev-dependencies]` so release builds do not even carry the code. The gate is the
+//!   `debug_assertions` flag, which a release profile can turn on
+//!   (`debug-assertions = true`): such a build launches in test mode, so every launch that
+//!   trusts the test key logs a warning (`logto: TEST MODE: ...`, at `warn`) that a
+//!   production log must never show.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -111,16 +117,19 @@ use crate::session::{self, CachedToken, CookieNames, Session};
 /// How long the tokens of a test session live: long enough that no test refreshes them.
 const TEST_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 
-/// A Rocket configuration for route tests: Rocket's debug defaults, a fixed test
-/// `secret_key`, logging off, and a `logto` table pointing at an address nothing listens
-/// on (`http://127.0.0.1:9`), so that any call to Logto fails at once instead of
-/// reaching a real tenant. Merge your own keys on top (`resources`, `scopes`, ...).
+/// A Rocket configuration for route tests: Rocket's debug defaults, a `secret_key` drawn
+/// at random once per process, logging off, and a `logto` table pointing at an address
+/// nothing listens on (`http://127.0.0.1:9`), so that any call to Logto fails at once
+/// instead of reaching a real tenant. Merge your own keys on top (`resources`, `scopes`,
+/// ...).
+///
+/// The key is the same for every call in one process (so that two apps of one test share
+/// cookies) and never the same in two processes: an app that used this configuration
+/// outside its tests would not have sessions that anyone can forge with a key published
+/// in this crate. A test that needs a key it knows merges its own `secret_key`.
 pub fn figment() -> Figment {
     Figment::from(rocket::Config::debug_default())
-        .merge((
-            "secret_key",
-            "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk5h3aKyqBqU6oaBUrW3Kv8vbE9VUvVPbCFyVThOkrrYw==",
-        ))
+        .merge(("secret_key", test_secret_key()))
         .merge(("log_level", "off"))
         .merge((
             "logto",
@@ -131,6 +140,20 @@ pub fn figment() -> Figment {
                 "base_url": "http://localhost:8000",
             }),
         ))
+}
+
+/// The `secret_key` of [`figment`]: 64 random bytes (base64), drawn on first use and kept
+/// for the life of the process. Random rather than written here, because a key in the
+/// published crate would let anyone forge the sessions of an app that ships this
+/// configuration by mistake.
+fn test_secret_key() -> &'static str {
+    static KEY: LazyLock<String> = LazyLock::new(|| {
+        use rand::RngCore;
+        let mut bytes = [0u8; 64];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    });
+    &KEY
 }
 
 /// A signed-in user for a test: the claims of their ID token and the access tokens their

@@ -3,6 +3,7 @@
 //! back to the session cookies in the same response.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -235,11 +236,16 @@ async fn refresh_into(
     // The ID token of a refresh is verified inside the shared call, once for all the
     // requests that share it (ES384 verification is the costliest step of a refresh).
     let old_claims = &old;
+    // Whether this request is the one that called Logto (the others of a shared refresh
+    // only receive its result): an operator reads one info line per call to Logto.
+    let called = AtomicBool::new(false);
+    let called = &called;
     let result = state
         .refresh
         .refresh(&refresh_token, target, fresh_after, made_after, |rt| {
             let discovery = discovery.clone();
             async move {
+                called.store(true, Ordering::Relaxed);
                 let response = state.provider.refresh(&discovery, &rt, resource, organization).await?;
                 if let Some(id_token) = &response.id_token {
                     let new = state
@@ -360,10 +366,17 @@ async fn refresh_into(
     }
     session.seen_at = now();
     write_back(ctx, session, &cached).await;
-    log::info!(
-        "logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})",
-        old.sub
-    );
+    if called.load(Ordering::Relaxed) {
+        log::info!(
+            "logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})",
+            old.sub
+        );
+    } else {
+        log::debug!(
+            "logto: shared the refreshed tokens of user {} (resource {resource:?}, organization {organization:?}) from a refresh already made",
+            old.sub
+        );
+    }
     Ok(cached)
 }
 

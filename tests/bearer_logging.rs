@@ -17,6 +17,8 @@ use rocket_logto::{BearerToken, Logto, OrganizationToken, Resource};
 use serde_json::json;
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The lines at `warn` and above.
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 struct Capture;
 
@@ -27,6 +29,9 @@ impl log::Log for Capture {
     fn log(&self, record: &log::Record<'_>) {
         if record.target().starts_with("rocket_logto") {
             LINES.lock().unwrap().push(record.args().to_string());
+            if record.level() <= log::Level::Warn {
+                WARNINGS.lock().unwrap().push(record.args().to_string());
+            }
         }
     }
     fn flush(&self) {}
@@ -194,4 +199,28 @@ fn any_authorization_header_gets_an_rfc_6750_answer() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Issue 21, item 6: the gate of test mode is `debug_assertions`, which a release profile
+/// can turn on, so every launch that trusts the test key says so at `warn`, and why it was
+/// allowed.
+#[cfg(feature = "testing")]
+#[test]
+fn a_launch_that_trusts_the_test_key_logs_a_warning() {
+    install_capture();
+    let figment = rocket_logto::testing::figment().merge(("logto.resources", [SHOPPING]));
+    let client = Client::untracked(
+        rocket::custom(figment)
+            .attach(Logto::fairing().trust_test_key())
+            .mount("/", routes![whoami]),
+    )
+    .unwrap();
+    drop(client);
+    let lines = WARNINGS.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.contains("TEST MODE")
+            && l.contains("debug_assertions")
+            && l.contains("never run in production")),
+        "the launch warns that the test key is trusted, and why: {lines:#?}"
+    );
 }

@@ -265,7 +265,8 @@ async fn the_api_example_keeps_its_contract() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            // A ceiling for a broken example, not for a busy runner: the poll ends when it answers.
+            started.elapsed() < Duration::from_secs(120),
             "the example did not start"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -20,7 +20,8 @@ const API: &str = "https://shopping.example.com/api";
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(5))
+        // A ceiling for a hung provider, not for a busy runner.
+        .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
 }

@@ -44,7 +44,8 @@ async fn post_logout(client: &Client, token: &str) -> (Status, Value) {
 
 /// Waits (polling, with a deadline) until `condition` holds.
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // A ceiling for a broken test, not for a busy runner: the wait ends when it holds.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -138,7 +139,9 @@ async fn forged_kids_flood_makes_a_handful_of_jwks_fetches_and_delays_no_other_r
         "the other requests answered while the flood was still running"
     );
 
-    let answers = join_all(flood, Duration::from_secs(30), "the flood").await;
+    // A ceiling (1000 requests in a debug build on a busy runner); what is asserted is
+    // the number of fetches and that the other requests did not wait for the flood.
+    let answers = join_all(flood, Duration::from_secs(120), "the flood").await;
     for (status, body) in &answers {
         assert_eq!(*status, Status::BadRequest, "{body}");
         assert!(

@@ -35,10 +35,30 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
+/// Installs the capturing logger, once per process, before any test makes a Rocket.
+fn install_capture() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).expect("the first logger of this process");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The captured lines that mention `word` (the tests of this binary run in parallel and
+/// each uses its own user id).
+fn lines_with(word: &str) -> Vec<(log::Level, String)> {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, line)| line.contains(word))
+        .cloned()
+        .collect()
+}
+
 #[rocket::async_test]
 async fn sign_in_refresh_refusal_and_sign_out_are_logged_without_tokens_or_secrets() {
-    log::set_logger(&Capture).expect("first logger");
-    log::set_max_level(log::LevelFilter::Trace);
+    install_capture();
 
     let fp = FakeProvider::start().await;
     let client = signed_in(&fp, table(&fp), "user-1").await;
@@ -152,4 +172,76 @@ fn has_line(lines: &[(log::Level, String)], words: &[&str]) -> bool {
     lines
         .iter()
         .any(|(_, line)| words.iter().all(|w| line.contains(w)))
+}
+
+/// Issue 21, item 7: one refresh shared by 20 parallel requests is one call to Logto and
+/// one info line; the requests that joined it log at debug only.
+#[rocket::async_test]
+async fn a_refresh_shared_by_parallel_requests_is_logged_once_at_info() {
+    install_capture();
+    let fp = FakeProvider::start().await;
+    let client = signed_in(&fp, table(&fp), "user-parallel").await;
+    fp.clear_requests();
+    // Each needs a token for the shopping API, which the sign-in did not fetch.
+    let requests = (0..20).map(|_| async {
+        let response = client.get("/shopping").dispatch().await;
+        response.status()
+    });
+    let statuses = rocket::futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == Status::Ok), "{statuses:?}");
+    let refreshes = fp
+        .requests_to("/token")
+        .iter()
+        .filter(|r| r.form_value("grant_type") == Some("refresh_token"))
+        .count();
+    assert_eq!(refreshes, 1, "one call to Logto for the 20 requests");
+    let lines = lines_with("user-parallel");
+    let info: Vec<_> = lines
+        .iter()
+        .filter(|(level, line)| *level == log::Level::Info && line.contains("refreshed tokens"))
+        .collect();
+    assert_eq!(info.len(), 1, "one info line per call to Logto: {lines:#?}");
+}
+
+/// Issue 21, item 7: the back-channel logout line names the user, and Logto's session id
+/// only by a short hash.
+#[rocket::async_test]
+async fn the_back_channel_logout_line_does_not_show_the_session_id() {
+    install_capture();
+    let fp = FakeProvider::start().await;
+    let sid = "sid-of-logto-3Kq9ZrT0vYx7WbNcLmPa";
+    fp.set(|b| b.id_token_patch = Some(serde_json::json!({ "sid": sid })));
+    let client = signed_in(&fp, table(&fp), "user-backchannel").await;
+    let token = fp.sign_jwt(
+        serde_json::json!({}),
+        fp.logout_token_claims(Some("user-backchannel"), Some(sid)),
+    );
+    let body = format!(
+        "logout_token={}",
+        url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+    );
+    let response = client
+        .post("/logto/backchannel-logout")
+        .header(rocket::http::ContentType::Form)
+        .body(body)
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::Ok);
+    assert_eq!(signed_in_sub(&client).await, None, "the logout took effect");
+    let lines = lines_with("user-backchannel");
+    let logout: Vec<_> = lines
+        .iter()
+        .filter(|(_, line)| line.contains("back-channel logout of user user-backchannel"))
+        .collect();
+    assert_eq!(logout.len(), 1, "{lines:#?}");
+    // Not in full, nor any 8 characters of it.
+    let chars: Vec<char> = sid.chars().collect();
+    for piece in chars.windows(8) {
+        let piece: String = piece.iter().collect();
+        assert!(
+            !logout[0].1.contains(&piece),
+            "the session id reached the log: {}",
+            logout[0].1
+        );
+    }
 }

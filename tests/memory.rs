@@ -89,15 +89,16 @@ async fn memory_levels_off_across_thousands_of_refreshed_sessions() {
     let pid = app.0.id();
     let app_url = format!("http://127.0.0.1:{port}");
     let probe = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        if probe.get(&app_url).send().await.is_ok() {
-            ready = true;
-            break;
-        }
+    // Ready when it answers; the ceiling only matters when the app is broken, not when a
+    // shared runner is busy.
+    let started = std::time::Instant::now();
+    while probe.get(&app_url).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the sample app did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await; // readiness polling, bounded
     }
-    assert!(ready, "the sample app did not start");
 
     let mut samples = vec![(0usize, rss_kib(pid))];
     let app_url = Arc::new(app_url);

@@ -25,6 +25,10 @@ use rocket::http::{Accept, ContentType, Cookie, Status};
 use rocket::local::asynchronous::Client;
 use serde_json::{json, Value};
 
+/// The longest a change may take to show before a test fails: the polls end as soon as it
+/// does, so this is a ceiling for a busy shared runner, not a bound the crate promises.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn redis_table(fp: &FakeProvider, redis: &RedisServer) -> Value {
     let mut logto = table(fp);
     merge(&mut logto, &json!({ "redis_url": redis.url() }));
@@ -441,10 +445,7 @@ async fn redis_fail_closed_refuses_sessions_while_redis_is_down_and_keeps_their_
                 if response.status() == want {
                     return set_cookies(&response);
                 }
-                assert!(
-                    started.elapsed() < std::time::Duration::from_secs(10),
-                    "never {want}"
-                );
+                assert!(started.elapsed() < SETTLE, "never {want}");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }

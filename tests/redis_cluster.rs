@@ -44,13 +44,23 @@ async fn status_of(client: &Client, path: &str, cookies: &[Cookie<'static>]) -> 
         .status()
 }
 
-/// Polls until `client` answers `status` to `/me` with `cookies`.
-async fn until(client: &Client, cookies: &[Cookie<'static>], status: Status) -> Duration {
+/// The longest a change may take to reach the other instance before a test fails: the
+/// polls end as soon as it arrives, so this is a ceiling for a busy shared runner, not a
+/// bound the crate promises.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Polls until `client` answers `status` to `/me` with `cookies`, failing after `limit`.
+async fn until(
+    client: &Client,
+    cookies: &[Cookie<'static>],
+    status: Status,
+    limit: Duration,
+) -> Duration {
     let started = Instant::now();
     while status_of(client, "/me", cookies).await != status {
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "still not {status}"
+            started.elapsed() < limit,
+            "still not {status} after {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -138,7 +148,7 @@ async fn a_redis_cluster_shares_refreshes_and_sign_outs_with_one_slot_per_refres
         a.get("/logto/sign-out").dispatch().await.status(),
         Status::SeeOther
     );
-    let took = until(&b, &current, Status::Unauthorized).await;
+    let took = until(&b, &current, Status::Unauthorized, SETTLE).await;
     println!("cluster: a sign-out on A reached B after {took:?}");
 
     let c = signed_in(&fp, logto.clone(), "user-2").await;
@@ -152,7 +162,9 @@ async fn a_redis_cluster_shares_refreshes_and_sign_outs_with_one_slot_per_refres
         .dispatch()
         .await;
     assert_eq!(posted.status(), Status::Ok);
-    let took = until(&a, &second, Status::Unauthorized).await;
+    // A back-channel logout reaches every instance within a second (SECURITY.md): a bound,
+    // asserted with the margin this test always had.
+    let took = until(&a, &second, Status::Unauthorized, Duration::from_secs(2)).await;
     println!("cluster: a back-channel logout on B reached A after {took:?}");
 }
 
@@ -195,10 +207,7 @@ async fn the_redis_session_store_works_on_a_cluster() {
     let on_b = fetch(&b, &cookies).await;
     let started = Instant::now();
     while fetch(&a, &cookies).await != on_b {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "A never read B's refresh"
-        );
+        assert!(started.elapsed() < SETTLE, "A never read B's refresh");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(fp.count("/token") - token_requests, 1);
@@ -207,6 +216,6 @@ async fn the_redis_session_store_works_on_a_cluster() {
         a.get("/logto/sign-out").dispatch().await.status(),
         Status::SeeOther
     );
-    let took = until(&b, &cookies, Status::Unauthorized).await;
+    let took = until(&b, &cookies, Status::Unauthorized, SETTLE).await;
     println!("cluster, Redis session store: a sign-out on A reached B after {took:?}");
 }

@@ -34,7 +34,7 @@ mod round_robin;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use deployment::{Answer, Deployment, Jar};
+use deployment::{Answer, Deployment, Jar, SETTLE};
 use real_provider::{ALICE, ALICE_SUB};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -148,12 +148,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
     assert!(!browser.has("logto_session"), "sign-out clears the cookies");
     let took = dep
-        .until_all(
-            "/me",
-            &after,
-            StatusCode::UNAUTHORIZED,
-            Duration::from_secs(2),
-        )
+        .until_all("/me", &after, StatusCode::UNAUTHORIZED, SETTLE)
         .await;
     println!(
         "sign-out on instance {}: 401 on all instances after {took:?}",
@@ -186,6 +181,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
     };
     let accepted = post(dep.instances[0].url()).await.unwrap();
     assert_eq!(accepted.status(), StatusCode::OK);
+    // Within 1 s: a bound SECURITY.md promises, asserted as such (not a ceiling).
     let took = dep
         .until_all(
             "/me",
@@ -205,8 +201,7 @@ async fn three_instances_share_one_refresh_rotations_and_sign_outs() {
     // Sessions started after the logout work.
     let mut third = Jar::default();
     sign_in(&dep, &mut third).await;
-    dep.until_all("/me", &third, StatusCode::OK, Duration::from_secs(1))
-        .await;
+    dep.until_all("/me", &third, StatusCode::OK, SETTLE).await;
     assert!(dep.provider.grant_valid(ALICE_SUB).await);
 }
 
@@ -298,7 +293,7 @@ async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart()
             }
             assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
             assert!(
-                started.elapsed() < Duration::from_secs(15),
+                started.elapsed() < SETTLE,
                 "no recovery after Redis came back"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -319,12 +314,7 @@ async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart()
     assert!(dep.provider.grant_valid(ALICE_SUB).await);
     // The sign-out made during the outage reaches the other instances.
     let took = dep
-        .until_all(
-            "/me",
-            &other,
-            StatusCode::UNAUTHORIZED,
-            Duration::from_secs(5),
-        )
+        .until_all("/me", &other, StatusCode::UNAUTHORIZED, SETTLE)
         .await;
     println!("sign-out during the outage: on all instances {took:?} after the recovery");
 }
@@ -352,7 +342,7 @@ async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
     let started = Instant::now();
     while dep.provider.stats().await["token_requests_received"].as_u64() != Some(1) {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < SETTLE,
             "the refresh never reached the provider"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -104,3 +104,60 @@ fn the_blocking_client_works_too() {
         .dispatch();
     assert_eq!(response.status(), Status::Ok);
 }
+
+/// The `secret_key` the crate published in `testing::figment` before issue 21: whoever read
+/// the crate's source could forge the sessions of an app that ran with it.
+const PUBLISHED_KEY: &str =
+    "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk5h3aKyqBqU6oaBUrW3Kv8vbE9VUvVPbCFyVThOkrrYw==";
+/// Set on the copies of this test binary that only print their key.
+const PRINT_KEY: &str = "ROCKET_LOGTO_TEST_PRINT_FIGMENT_KEY";
+
+fn figment_key() -> String {
+    rocket_logto::testing::figment()
+        .extract_inner::<String>("secret_key")
+        .expect("testing::figment sets a secret_key")
+}
+
+/// Issue 21, item 6: `testing::figment`'s `secret_key` is random per process (and stable
+/// within one), never a constant of the crate. Two more runs of this very test binary
+/// print theirs.
+#[test]
+fn the_test_figment_key_is_random_per_process() {
+    let key = figment_key();
+    if std::env::var_os(PRINT_KEY).is_some() {
+        // On a line of its own: the harness has started the line of the test.
+        println!("\nFIGMENT_KEY={key}");
+        return;
+    }
+    assert_ne!(key, PUBLISHED_KEY, "the key published in the crate");
+    assert_eq!(key, figment_key(), "one key for the whole process");
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &key)
+        .expect("base64, as Rocket reads a secret_key");
+    assert_eq!(bytes.len(), 64);
+    // Rocket accepts it (a wrong key would fail the launch).
+    rocket::execute(rocket::custom(rocket_logto::testing::figment()).ignite())
+        .expect("Rocket takes the key");
+
+    let other_process = || {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "the_test_figment_key_is_random_per_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PRINT_KEY, "1")
+            .output()
+            .expect("the test binary runs again");
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("FIGMENT_KEY="))
+            .unwrap_or_else(|| panic!("no key printed: {text}"))
+            .to_string()
+    };
+    let (a, b) = (other_process(), other_process());
+    assert_ne!(a, key, "another process has another key");
+    assert_ne!(a, b, "each process has its own key");
+    assert_ne!(a, PUBLISHED_KEY);
+}

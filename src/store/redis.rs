@@ -748,9 +748,12 @@ impl RedisStore {
 
     fn tampered(&self, name: &str) -> Begin {
         log::warn!(
-            "logto: a refresh record in Redis ({}) failed authentication (changed, moved, or \
-             written under another secret_key); it is ignored and the token is not sent",
-            crate::logsafe::for_log(name)
+            "logto: a refresh record in Redis ({}… {}) failed authentication (changed, moved, \
+             or written under another secret_key); it is ignored and the token is not sent",
+            // The key's kind, and a short hash for the rest: in full it is the token's
+            // fingerprint.
+            crate::logsafe::for_log(name.split('{').next().unwrap_or_default()),
+            crate::logsafe::short_hash(name)
         );
         Begin::Spent
     }

@@ -14,6 +14,13 @@ use crate::real_provider::{ProviderBrowser, ProviderOptions, RealProvider};
 use crate::redis_server::RedisServer;
 use crate::round_robin::RoundRobin;
 
+/// The longest a change (a sign-out, a refresh, a Redis restart) may take to reach every
+/// instance before a test fails. The waits poll and end as soon as every instance agrees,
+/// so this is a ceiling for a broken deployment on a busy shared runner, not a bound the
+/// crate promises (the one it does promise, a back-channel logout everywhere within 1 s, is
+/// asserted as such).
+pub const SETTLE: Duration = Duration::from_secs(60);
+
 pub struct Deployment {
     pub provider: RealProvider,
     pub redis: RedisServer,
@@ -59,7 +66,8 @@ pub async fn deploy(
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
+        // A ceiling for one request, which only a broken instance reaches.
+        .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
     Deployment {

@@ -26,7 +26,10 @@ use tokio::process::{Child, ChildStdin, Command};
 /// Set in an instance's environment: its name and `logto` table, as JSON.
 pub const INSTANCE_ENV: &str = "ROCKET_LOGTO_TEST_INSTANCE";
 const READY: &str = "ROCKET_LOGTO_INSTANCE_READY ";
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest an instance may take to print its READY line: the wait ends at the line,
+/// so this ceiling only matters when the instance is broken, not when a shared runner is
+/// busy (a test binary starting Rocket under load takes seconds).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running instance. Dropping it kills the process (which also exits by itself when
 /// this test process dies, because its stdin closes).
@@ -55,7 +58,7 @@ impl Instance {
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(START_TIMEOUT, async {
+        let port = match tokio::time::timeout(START_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(port) = line.trim().strip_prefix(READY) {
                     return port.parse::<u16>().ok();
@@ -64,9 +67,11 @@ impl Instance {
             None
         })
         .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("instance {name} did not start (see its output above)"));
+        {
+            Ok(Some(port)) => port,
+            Ok(None) => panic!("instance {name} exited before it was ready (see its output above)"),
+            Err(_) => panic!("instance {name} printed no READY line within {START_TIMEOUT:?}"),
+        };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Instance {
             name: name.to_string(),

@@ -29,8 +29,12 @@ use tokio::process::{Child, ChildStdin, Command};
 
 /// The line `server.mjs` prints on stdout once it listens.
 const READY_PREFIX: &str = "LOGTO_TEST_PROVIDER_READY ";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest the provider may take to print its READY line. Node loads `oidc-provider` in
+/// a second or two, but on a shared 2-core runner busy with a build it once took over 30 s:
+/// the wait ends at the line, so this ceiling only matters when the provider is broken.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest one request to the provider may take (a ceiling, as above).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How much of the provider's stderr is kept (the tail).
 const STDERR_KEEP: usize = 256 * 1024;
 
@@ -172,7 +176,8 @@ impl RealProvider {
                     _ => format!("it exited ({:?})", child.wait().await.ok()),
                 };
                 let _ = child.start_kill();
-                let _ = tokio::time::timeout(Duration::from_secs(2), stderr_done).await;
+                // The pipe closes when the killed process is gone: the wait ends there.
+                let _ = tokio::time::timeout(Duration::from_secs(30), stderr_done).await;
                 let log = stderr.lock().unwrap().clone();
                 panic!("the test provider did not start: {why}\n--- its stderr ---\n{log}");
             }

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest `redis-server` may take to say "Ready to accept connections" (or a cluster
+/// to form). The waits end at the event, so this ceiling only matters when something is
+/// broken, not when a shared runner is busy.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A port nobody listens on now (and, when `bus`, whose cluster-bus port +10000 is free too).
 fn free_port(bus: bool) -> u16 {
@@ -86,7 +89,8 @@ impl RedisServer {
     }
 
     /// Spawns the process on `self.port` and waits for its "ready" line; false when it
-    /// exited instead (the port was taken meanwhile).
+    /// exited instead (the port was taken meanwhile). A server that neither gets ready nor
+    /// exits within [`START_TIMEOUT`] fails the test: another port would not help.
     async fn spawn(&mut self) -> bool {
         let mut command = Command::new("redis-server");
         command
@@ -113,7 +117,12 @@ impl RedisServer {
             false
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or_else(|_| {
+            panic!(
+                "redis-server on port {} was not ready within {START_TIMEOUT:?}",
+                self.port
+            )
+        });
         if !ready {
             let _ = child.kill().await;
             return false;
