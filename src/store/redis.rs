@@ -41,7 +41,7 @@ use tokio::sync::{broadcast, oneshot, OnceCell};
 mod sessions;
 
 use sessions::CachedSession;
-pub(crate) use sessions::{Fetch, Move};
+pub(crate) use sessions::{Fetch, Move, SaveError};
 
 use super::seal::Keys;
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};
