@@ -106,11 +106,17 @@ for (let i = 1; i <= 50; i += 1) {
   const id = `org_c${String(i).padStart(2, '0')}`;
   ORGANIZATIONS[id] = { name: `Carol ${i}`, description: `Organization ${i} of carol`, members: { user_carol: ['member'] } };
 }
-// Dave is a member of 130 organizations, org_d001 to org_d130: with every organization token,
-// a session over 64 KiB before compression.
+// Dave is a member of 130 organizations whose ids are Logto's own shape (21 lowercase letters
+// and digits, as its generateStandardId makes them; fixed from run to run): with every
+// organization token, a session over 64 KiB before compression.
+const standardId = (seed) => Array.from(
+  crypto.createHash('sha256').update(seed).digest().subarray(0, 21),
+  (byte) => '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36],
+).join('');
 for (let i = 1; i <= 130; i += 1) {
-  const id = `org_d${String(i).padStart(3, '0')}`;
-  ORGANIZATIONS[id] = { name: `Dave ${i}`, description: `Organization ${i} of dave`, members: { user_dave: ['member'] } };
+  ORGANIZATIONS[standardId(`dave ${i}`)] = {
+    name: `Dave ${i}`, description: `Organization ${i} of dave`, members: { user_dave: ['member'] },
+  };
 }
 
 const USERS = [

@@ -42,7 +42,7 @@ pub const BOB_SUB: &str = "user_bob";
 /// A member of 50 organizations, `org_c01` to `org_c50`.
 pub const CAROL: (&str, &str) = ("carol", "carol-password");
 pub const CAROL_SUB: &str = "user_carol";
-/// In 130 organizations, `org_d001` to `org_d130`.
+/// In 130 organizations with Logto-shaped ids (21 characters; see its ID token's claims).
 pub const DAVE: (&str, &str) = ("dave", "dave-password");
 pub const DAVE_SUB: &str = "user_dave";
 /// The API resources and organization the provider knows.
