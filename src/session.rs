@@ -441,10 +441,12 @@ fn decode_chunks(
 /// over the codec's limit before compression.
 pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
     // Packed text is ASCII: every byte boundary is a character boundary.
-    Ok(chunks(codec::to_text(session, codec::MAX_COOKIE_SESSION)?.as_bytes())?
-        .into_iter()
-        .map(|chunk| String::from_utf8(chunk).expect("ASCII"))
-        .collect())
+    Ok(
+        chunks(codec::to_text(session, codec::MAX_COOKIE_SESSION)?.as_bytes())?
+            .into_iter()
+            .map(|chunk| String::from_utf8(chunk).expect("ASCII"))
+            .collect(),
+    )
 }
 
 /// The plaintexts of the chunks of `session`, headers included, as bytes to seal (refused
@@ -725,6 +727,46 @@ mod tests {
         let text: usize = encode(&s).unwrap().iter().map(String::len).sum();
         let raw: usize = chunks.iter().map(Vec::len).sum();
         assert!(raw * 8 <= text * 7 + 8 * 16, "{raw} raw, {text} text");
+    }
+
+    #[test]
+    fn what_is_left_out_first_is_the_oldest_organization_token_never_the_one_in_use() {
+        let token = |resource: Option<&str>, organization: Option<&str>| CachedToken {
+            resource: resource.map(str::to_string),
+            organization: organization.map(str::to_string),
+            token: "t".into(),
+            expires_at: 0,
+        };
+        let mut s = session(1_700_000_000, 1_700_000_000);
+        s.user_info = Some(serde_json::json!({ "sub": "u" }));
+        for t in [
+            token(Some("api"), None),
+            token(None, Some("o1")),
+            token(None, Some("o2")),
+            token(None, Some("o3")),
+        ] {
+            s.store_token(t);
+        }
+        // o1 is fetched again: the newest now.
+        s.store_token(token(None, Some("o1")));
+        let keep = token(None, Some("o3"));
+        let mut left = Vec::new();
+        while s.leave_out_one(&keep) {
+            left.push(
+                s.tokens
+                    .iter()
+                    .map(|t| t.organization.as_deref().or(t.resource.as_deref()).unwrap())
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    + if s.user_info.is_some() { "+info" } else { "" },
+            );
+        }
+        assert_eq!(
+            left,
+            ["api,o3,o1+info", "api,o3+info", "o3+info", "o3"],
+            "organization tokens oldest first, then the others, then the user info"
+        );
+        assert_eq!(s.tokens, vec![keep]);
     }
 
     #[test]

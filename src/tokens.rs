@@ -382,8 +382,7 @@ async fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &Cach
     // later), the rotated refresh token must reach the browser: `save` notes the cookies.
     // A session grows by one token at a time, so one thing left out is usually enough.
     let mut left_out = 0;
-    while let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await
-    {
+    while let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await {
         let had_user_info = session.user_info.is_some();
         if !session.leave_out_one(keep) {
             log::error!("logto: a session of {bytes} bytes does not fit its store even with nothing left out; tokens will be refreshed per request");

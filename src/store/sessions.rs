@@ -656,4 +656,27 @@ mod with_redis {
         assert!(store.delete_session("h").await.ok().unwrap());
         assert!(matches!(store.fetch_session("h").await, Fetch::Unknown));
     }
+
+    #[tokio::test]
+    async fn a_session_over_the_limit_is_not_written_and_the_one_there_stays() {
+        let (_server, store) = redis_store().await;
+        store
+            .save_session("h", session("rt-1"), None, None)
+            .await
+            .ok()
+            .flatten()
+            .expect("written");
+        // Over 1 MiB before compression, though it compresses to almost nothing.
+        let mut large = (*session("rt-2")).clone();
+        large.user_info = Some(serde_json::json!({ "notes": "x".repeat(MAX_REDIS_SESSION) }));
+        match store.save_session("h", Arc::new(large), None, None).await {
+            Err(SaveError::TooLarge(bytes)) => assert!(bytes > MAX_REDIS_SESSION, "{bytes}"),
+            _ => panic!("written, though it would not read back"),
+        }
+        store.session_cache.clear();
+        let Fetch::Found(read) = store.fetch_session("h").await else {
+            panic!("the session written before is there")
+        };
+        assert_eq!(read.session.refresh_token.as_deref(), Some("rt-1"));
+    }
 }
