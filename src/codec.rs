@@ -46,6 +46,7 @@ pub(crate) const MAX_COOKIE_SESSION: usize = 64 * 1024;
 /// cookie budget there, but a bound all the same on what a value makes an instance
 /// allocate. A user of 130 organizations with every organization token takes about 67 kB
 /// (tests/redis_sessions.rs), a fifteenth of it.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const MAX_REDIS_SESSION: usize = 1024 * 1024;
 
 /// The session as bytes to seal: compressed, with their size. Refused when the session
