@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::claims::IdTokenClaims;
 use crate::provider::decode_jwt_payload;
 
-use crate::session::{CachedToken, Session, Token};
+use crate::session::{CachedToken, Session, Token, TooLarge};
 
 mod claims;
 
@@ -37,22 +37,36 @@ const FORMAT_WITHOUT_CLAIMS: u8 = 1;
 /// First byte of the LZ4 format, before the compressed bytes. It can never start the
 /// earlier format's raw deflate stream: its block type bits (`11`) are reserved.
 const LZ4_MARKER: u8 = 0xFF;
-/// Largest decompressed session accepted.
-const MAX_DECODED: usize = 64 * 1024;
+/// Largest session of the cookie store, before compression, written or read: a reader's
+/// bound on what a forged size may make it allocate. The cookies' own budget (8 chunks) is
+/// on the compressed bytes, and a compressible session (a large userinfo answer) can fit it
+/// while being far larger than this once decompressed.
+pub(crate) const MAX_COOKIE_SESSION: usize = 64 * 1024;
+/// Largest session of the Redis session store, before compression, written or read: no
+/// cookie budget there, but a bound all the same on what a value makes an instance
+/// allocate. A user of 130 organizations with every organization token takes about 67 kB
+/// (tests/redis_sessions.rs), a fifteenth of it.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const MAX_REDIS_SESSION: usize = 1024 * 1024;
 
-/// The session as bytes to seal: compressed, with their size.
-pub(crate) fn to_raw(session: &Session) -> Vec<u8> {
+/// The session as bytes to seal: compressed, with their size. Refused when the session
+/// is larger than `limit` before compression, since reading it back (bounded by the same
+/// limit) would fail: the caller leaves something out instead.
+pub(crate) fn to_raw(session: &Session, limit: usize) -> Result<Vec<u8>, TooLarge> {
     let bytes = to_bytes(session);
+    if bytes.len() > limit {
+        return Err(TooLarge(bytes.len()));
+    }
     let mut raw = Vec::with_capacity(bytes.len() / 2 + 16);
     raw.push(LZ4_MARKER);
     raw.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     raw.extend_from_slice(&lz4_flex::block::compress(&bytes));
-    raw
+    Ok(raw)
 }
 
 /// The session as text (characters U+0000 to U+007F): [`to_raw`] packed.
-pub(crate) fn to_text(session: &Session) -> String {
-    pack7(&to_raw(session))
+pub(crate) fn to_text(session: &Session, limit: usize) -> Result<String, TooLarge> {
+    to_raw(session, limit).map(|raw| pack7(&raw))
 }
 
 /// The session's bytes, before compression.
@@ -97,14 +111,14 @@ pub(crate) struct Read {
     pub claims: Option<IdTokenClaims>,
 }
 
-/// The session bytes of either format, bounded by `MAX_DECODED`: in one allocation, which
-/// the session's JWTs then share (their text is made from it when first used).
-fn decompress(packed: &[u8]) -> Option<(Arc<[u8]>, bool)> {
+/// The session bytes of either format, bounded by `limit`: in one allocation, which the
+/// session's JWTs then share (their text is made from it when first used).
+fn decompress(packed: &[u8], limit: usize) -> Option<(Arc<[u8]>, bool)> {
     match packed.split_first()? {
         (&LZ4_MARKER, rest) => {
             let (size, compressed) = rest.split_at_checked(4)?;
             let size = u32::from_le_bytes(size.try_into().ok()?) as usize;
-            if size > MAX_DECODED {
+            if size > limit {
                 return None;
             }
             // Allocated once at its exact size (`repeat_n` knows its length).
@@ -113,7 +127,7 @@ fn decompress(packed: &[u8]) -> Option<(Arc<[u8]>, bool)> {
                 lz4_flex::block::decompress_into(compressed, Arc::get_mut(&mut bytes)?).ok()?;
             (filled == size).then_some((bytes, false))
         }
-        _ => miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_DECODED)
+        _ => miniz_oxide::inflate::decompress_to_vec_with_limit(packed, limit)
             .ok()
             .map(|bytes| (bytes.into(), true)),
     }
@@ -127,22 +141,22 @@ thread_local! {
 }
 
 /// Reads a session written by [`to_raw`] or [`to_text`] (or by the earlier deflate
-/// format); `None` for anything else.
-pub(crate) fn from_stored(stored: &[u8]) -> Option<Read> {
+/// format) under the same `limit`; `None` for anything else.
+pub(crate) fn from_stored(stored: &[u8], limit: usize) -> Option<Read> {
     let (bytes, legacy) = match stored.first() {
-        Some(&LZ4_MARKER) => decompress(stored)?,
-        _ => from_text(stored)?,
+        Some(&LZ4_MARKER) => decompress(stored, limit)?,
+        _ => from_text(stored, limit)?,
     };
     read(bytes, legacy)
 }
 
 /// The session bytes of packed text.
-fn from_text(text: &[u8]) -> Option<(Arc<[u8]>, bool)> {
+fn from_text(text: &[u8], limit: usize) -> Option<(Arc<[u8]>, bool)> {
     UNPACKED.with_borrow_mut(|unpacked| {
         unpack7_into(text, unpacked)?;
-        let decompressed = decompress(unpacked);
+        let decompressed = decompress(unpacked, limit);
         // Sessions are a few kilobytes; an odd large one is not kept.
-        if unpacked.capacity() > MAX_DECODED {
+        if unpacked.capacity() > MAX_COOKIE_SESSION {
             *unpacked = Vec::new();
         }
         decompressed
@@ -288,7 +302,8 @@ impl<'a> Reader<'a> {
             let b = self.byte()?;
             n |= ((b & 0x7f) as usize) << shift;
             if b & 0x80 == 0 {
-                return (n <= MAX_DECODED).then_some(n);
+                // No length or count can exceed the bytes it describes.
+                return (n <= self.all.len()).then_some(n);
             }
         }
         None
@@ -333,7 +348,7 @@ impl<'a> Reader<'a> {
                 let segments = [self.bytes()?, self.bytes()?, self.bytes()?];
                 let range = |segment: &[u8]| {
                     let start = segment.as_ptr() as usize - self.all.as_ptr() as usize;
-                    // The session bytes are at most `MAX_DECODED` long.
+                    // The session bytes are at most `MAX_REDIS_SESSION` long (1 MiB).
                     (start as u32, (start + segment.len()) as u32)
                 };
                 Some((
@@ -445,7 +460,7 @@ mod tests {
 
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
-            let _ = from_stored(text.as_bytes());
+            let _ = from_stored(text.as_bytes(), MAX_COOKIE_SESSION);
         }
     }
 
@@ -468,8 +483,8 @@ mod tests {
 
     #[test]
     fn sessions_round_trip_in_the_lz4_format() {
-        let text = to_text(&session());
-        let read = from_stored(text.as_bytes()).expect("readable");
+        let text = to_text(&session(), MAX_COOKIE_SESSION).unwrap();
+        let read = from_stored(text.as_bytes(), MAX_COOKIE_SESSION).expect("readable");
         assert!(!read.legacy);
         assert!(read.session == session());
         assert_eq!(unpack7(text.as_bytes()).unwrap()[0], LZ4_MARKER);
@@ -477,16 +492,21 @@ mod tests {
 
     #[test]
     fn raw_sessions_round_trip_and_are_an_eighth_smaller_than_text() {
-        let raw = to_raw(&signed_in());
+        let raw = to_raw(&signed_in(), MAX_COOKIE_SESSION).unwrap();
         assert_eq!(raw[0], LZ4_MARKER);
-        let read = from_stored(&raw).expect("readable");
+        let read = from_stored(&raw, MAX_COOKIE_SESSION).expect("readable");
         assert!(!read.legacy);
         assert!(read.session == signed_in());
         assert_eq!(read.claims, decode_jwt_payload(ID_TOKEN).ok());
-        let text = to_text(&signed_in());
+        let text = to_text(&signed_in(), MAX_COOKIE_SESSION).unwrap();
         assert_eq!(text.len(), (raw.len() * 8).div_ceil(7));
         // Either form of the same session reads the same.
-        assert!(from_stored(text.as_bytes()).unwrap().session == read.session);
+        assert!(
+            from_stored(text.as_bytes(), MAX_COOKIE_SESSION)
+                .unwrap()
+                .session
+                == read.session
+        );
     }
 
     #[test]
@@ -495,7 +515,8 @@ mod tests {
             &to_bytes(&session()),
             6,
         ));
-        let read = from_stored(legacy.as_bytes()).expect("the deflate format is still read");
+        let read = from_stored(legacy.as_bytes(), MAX_COOKIE_SESSION)
+            .expect("the deflate format is still read");
         assert!(read.legacy, "so that the caller writes it again");
         assert!(read.session == session());
     }
@@ -521,8 +542,8 @@ mod tests {
 
     #[test]
     fn the_claims_are_stored_in_their_layout_and_read_back() {
-        let text = to_text(&signed_in());
-        let read = from_stored(text.as_bytes()).expect("readable");
+        let text = to_text(&signed_in(), MAX_COOKIE_SESSION).unwrap();
+        let read = from_stored(text.as_bytes(), MAX_COOKIE_SESSION).expect("readable");
         assert!(!read.legacy);
         assert!(read.session == signed_in());
         let expected: IdTokenClaims = decode_jwt_payload(ID_TOKEN).unwrap();
@@ -533,7 +554,8 @@ mod tests {
 
     #[test]
     fn sessions_of_format_1_are_read_and_marked_for_rewriting() {
-        let read = from_stored(WRITTEN_BY_FORMAT_1.as_bytes()).expect("format 1 is still read");
+        let read = from_stored(WRITTEN_BY_FORMAT_1.as_bytes(), MAX_COOKIE_SESSION)
+            .expect("format 1 is still read");
         assert!(read.legacy, "so that the caller writes it again");
         assert!(read.session == signed_in());
         assert_eq!(read.claims, decode_jwt_payload(ID_TOKEN).ok());
@@ -541,7 +563,11 @@ mod tests {
 
     #[test]
     fn claims_that_do_not_parse_are_left_out() {
-        let read = from_stored(to_text(&session()).as_bytes()).expect("readable");
+        let read = from_stored(
+            to_text(&session(), MAX_COOKIE_SESSION).unwrap().as_bytes(),
+            MAX_COOKIE_SESSION,
+        )
+        .expect("readable");
         assert!(
             read.claims.is_none(),
             "the test session's payload has no aud, exp, iat"
@@ -554,7 +580,122 @@ mod tests {
         let mut packed = vec![LZ4_MARKER];
         packed.extend_from_slice(&u32::MAX.to_le_bytes());
         packed.extend_from_slice(&[0x10, b'x']);
-        assert!(from_stored(pack7(&packed).as_bytes()).is_none());
+        assert!(from_stored(pack7(&packed).as_bytes(), MAX_COOKIE_SESSION).is_none());
+    }
+
+    /// A session of a user in `n` organizations holding every organization token, in the
+    /// shapes of the test provider's (Logto's: ids of 21 characters, ES384 JWTs with a
+    /// random `jti` and signature, the ID token listing the organizations and roles).
+    fn with_organization_tokens(n: usize) -> Session {
+        let b64 = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+        // Pseudo-random bytes: what compresses least, as real ones.
+        let noise = |seed: usize, len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|k| ((seed * 7919 + k * 104_729) % 251) as u8)
+                .collect()
+        };
+        let letters = |seed: usize, len: usize| -> String {
+            noise(seed, len)
+                .iter()
+                .map(|b| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[*b as usize % 36]))
+                .collect()
+        };
+        let jwt = |payload: serde_json::Value, seed: usize| {
+            format!(
+                "{}.{}.{}",
+                b64(br#"{"alg":"ES384","typ":"at+jwt","kid":"s4JvHhxTuLJVqW1r"}"#),
+                b64(payload.to_string().as_bytes()),
+                b64(&noise(seed, 96))
+            )
+        };
+        let issuer = "http://127.0.0.1:35553/oidc";
+        let orgs: Vec<String> = (0..n).map(|i| letters(i, 21)).collect();
+        let id_token = jwt(
+            serde_json::json!({
+                "iss": issuer, "sub": "user_dave", "aud": "sample-app", "exp": 1_796_065_937,
+                "iat": 1_796_062_337, "name": "Dave More-Orgs", "username": "dave",
+                "organizations": orgs,
+                "organization_roles": orgs.iter().map(|o| format!("{o}:member")).collect::<Vec<_>>(),
+            }),
+            n,
+        );
+        let mut s = signed_in();
+        s.id_token = id_token.into();
+        for (i, org) in orgs.iter().enumerate() {
+            let payload = serde_json::json!({
+                "jti": b64(&noise(i + 1000, 32)), "sub": "user_dave", "iat": 1_796_062_337,
+                "exp": 1_796_065_937, "scope": "read:members", "client_id": "sample-app",
+                "iss": issuer, "aud": format!("urn:logto:organization:{org}"),
+            });
+            s.tokens.push(CachedToken {
+                resource: None,
+                organization: Some(org.clone()),
+                token: jwt(payload, i).into(),
+                expires_at: 1_796_065_937,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_session_larger_than_its_limit_before_compression_is_not_written() {
+        // 90 KB of compressible userinfo: small once compressed, which is all the cookies'
+        // budget saw, yet over the cookie limit before compression.
+        let mut s = signed_in();
+        s.user_info = Some(
+            serde_json::json!({ "sub": "user_alice", "custom_data": { "notes": "x".repeat(90_000) } }),
+        );
+        let Err(TooLarge(bytes)) = to_raw(&s, MAX_COOKIE_SESSION) else {
+            panic!("written, though it would not read back")
+        };
+        assert!(bytes > 90_000, "{bytes}");
+        assert!(to_text(&s, MAX_COOKIE_SESSION).is_err());
+        // The Redis store takes it, and reads it back under its own limit only.
+        let raw = to_raw(&s, MAX_REDIS_SESSION).expect("under the Redis limit");
+        assert!(raw.len() < 2_000, "compressed to {} bytes", raw.len());
+        assert!(from_stored(&raw, MAX_REDIS_SESSION).unwrap().session == s);
+        assert!(from_stored(&raw, MAX_COOKIE_SESSION).is_none());
+    }
+
+    #[test]
+    fn a_session_is_written_exactly_when_it_reads_back_under_the_same_limit() {
+        let s = with_organization_tokens(3);
+        let size = to_bytes(&s).len();
+        for limit in [size - 1, size, size + 1] {
+            match to_raw(&s, limit) {
+                Ok(raw) => {
+                    assert!(limit >= size);
+                    let read = from_stored(&raw, limit).expect("what is written reads back");
+                    assert!(read.session == s);
+                    let text = to_text(&s, limit).unwrap();
+                    assert!(from_stored(text.as_bytes(), limit).unwrap().session == s);
+                }
+                Err(TooLarge(bytes)) => {
+                    assert_eq!((limit, bytes), (size - 1, size));
+                    // What the earlier code wrote regardless is what reading refuses.
+                    assert!(from_stored(&to_raw(&s, usize::MAX).unwrap(), limit).is_none());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_of_130_organizations_fits_the_redis_limit_and_not_the_cookie_one() {
+        let s = with_organization_tokens(130);
+        let size = to_bytes(&s).len();
+        // Over the cookie limit, with room to spare under the Redis one.
+        assert!(
+            size > MAX_COOKIE_SESSION && size < MAX_REDIS_SESSION / 10,
+            "{size}"
+        );
+        assert!(to_raw(&s, MAX_COOKIE_SESSION).is_err());
+        let raw = to_raw(&s, MAX_REDIS_SESSION).unwrap();
+        let read = from_stored(&raw, MAX_REDIS_SESSION).expect("reads back");
+        assert!(read.session == s);
+        println!(
+            "130 organization tokens: {size} bytes, {} compressed",
+            raw.len()
+        );
     }
 
     #[test]

@@ -188,8 +188,7 @@ impl RequestSession {
         state: &LogtoState,
     ) -> Result<(), session::TooLarge> {
         if let Some(stored) = &self.stored {
-            session_store::save(state, stored, session).await;
-            return Ok(());
+            return session_store::save(state, stored, session).await;
         }
         session::store(jar, session, &state.config, state.decoded.cipher())?;
         self.note_written(jar, state);

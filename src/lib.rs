@@ -411,7 +411,8 @@
 //!   right after sign-in and kept in the session. [`LogtoUser::user_info`] then returns it,
 //!   and the guard and the method above return it without a request. It is not updated
 //!   until the next sign-in, and it makes the session cookies bigger. An answer too large
-//!   for the cookies is left out (with a warning in the log) rather than failing the
+//!   for the session's store (the cookies' budget, or the 64 KiB limit below; 1 MiB with
+//!   the Redis store) is left out (with a warning in the log) rather than failing the
 //!   sign-in; [`LogtoUser::user_info`] is then `None` and the other two fetch it.
 //!
 //! ```no_run
@@ -1307,9 +1308,13 @@
 //!   cannot be moved to another cookie. Nothing about sessions is stored on the server.
 //! - **Names and size**: `logto_session`, then `logto_session_1` ... `logto_session_7`
 //!   when the session outgrows one cookie, so that each `Set-Cookie` line stays under the
-//!   4096 bytes browsers accept. A session that needs more than 8 cookies is refused. When
-//!   a refreshed session no longer fits, the other cached access tokens are dropped (they
-//!   can be fetched again) rather than the sign-in. Sign-ins in progress use
+//!   4096 bytes browsers accept. A session that needs more than 8 cookies is refused, and
+//!   so is one over 64 KiB before compression (the most a reader decompresses: a large
+//!   but compressible userinfo answer could fit the cookies and never read back). A
+//!   session is written only if it reads back. When a refreshed session no longer fits,
+//!   the other cached access tokens are dropped, organization tokens first and oldest
+//!   first, then the user info (all can be fetched again), rather than the sign-in.
+//!   Sign-ins in progress use
 //!   `logto_tx_<id>` cookies, each for 10 minutes; a browser starting a seventh sign-in
 //!   while six are unfinished loses all six.
 //! - **`__Host-` names on https**: when `base_url` is `https://`, every name above starts
@@ -1445,7 +1450,7 @@
 //!
 //! | | cookie | redis |
 //! |---|---|---|
-//! | size | at most 8 cookies of about 3.5 kB, sent with every request | any; the browser sends about 115 bytes (a user in 50 organizations with 55 tokens: about 11 kB in Redis) |
+//! | size | at most 8 cookies of about 3.5 kB, and 64 KiB before compression, sent with every request | up to 1 MiB before compression; the browser sends about 115 bytes (a user in 50 organizations with 55 tokens: about 11 kB in Redis; one in 130 organizations with every organization token: 67 kB before compression, 29 kB in Redis) |
 //! | server state | none | one sealed value per session, with a TTL |
 //! | list and end one session | no | [`Sessions::list`], [`Sessions::end`] |
 //! | end every session of a user | [`Sessions::end_all`] (through the list of ended sessions) | [`Sessions::end_all`] (deleted) |
@@ -1475,6 +1480,11 @@
 //!   sign-in), never 500. An instance that cached the session before a `FLUSHALL` (which
 //!   announces nothing) serves it until its cache entry expires (5 minutes) or its
 //!   subscription is made again.
+//! - **Size**: a session is written only if it reads back, up to 1 MiB before compression
+//!   (what an instance decompresses at most). A refreshed session that outgrows it drops
+//!   cached tokens, organization tokens first and oldest first, then the user info (all can
+//!   be fetched again); a userinfo answer that does not fit at sign-in is left out and
+//!   fetched on demand, as with the cookie store.
 //! - **Redis Cluster**: the session and its user's set live in different slots, so they are
 //!   written one command at a time.
 //!

@@ -387,7 +387,8 @@ async fn complete_sign_in(
         }
     }
     if config.session_store == crate::config::SessionStoreKind::Redis {
-        // A new id whatever the browser sent (session fixation); no size limit.
+        // A new id whatever the browser sent (session fixation); a session over its limit
+        // is written without its user info (see `start`).
         crate::session_store::start(state, jar, &new_session, user_agent).await?;
         log::info!("logto: user {} signed in", for_log(&claims.sub));
         return Ok(AuthRedirect(return_to.as_str().to_string()));

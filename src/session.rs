@@ -167,6 +167,26 @@ impl Session {
         self.tokens.push(token);
     }
 
+    /// Leaves out one thing that can be fetched again, so that the session fits its store:
+    /// the oldest cached organization token (a user of many organizations grows without
+    /// bound there), else the oldest other cached token, else the user info. Never the
+    /// token for `keep`'s resource and organization (the one this request uses). Whether
+    /// anything was left out.
+    pub fn leave_out_one(&mut self, keep: &CachedToken) -> bool {
+        // `store_token` appends: the first of the list is the one stored longest ago.
+        let oldest = |organization: bool| {
+            self.tokens.iter().position(|t| {
+                t.organization.is_some() == organization
+                    && !(t.resource == keep.resource && t.organization == keep.organization)
+            })
+        };
+        if let Some(i) = oldest(true).or_else(|| oldest(false)) {
+            self.tokens.remove(i);
+            return true;
+        }
+        self.user_info.take().is_some()
+    }
+
     /// Whether the session has outlived its absolute or inactivity lifetime.
     pub fn expired(&self, config: &LogtoConfig, now: i64) -> bool {
         now - self.created_at_ms / 1000 > config.session_lifetime.as_secs() as i64
@@ -398,7 +418,8 @@ fn decode_chunks(
         return Err(LoadError::Invalid("bad chunk count"));
     }
     if count == 1 {
-        return codec::from_stored(data).ok_or(LoadError::Invalid("unreadable"));
+        return codec::from_stored(data, codec::MAX_COOKIE_SESSION)
+            .ok_or(LoadError::Invalid("unreadable"));
     }
     let mut text = Vec::with_capacity(count * CHUNK_PLAINTEXT);
     text.extend_from_slice(data);
@@ -412,22 +433,26 @@ fn decode_chunks(
         }
         text.extend_from_slice(data);
     }
-    codec::from_stored(&text).ok_or(LoadError::Invalid("unreadable"))
+    codec::from_stored(&text, codec::MAX_COOKIE_SESSION).ok_or(LoadError::Invalid("unreadable"))
 }
 
 /// The plaintexts of the chunks of `session`, headers included, as text (for Rocket's
-/// `add_private`).
+/// `add_private`). Refused when it would not read back: over `MAX_CHUNKS` chunks, or
+/// over the codec's limit before compression.
 pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
     // Packed text is ASCII: every byte boundary is a character boundary.
-    Ok(chunks(codec::to_text(session).as_bytes())?
-        .into_iter()
-        .map(|chunk| String::from_utf8(chunk).expect("ASCII"))
-        .collect())
+    Ok(
+        chunks(codec::to_text(session, codec::MAX_COOKIE_SESSION)?.as_bytes())?
+            .into_iter()
+            .map(|chunk| String::from_utf8(chunk).expect("ASCII"))
+            .collect(),
+    )
 }
 
-/// The plaintexts of the chunks of `session`, headers included, as bytes to seal.
+/// The plaintexts of the chunks of `session`, headers included, as bytes to seal (refused
+/// as [`encode`] refuses).
 fn encode_raw(session: &Session) -> Result<Vec<Vec<u8>>, TooLarge> {
-    chunks(&codec::to_raw(session))
+    chunks(&codec::to_raw(session, codec::MAX_COOKIE_SESSION)?)
 }
 
 /// `stored` cut into chunks of `CHUNK_PLAINTEXT` bytes, each behind its header.
@@ -479,7 +504,9 @@ pub(crate) fn sid_cookie(id: String, config: &LogtoConfig) -> Cookie<'static> {
     base_cookie(CookieNames::of(config).sid.to_string(), id, config)
 }
 
-/// Why a session could not be written.
+/// Why a session could not be written: it is too large for its store, and would not
+/// read back (its size in bytes: compressed for the cookies' chunks, before compression
+/// for the codec's limit).
 #[derive(Debug)]
 pub(crate) struct TooLarge(pub usize);
 
@@ -700,6 +727,46 @@ mod tests {
         let text: usize = encode(&s).unwrap().iter().map(String::len).sum();
         let raw: usize = chunks.iter().map(Vec::len).sum();
         assert!(raw * 8 <= text * 7 + 8 * 16, "{raw} raw, {text} text");
+    }
+
+    #[test]
+    fn what_is_left_out_first_is_the_oldest_organization_token_never_the_one_in_use() {
+        let token = |resource: Option<&str>, organization: Option<&str>| CachedToken {
+            resource: resource.map(str::to_string),
+            organization: organization.map(str::to_string),
+            token: "t".into(),
+            expires_at: 0,
+        };
+        let mut s = session(1_700_000_000, 1_700_000_000);
+        s.user_info = Some(serde_json::json!({ "sub": "u" }));
+        for t in [
+            token(Some("api"), None),
+            token(None, Some("o1")),
+            token(None, Some("o2")),
+            token(None, Some("o3")),
+        ] {
+            s.store_token(t);
+        }
+        // o1 is fetched again: the newest now.
+        s.store_token(token(None, Some("o1")));
+        let keep = token(None, Some("o3"));
+        let mut left = Vec::new();
+        while s.leave_out_one(&keep) {
+            left.push(
+                s.tokens
+                    .iter()
+                    .map(|t| t.organization.as_deref().or(t.resource.as_deref()).unwrap())
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    + if s.user_info.is_some() { "+info" } else { "" },
+            );
+        }
+        assert_eq!(
+            left,
+            ["api,o3,o1+info", "api,o3+info", "o3+info", "o3"],
+            "organization tokens oldest first, then the others, then the user info"
+        );
+        assert_eq!(s.tokens, vec![keep]);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use rocket::request::Request;
 use crate::context::RequestSession;
 use crate::fairing::LogtoState;
 use crate::session::{self, CookieNames, Session};
+#[cfg(feature = "redis")]
+use crate::store::SaveError;
 
 /// Longest user agent kept with a session, in characters.
 const USER_AGENT_CHARS: usize = 200;
@@ -309,7 +311,9 @@ pub(crate) async fn move_to_cookies(request: &Request<'_>, state: &LogtoState) -
 }
 
 /// Starts the session of a sign-in with `session_store = "redis"`: always under a new id
-/// (session fixation), the browser's previous session deleted.
+/// (session fixation), the browser's previous session deleted. A session too large for the
+/// store (a userinfo answer over its limit) is written without its user info, as the
+/// cookie store does: written whole, it would not read back.
 #[cfg(feature = "redis")]
 pub(crate) async fn start(
     state: &LogtoState,
@@ -328,10 +332,28 @@ pub(crate) async fn start(
     }
     let id = session::random_token(32);
     let hash = redis.session_hash(&id);
-    redis
-        .save_session(&hash, Arc::new(s.clone()), user_agent.map(Arc::from), None)
-        .await
-        .map_err(|_| unavailable_error())?;
+    let agent: Option<Arc<str>> = user_agent.map(Arc::from);
+    let mut s = Arc::new(s.clone());
+    loop {
+        match redis
+            .save_session(&hash, s.clone(), agent.clone(), None)
+            .await
+        {
+            Ok(_) => break,
+            Err(SaveError::TooLarge(_)) if s.user_info.is_some() => {
+                log::warn!(
+                    "logto: the user info of a signing-in user does not fit in the Redis session store; it is left out and fetched on demand"
+                );
+                Arc::make_mut(&mut s).user_info = None;
+            }
+            Err(SaveError::TooLarge(bytes)) => {
+                return Err(crate::error::LogtoError::Config(format!(
+                    "The session ({bytes} bytes) does not fit in the Redis session store."
+                )))
+            }
+            Err(SaveError::Down) => return Err(unavailable_error()),
+        }
+    }
     jar.add_private(session::sid_cookie(id, config));
     Ok(())
 }
@@ -348,11 +370,16 @@ pub(crate) async fn start(
     ))
 }
 
-/// Writes a changed session (a refresh) to Redis in place.
-pub(crate) async fn save(state: &LogtoState, stored: &Stored, s: &Session) {
+/// Writes a changed session (a refresh) to Redis in place. `TooLarge` (and nothing
+/// written) when it would not read back: the caller leaves something out and tries again.
+pub(crate) async fn save(
+    state: &LogtoState,
+    stored: &Stored,
+    s: &Session,
+) -> Result<(), session::TooLarge> {
     #[cfg(feature = "redis")]
     if let Some(redis) = state.sessions.redis_store() {
-        if redis
+        match redis
             .save_session(
                 &stored.hash,
                 Arc::new(s.clone()),
@@ -360,15 +387,17 @@ pub(crate) async fn save(state: &LogtoState, stored: &Stored, s: &Session) {
                 None,
             )
             .await
-            .is_err()
         {
-            log::warn!(
+            Ok(_) => {}
+            Err(SaveError::TooLarge(bytes)) => return Err(session::TooLarge(bytes)),
+            Err(SaveError::Down) => log::warn!(
                 "logto: a changed session could not be written to Redis; the next request reads the previous version"
-            );
+            ),
         }
-        return;
+        return Ok(());
     }
     let _ = (state, stored, s);
+    Ok(())
 }
 
 /// Removes the session id cookie the request carries, if any, and deletes its session from

@@ -385,20 +385,29 @@ fn same_user_and_app(new: &IdTokenClaims, old: &IdTokenClaims) -> bool {
     new.iss == old.iss && new.sub == old.sub && new.aud == old.aud
 }
 
-/// Stores the session; when it no longer fits in the cookies, drops the other cached
-/// tokens (they can be fetched again) rather than losing the sign-in. With the Redis
-/// session store it is written there in place (no cookie changes).
+/// Stores the session; when it no longer fits its store (the cookies, or the Redis
+/// store's limit), leaves out the other cached tokens oldest first, then the user info
+/// (all can be fetched again), rather than losing the sign-in or writing a session that
+/// would not read back. With the Redis session store it is written there in place (no
+/// cookie changes).
 async fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &CachedToken) {
     // Whatever answers this request (the handler, or a catcher after a guard failed
     // later), the rotated refresh token must reach the browser: `save` notes the cookies.
-    if ctx.session.save(ctx.jar, session, ctx.state).await.is_err() {
-        session.tokens.retain(|t| t == keep);
-        if session.user_info.take().is_some() {
-            log::warn!("logto: the session outgrew its cookies; its user info is left out and fetched on demand");
+    // A session grows by one token at a time, so one thing left out is usually enough.
+    let mut left_out = 0;
+    while let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await {
+        let had_user_info = session.user_info.is_some();
+        if !session.leave_out_one(keep) {
+            log::error!("logto: a session of {bytes} bytes does not fit its store even with nothing left out; tokens will be refreshed per request");
+            return;
         }
-        if let Err(session::TooLarge(bytes)) = ctx.session.save(ctx.jar, session, ctx.state).await {
-            log::error!("logto: a session of {bytes} bytes does not fit in the cookies; tokens will be refreshed per request");
+        left_out += 1;
+        if had_user_info && session.user_info.is_none() {
+            log::warn!("logto: the session outgrew its store; its user info is left out and fetched on demand");
         }
+    }
+    if left_out > 0 {
+        log::info!("logto: the session outgrew its store; {left_out} cached token(s) or the user info left out, fetched again when needed");
     }
 }
 

@@ -833,6 +833,61 @@ async fn session_cookies_with_three_tokens_stay_within_browser_limits() {
     );
 }
 
+/// Issue 21: 90 KB of compressible custom data in the userinfo answer, with
+/// `fetch_user_info`: a few kilobytes once compressed (within the cookies' budget), over
+/// the 64 KiB a session cookie may hold before compression. Written whole, it signed the
+/// user in and the very next request out; it is left out of the session and fetched on
+/// demand, and the user stays signed in.
+#[rocket::async_test]
+async fn ninety_kb_of_compressible_userinfo_is_left_out_and_the_user_stays_signed_in() {
+    let provider = provider().await;
+    let notes = "All work and no play makes Jack a dull boy. ".repeat(2_100);
+    assert!(notes.len() > 90_000);
+    provider
+        .set_custom_data(BOB_SUB, json!({ "notes": notes }))
+        .await;
+    let mut logto = table(&provider);
+    logto["fetch_user_info"] = json!(true);
+    let client = app::client(logto).await;
+    sign_in(&client, &ProviderBrowser::new(), BOB).await;
+    let cookie_bytes: usize = client
+        .cookies()
+        .iter()
+        .filter(|c| c.name().starts_with("logto_session"))
+        .map(|c| c.name().len() + 1 + c.value().len())
+        .sum();
+    assert!(cookie_bytes > 0, "a session cookie was set");
+    assert_eq!(
+        count(&provider.stats().await, "/userinfo_requests"),
+        1,
+        "fetched at sign-in"
+    );
+
+    for _ in 0..2 {
+        let (status, home) = get_json(&client, "/").await;
+        assert_eq!(status, Status::Ok);
+        assert_eq!(home["authenticated"], json!(true), "signed out: {home}");
+        assert_eq!(home["sub"], json!(BOB_SUB), "{home}");
+        assert!(
+            home["user_info"].is_null(),
+            "left out of the session: {home}"
+        );
+    }
+    // Fetched on demand, the whole of it.
+    let (status, info) = get_json(&client, "/userinfo").await;
+    assert_eq!(status, Status::Ok, "{info}");
+    assert_eq!(info["sub"], json!(BOB_SUB));
+    assert_eq!(info["custom_data"]["notes"], json!(notes));
+    assert_eq!(count(&provider.stats().await, "/userinfo_requests"), 2);
+    let (status, me) = get_json(&client, "/me").await;
+    assert_eq!(status, Status::Ok, "still signed in: {me}");
+    assert_eq!(me["sub"], json!(BOB_SUB));
+    println!(
+        "userinfo with {} bytes of custom data: session cookies {cookie_bytes} bytes, user info left out",
+        notes.len()
+    );
+}
+
 // ---- Found while testing ---------------------------------------------------------------
 
 #[rocket::async_test]

@@ -5,6 +5,8 @@
 //! - sign-in, a refresh (no `Set-Cookie`) and sign-out across the instances;
 //! - carol, in 50 organizations, with every organization token and 5 resource tokens: the
 //!   `Cookie` header and the bytes in Redis (printed);
+//! - dave, in 130 organizations, with every organization token (over 64 KiB before
+//!   compression): read back by an instance that had not cached it;
 //! - session fixation: the pre-sign-in cookies, a planted id, and a stolen id after sign-out
 //!   and after `Sessions::end_all`;
 //! - the local cache: 0 Redis calls for a cached, unchanged session; a change on one
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use deployment::{Deployment, Jar, SETTLE};
 use instances::Instance;
-use real_provider::{ProviderBrowser, ALICE, ALICE_SUB, BOB, CAROL};
+use real_provider::{ProviderBrowser, ALICE, ALICE_SUB, BOB, CAROL, DAVE, DAVE_SUB};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -281,6 +283,70 @@ async fn fifty_organization_tokens_and_five_resource_tokens_keep_the_cookie_smal
         cookie_header.len()
     );
     assert!(cookie_header.len() <= 200, "{}", cookie_header.len());
+}
+
+/// Issue 21: dave, in 130 organizations, with every organization token: a session over
+/// the 64 KiB of a session cookie before compression. Written by one instance, it is read
+/// back by another (a process of its own, which never cached it): before, that instance
+/// refused it, signed the user out and removed the id cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_130_organization_tokens_reads_back_on_another_instance() {
+    let dep = deploy(2, json!({})).await;
+    let mut jar = Jar::default();
+    let (_, callback) = dep.sign_in_as(DAVE, &mut jar).await;
+    // The instance of the callback cached the session; the other one never saw it.
+    let writer = dep
+        .instances
+        .iter()
+        .position(|i| i.name == callback.instance)
+        .unwrap_or_else(|| panic!("callback on an unknown instance: {callback:?}"));
+    let reader = 1 - writer;
+    let sid = jar.0["logto_sid"].clone();
+    let me = dep.on(writer, "/me", &jar).await;
+    let expected: BTreeSet<String> = me.body["organizations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{me:?}"))
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expected.len(), 130);
+    assert!(expected.iter().all(|id| id.len() == 21), "{expected:?}");
+
+    dep.provider.reset_stats().await;
+    let orgs = dep.on(writer, "/orgs", &jar).await;
+    assert_eq!(orgs.status, StatusCode::OK, "{orgs:?}");
+    let tokens = orgs.body.as_object().unwrap();
+    assert_eq!(tokens.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(dep.refreshes().await, 130, "every token fetched once");
+    let token_bytes: usize = tokens
+        .values()
+        .map(|t| t["access_token"].as_str().unwrap().len())
+        .sum();
+
+    // The other instance reads it from Redis: signed in, every token there, the id cookie
+    // kept, nothing fetched again.
+    let again = dep.on(reader, "/orgs", &jar).await;
+    assert_eq!(again.status, StatusCode::OK, "signed out: {again:?}");
+    assert!(again.set_cookies().is_empty(), "{:?}", again.set_cookies());
+    assert_eq!(again.body.as_object().unwrap().len(), 130);
+    assert_eq!(dep.refreshes().await, 130, "no token fetched again");
+    let me = dep.on(reader, "/me", &jar).await;
+    assert_eq!(me.status, StatusCode::OK, "{me:?}");
+    assert_eq!(me.body["sub"], DAVE_SUB);
+    assert_eq!(jar.0["logto_sid"], sid);
+
+    let keys = dep.session_keys().await;
+    assert_eq!(keys.len(), 1);
+    let mut connection = dep.redis().await;
+    let value_bytes: u64 = redis::cmd("STRLEN")
+        .arg(&keys[0])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    println!(
+        "dave, 130 organization tokens ({token_bytes} bytes of JWT text): in Redis a value of \
+         {value_bytes} bytes, read back by the instance that had not cached it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

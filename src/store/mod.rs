@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 #[cfg(feature = "redis")]
-pub(crate) use self::redis::{Fetch, Move, RedisStore};
+pub(crate) use self::redis::{Fetch, Move, RedisStore, SaveError};
 pub(crate) use memory::{Ended, EndedKind, EndedRecord};
 
 use crate::config::LogtoConfig;

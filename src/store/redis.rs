@@ -55,7 +55,7 @@ use tokio::sync::{broadcast, oneshot, OnceCell};
 mod sessions;
 
 use sessions::CachedSession;
-pub(crate) use sessions::{Fetch, Move};
+pub(crate) use sessions::{Fetch, Move, SaveError};
 
 use super::seal::{Keys, TAG_TEXT_LEN};
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};

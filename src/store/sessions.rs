@@ -27,8 +27,9 @@ use ::redis::{Script, Value};
 
 use super::{Down, RedisStore};
 use crate::claims::IdTokenClaims;
+use crate::codec::MAX_REDIS_SESSION;
 use crate::provider::decode_jwt_payload;
-use crate::session::{now_ms, Session};
+use crate::session::{now_ms, Session, TooLarge};
 
 /// Format of the sealed session value.
 const FORMAT: u8 = 1;
@@ -48,6 +49,22 @@ pub(crate) enum Fetch {
     Unknown,
     /// Redis cannot be reached now.
     Down,
+}
+
+/// Why a session was not written.
+pub(crate) enum SaveError {
+    /// Redis cannot be reached now (or the session cannot be stored at all: its ID token
+    /// does not parse, its lifetime is over).
+    Down,
+    /// Larger than `MAX_REDIS_SESSION` before compression: it would not read back, so
+    /// nothing was written (the caller leaves something out and tries again).
+    TooLarge(usize),
+}
+
+impl From<Down> for SaveError {
+    fn from(_: Down) -> SaveError {
+        SaveError::Down
+    }
 }
 
 /// One stored session of a user, for the admin API.
@@ -103,16 +120,30 @@ fn new_version() -> u64 {
     ((now_ms().max(0) as u64) << 16) | random
 }
 
-fn encode(version: u64, user_agent: Option<&str>, session: &Session) -> Vec<u8> {
-    let raw = crate::codec::to_raw(session);
-    let agent = user_agent.unwrap_or("");
+/// The value of a session before sealing: refused, as the codec refuses it, when it
+/// would not read back.
+fn encode(version: u64, user_agent: Option<&str>, session: &Session) -> Result<Vec<u8>, TooLarge> {
+    let raw = crate::codec::to_raw(session, MAX_REDIS_SESSION)?;
+    // Its length is written in two bytes: a longer agent (callers keep 200 characters,
+    // but nothing here relies on it) is cut where a character starts, so that the length
+    // written is the length of what follows, and the value still reads back.
+    let agent = truncate(user_agent.unwrap_or(""), u16::MAX as usize);
     let mut out = Vec::with_capacity(1 + 8 + 2 + agent.len() + raw.len());
     out.push(FORMAT);
     out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&(agent.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(&(agent.len() as u16).to_le_bytes());
     out.extend_from_slice(agent.as_bytes());
     out.extend_from_slice(&raw);
-    out
+    Ok(out)
+}
+
+/// The longest start of `text` of at most `max` bytes that ends at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::codec::Read)> {
@@ -128,7 +159,7 @@ fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::codec::Read)> {
     }
     let agent = std::str::from_utf8(&rest[..agent_len]).ok()?;
     // Raw since this release; packed text before (still read).
-    let read = crate::codec::from_stored(&rest[agent_len..])?;
+    let read = crate::codec::from_stored(&rest[agent_len..], MAX_REDIS_SESSION)?;
     let agent = (!agent.is_empty()).then(|| agent.to_string());
     Some((version, agent, read))
 }
@@ -238,27 +269,29 @@ impl RedisStore {
     /// Writes session `hash` (a new version), indexes it under its user, announces it, and
     /// caches it here. The claims are those of `session`'s ID token. With `replace`, only
     /// over that version (a re-stamp must not undo a refresh written meanwhile elsewhere):
-    /// `None` when another write came first, and nothing was written.
+    /// `None` when another write came first, and nothing was written. A session too large
+    /// to read back is not written (`SaveError::TooLarge`), whatever was there stays.
     pub async fn save_session(
         &self,
         hash: &str,
         session: Arc<Session>,
         user_agent: Option<Arc<str>>,
         replace: Option<u64>,
-    ) -> Result<Option<Arc<CachedSession>>, Down> {
+    ) -> Result<Option<Arc<CachedSession>>, SaveError> {
         let claims: IdTokenClaims = decode_jwt_payload(&session.id_token).map_err(|_| Down)?;
+        let version = new_version();
+        // Encoded before anything is sent: a session refused for its size changes nothing.
+        let plain = encode(version, user_agent.as_deref(), &session)
+            .map_err(|TooLarge(bytes)| SaveError::TooLarge(bytes))?;
         let ttl = self.remaining_ms(&session);
         if ttl <= 0 {
             self.delete_session(hash).await?;
-            return Err(Down);
+            return Err(SaveError::Down);
         }
-        let version = new_version();
         let key = self.session_key(hash);
-        let value = self.keys.seal(
-            &key,
-            format!("{version}:").as_bytes(),
-            &encode(version, user_agent.as_deref(), &session),
-        );
+        let value = self
+            .keys
+            .seal(&key, format!("{version}:").as_bytes(), &plain);
         match replace {
             None => {
                 let mut set = ::redis::cmd("SET");
@@ -482,17 +515,38 @@ mod tests {
             created_at_ms: 5,
             seen_at: 6,
         };
-        let bytes = encode(7, Some("Firefox"), &s);
+        let bytes = encode(7, Some("Firefox"), &s).unwrap();
         let (v, agent, back) = decode(&bytes).unwrap();
         assert_eq!((v, agent.as_deref()), (7, Some("Firefox")));
         assert_eq!(back.session, s);
-        let (_, agent, _) = decode(&encode(1, None, &s)).unwrap();
+        let (_, agent, _) = decode(&encode(1, None, &s).unwrap()).unwrap();
         assert_eq!(agent, None);
         for n in 0..bytes.len() {
             let _ = decode(&bytes[..n]);
         }
         assert!(decode(b"").is_none());
         assert!(new_version() != new_version() || new_version() > 0);
+    }
+
+    #[test]
+    fn a_user_agent_over_the_length_field_is_cut_at_a_character_boundary() {
+        let s = Session {
+            id_token: "a.b.c".into(),
+            refresh_token: None,
+            userinfo_token: None,
+            tokens: vec![],
+            user_info: None,
+            created_at_ms: 5,
+            seen_at: 6,
+        };
+        // 65,534 ASCII bytes then 3-byte characters: the cut falls inside one.
+        let agent = format!("{}{}", "a".repeat(65_534), "\u{20ac}".repeat(10));
+        let (_, back, read) = decode(&encode(7, Some(&agent), &s).unwrap()).expect("reads back");
+        assert_eq!(back.as_deref(), Some(&agent[..65_534]));
+        assert_eq!(read.session, s);
+        assert_eq!(truncate("\u{e9}t\u{e9}", 4), "\u{e9}t");
+        assert_eq!(truncate("\u{e9}t\u{e9}", 5), "\u{e9}t\u{e9}");
+        assert_eq!(truncate("abc", 65_535), "abc");
     }
 }
 
@@ -672,5 +726,28 @@ mod with_redis {
         // Deleted: unknown.
         assert!(store.delete_session("h").await.ok().unwrap());
         assert!(matches!(store.fetch_session("h").await, Fetch::Unknown));
+    }
+
+    #[tokio::test]
+    async fn a_session_over_the_limit_is_not_written_and_the_one_there_stays() {
+        let (_server, store) = redis_store().await;
+        store
+            .save_session("h", session("rt-1"), None, None)
+            .await
+            .ok()
+            .flatten()
+            .expect("written");
+        // Over 1 MiB before compression, though it compresses to almost nothing.
+        let mut large = (*session("rt-2")).clone();
+        large.user_info = Some(serde_json::json!({ "notes": "x".repeat(MAX_REDIS_SESSION) }));
+        match store.save_session("h", Arc::new(large), None, None).await {
+            Err(SaveError::TooLarge(bytes)) => assert!(bytes > MAX_REDIS_SESSION, "{bytes}"),
+            _ => panic!("written, though it would not read back"),
+        }
+        store.session_cache.clear();
+        let Fetch::Found(read) = store.fetch_session("h").await else {
+            panic!("the session written before is there")
+        };
+        assert_eq!(read.session.refresh_token.as_deref(), Some("rt-1"));
     }
 }

@@ -106,6 +106,18 @@ for (let i = 1; i <= 50; i += 1) {
   const id = `org_c${String(i).padStart(2, '0')}`;
   ORGANIZATIONS[id] = { name: `Carol ${i}`, description: `Organization ${i} of carol`, members: { user_carol: ['member'] } };
 }
+// Dave is a member of 130 organizations whose ids are Logto's own shape (21 lowercase letters
+// and digits, as its generateStandardId makes them; fixed from run to run): with every
+// organization token, a session over 64 KiB before compression.
+const standardId = (seed) => Array.from(
+  crypto.createHash('sha256').update(seed).digest().subarray(0, 21),
+  (byte) => '0123456789abcdefghijklmnopqrstuvwxyz'[byte % 36],
+).join('');
+for (let i = 1; i <= 130; i += 1) {
+  ORGANIZATIONS[standardId(`dave ${i}`)] = {
+    name: `Dave ${i}`, description: `Organization ${i} of dave`, members: { user_dave: ['member'] },
+  };
+}
 
 const USERS = [
   {
@@ -168,6 +180,23 @@ const USERS = [
     sso_identities: [],
     created_at: 1700000200000,
     updated_at: 1700000200000,
+  },
+  {
+    sub: 'user_dave',
+    username: 'dave',
+    password: 'dave-password',
+    name: 'Dave More-Orgs',
+    picture: null,
+    email: 'dave@example.com',
+    email_verified: true,
+    phone_number: null,
+    phone_number_verified: false,
+    roles: ['admin'],
+    custom_data: {},
+    identities: {},
+    sso_identities: [],
+    created_at: 1700000300000,
+    updated_at: 1700000300000,
   },
 ];
 const usersBySub = new Map(USERS.map((u) => [u.sub, u]));
@@ -807,6 +836,25 @@ async function handleTestControl(provider, req, res, url) {
         return;
       }
       sendJson(res, 200, { logout_token: signLogoutToken(provider.issuer, body) });
+      return;
+    }
+    case 'POST /__test/custom-data': {
+      // Logto's Management API `PATCH /api/users/{userId}/custom-data`, which replaces a
+      // user's custom data; the next userinfo answer carries it.
+      let body;
+      try {
+        body = JSON.parse((await readBody(req, 1024 * 1024)) || '{}');
+      } catch {
+        body = {};
+      }
+      const user = usersBySub.get(body.sub);
+      const customData = body.custom_data;
+      if (!user || typeof customData !== 'object' || customData === null || Array.isArray(customData)) {
+        sendJson(res, 400, { error: 'expected JSON {"sub": "<a user\'s sub>", "custom_data": {...}}' });
+        return;
+      }
+      user.custom_data = customData;
+      sendJson(res, 200, { sub: user.sub, bytes: JSON.stringify(customData).length });
       return;
     }
     case 'GET /__test/grant-valid': {

@@ -46,6 +46,9 @@ pub const BOB_SUB: &str = "user_bob";
 /// A member of 50 organizations, `org_c01` to `org_c50`.
 pub const CAROL: (&str, &str) = ("carol", "carol-password");
 pub const CAROL_SUB: &str = "user_carol";
+/// In 130 organizations with Logto-shaped ids (21 characters; see its ID token's claims).
+pub const DAVE: (&str, &str) = ("dave", "dave-password");
+pub const DAVE_SUB: &str = "user_dave";
 /// The API resources and organization the provider knows.
 pub const SHOPPING_API: &str = "https://shopping.example.com/api";
 pub const STORE_API: &str = "https://store.example.com/api";
@@ -265,6 +268,14 @@ impl RealProvider {
             .as_str()
             .unwrap_or_else(|| panic!("unexpected logout-token answer {v}"))
             .to_string()
+    }
+
+    /// Replaces the custom data of user `sub` (Logto's Management API `PATCH
+    /// /api/users/{userId}/custom-data`): userinfo answers it from then on.
+    pub async fn set_custom_data(&self, sub: &str, custom_data: serde_json::Value) {
+        let body = serde_json::json!({ "sub": sub, "custom_data": custom_data });
+        self.control(reqwest::Method::POST, "/__test/custom-data", Some(body))
+            .await;
     }
 
     /// Whether the user still has a grant (the thing refresh tokens hang on) for the app that
