@@ -210,9 +210,10 @@
 //! #[get("/")]
 //! fn home(user: LogtoUser) -> RawHtml<String> {
 //!     RawHtml(if user.is_authenticated() {
-//!         let sub = &user.claims().expect("signed in").sub;
+//!         let claims = user.claims().expect("signed in");
+//!         let name = claims.name.as_deref().unwrap_or(&claims.sub);
 //!         format!(r#"<div>Hello {}, <a href="/logto/sign-out">Sign Out</a></div>"#,
-//!             rocket_logto::html_escape(sub))
+//!             rocket_logto::html_escape(name))
 //!     } else {
 //!         // Come back to /orders?page=2 after signing in.
 //!         let return_to = RawStr::new("/orders?page=2").percent_encode();
@@ -464,7 +465,9 @@
 //! In code, a resource is a type that implements [`Resource`]: its indicator, and the
 //! scopes a route needs. A [`ResourceToken`] guard whose token lacks one of
 //! [`Resource::REQUIRED_SCOPES`] answers 403. A resource missing from `resources` stops the
-//! launch: Logto only issues tokens for resources requested at sign-in.
+//! launch: Logto only issues tokens for resources requested at sign-in. The type is a
+//! route's requirement: routes that need different scopes of one API use one type each,
+//! with the same `INDICATOR`.
 //!
 //! ```
 //! use rocket_logto::Resource;
@@ -474,6 +477,14 @@
 //! impl Resource for Shopping {
 //!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
 //!     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+//! }
+//!
+//! /// The same API, for the routes that change it.
+//! struct ShoppingWrite;
+//!
+//! impl Resource for ShoppingWrite {
+//!     const INDICATOR: &'static str = Shopping::INDICATOR;
+//!     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:write"];
 //! }
 //!
 //! struct Store;

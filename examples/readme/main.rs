@@ -84,15 +84,9 @@ mod tests {
 
         let home = client.get("/").signed_in_as(&alice).dispatch().await;
         assert!(home.into_string().await.unwrap().contains("Hello Alice"));
-        let shopping = client
-            .get("/shopping")
-            .signed_in_as(&alice)
-            .dispatch()
-            .await;
-        assert_eq!(
-            shopping.into_string().await.unwrap(),
-            r#"scopes: ["shopping:read"]"#
-        );
+        let shopping = client.get("/shopping").signed_in_as(&alice);
+        let body = shopping.dispatch().await.into_string().await;
+        assert_eq!(body.unwrap(), r#"scopes: ["shopping:read"]"#);
 
         // Signed out: the guard forwards, and the 401 catcher answers.
         let me = client.get("/me").dispatch().await;
@@ -102,9 +96,8 @@ mod tests {
     #[rocket::async_test]
     async fn the_api_wants_a_token_with_shopping_read() {
         // Test mode: the API guards trust the `testing` feature's key instead of Logto's.
-        let client = Client::untracked(app(Logto::fairing().trust_test_key()))
-            .await
-            .unwrap();
+        let rocket = app(Logto::fairing().trust_test_key());
+        let client = Client::untracked(rocket).await.unwrap();
 
         let token = TestToken::for_resource::<ShoppingRead>().machine("m2m-app");
         let orders = client.get("/api/orders").bearer(&token).dispatch().await;
