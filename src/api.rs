@@ -59,7 +59,7 @@ impl ApiState {
     }
 
     /// Verified tokens held.
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "testing", doc)), allow(dead_code))]
     pub fn cached(&self) -> usize {
         self.cache.len()
     }

@@ -53,7 +53,7 @@ pub struct Logto {
     on_sign_in: Option<SignInHook>,
     error_page: Option<ErrorPage>,
     /// The API guards trust the `testing` feature's key (debug builds only).
-    #[cfg(feature = "testing")]
+    #[cfg(any(feature = "testing", doc))]
     trust_test_key: bool,
 }
 
@@ -170,6 +170,7 @@ impl Logto {
     ///
     /// Only in debug builds: a release build with it stops at launch with an error. No
     /// configuration key switches it on. See [why this is safe](crate::testing#why-this-is-safe-to-ship).
+    /// Needs the cargo feature `testing`.
     ///
     /// "Debug build" means one with `debug_assertions`, and a release profile can turn them
     /// on (`debug-assertions = true` in `[profile.release]`): such a build launches in test
@@ -184,7 +185,7 @@ impl Logto {
     /// let rocket = rocket::custom(rocket_logto::testing::figment())
     ///     .attach(Logto::fairing().trust_test_key());
     /// ```
-    #[cfg(feature = "testing")]
+    #[cfg(any(feature = "testing", doc))]
     #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn trust_test_key(mut self) -> Logto {
         self.trust_test_key = true;
@@ -221,7 +222,7 @@ impl Fairing for Logto {
                 return Err(rocket);
             }
         };
-        #[cfg(feature = "testing")]
+        #[cfg(any(feature = "testing", doc))]
         let test_keys = match self.trust_test_key {
             false => None,
             true => match crate::testing::test_mode_refusal(crate::testing::debug_build()) {
@@ -242,7 +243,7 @@ impl Fairing for Logto {
                 }
             },
         };
-        #[cfg(not(feature = "testing"))]
+        #[cfg(not(any(feature = "testing", doc)))]
         let test_keys = None;
         let api = crate::api::ApiState::new(config.bearer_cache_entries, test_keys);
         if config.is_api_only() {

@@ -302,13 +302,35 @@ impl Sentinel for AuthenticatedUser<'_> {
 
 /// An API resource: its indicator and the scopes a route needs.
 ///
-/// ```
-/// use rocket_logto::Resource;
+/// The type is a route's requirement, not the API: routes that need different scopes of
+/// one API use one type each, with the same `INDICATOR`.
 ///
+/// ```
+/// use rocket::{get, post};
+/// use rocket_logto::{Resource, ResourceToken};
+///
+/// /// Any token for the shopping API.
 /// struct Shopping;
 /// impl Resource for Shopping {
-///     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
-///     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+///     const INDICATOR: &'static str = "https://shopping.example.com/api";
+/// }
+///
+/// /// A token for the same API with `shopping:write`.
+/// struct ShoppingWrite;
+/// impl Resource for ShoppingWrite {
+///     const INDICATOR: &'static str = Shopping::INDICATOR;
+///     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:write"];
+/// }
+///
+/// #[get("/cart")]
+/// fn cart(token: ResourceToken<Shopping>) -> String {
+///     format!("scopes {:?}", token.scopes())
+/// }
+///
+/// /// 403 when the user's token lacks `shopping:write`.
+/// #[post("/cart")]
+/// fn add_to_cart(token: ResourceToken<ShoppingWrite>) -> String {
+///     format!("added, with scopes {:?}", token.scopes())
 /// }
 /// ```
 pub trait Resource: Send + Sync + 'static {

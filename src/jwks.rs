@@ -52,7 +52,7 @@ impl Jwks {
     }
 
     /// A set that is never fetched again (the `testing` feature's test key).
-    #[cfg(feature = "testing")]
+    #[cfg(any(feature = "testing", doc))]
     pub fn fixed(keys: CoreJsonWebKeySet) -> Jwks {
         Jwks {
             keys: Mutex::new(Arc::new(keys)),

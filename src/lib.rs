@@ -3,27 +3,29 @@
 //! attach a fairing, add guards to your route signatures, and configure it in `Rocket.toml`.
 //!
 //! ```no_run
-//! use rocket::{get, launch, routes};
 //! use rocket::response::content::RawHtml;
 //! use rocket::serde::json::Json;
+//! use rocket::{get, launch, routes, Build, Rocket};
 //! use rocket_logto::{AuthenticatedUser, IdTokenClaims, Logto, LogtoUser, Resource, ResourceToken};
 //!
 //! /// An API resource registered in Logto.
 //! struct Shopping;
 //!
 //! impl Resource for Shopping {
-//!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
+//!     const INDICATOR: &'static str = "https://shopping.example.com/api";
 //! }
 //!
 //! /// Everyone: a "Sign In" link, or a greeting and a "Sign Out" link.
 //! #[get("/")]
 //! fn home(user: LogtoUser) -> RawHtml<String> {
 //!     RawHtml(match user.claims() {
-//!         // Claims are the user's own text: escape them before they go into HTML.
-//!         Some(claims) => format!(
-//!             r#"Hello {}, <a href="/logto/sign-out">Sign Out</a>"#,
-//!             rocket_logto::html_escape(&claims.sub)
-//!         ),
+//!         Some(claims) => {
+//!             // `name` may be empty: fall back to the user's id.
+//!             let name = claims.name.as_deref().unwrap_or(&claims.sub);
+//!             // Claims are the user's own text: escape them before they go into HTML.
+//!             let name = rocket_logto::html_escape(name);
+//!             format!(r#"Hello {name}, <a href="/logto/sign-out">Sign Out</a>"#)
+//!         }
 //!         None => r#"<a href="/logto/sign-in">Sign In</a>"#.to_string(),
 //!     })
 //! }
@@ -41,12 +43,18 @@
 //!     format!("Bearer token with scopes {:?}", token.scopes())
 //! }
 //!
-//! #[launch]
-//! fn rocket() -> _ {
+//! /// The app, with the fairing to attach: `Logto::fairing()` here, and in tests
+//! /// `Logto::fairing().trust_test_key()` (see [Testing your routes](#testing-your-routes)).
+//! fn app(logto: Logto) -> Rocket<Build> {
 //!     rocket::build()
-//!         .attach(Logto::fairing())
+//!         .attach(logto)
 //!         .register("/", Logto::catchers())
 //!         .mount("/", routes![home, me, shopping])
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     app(Logto::fairing())
 //! }
 //! ```
 //!
@@ -57,13 +65,19 @@
 //! app_id = "<your-application-id>"
 //! app_secret = "<your-application-secret>"        # better: LOGTO_APP_SECRET in the environment
 //! base_url = "http://localhost:8000"              # where this app is served
-//! scopes = ["email", "phone"]
-//! resources = ["https://shopping.your-app.com/api"]
+//! scopes = ["email", "phone", "shopping:read"]
+//! resources = ["https://shopping.example.com/api"]
 //! ```
 //!
 //! In Logto Console, create a *traditional web* application and register
 //! `http://localhost:8000/logto/sign-in-callback` as its redirect URI and
 //! `http://localhost:8000/` as its post sign-out redirect URI.
+//!
+//! To try it without a Logto tenant, the repository's `scripts/demo --provider-only` runs a
+//! local Logto-like provider at `http://localhost:3001` with an application `sample-app`
+//! (secret `sample-secret`), the API `https://shopping.example.com/api`, a
+//! machine-to-machine app and test users; its README's "Use the demo provider with your own
+//! app" lists them all.
 //!
 //! The sections below follow Logto's guide "Integrate Logto with Express" in the same order,
 //! with the Rocket way to do each step.
@@ -206,9 +220,10 @@
 //! #[get("/")]
 //! fn home(user: LogtoUser) -> RawHtml<String> {
 //!     RawHtml(if user.is_authenticated() {
-//!         let sub = &user.claims().expect("signed in").sub;
+//!         let claims = user.claims().expect("signed in");
+//!         let name = claims.name.as_deref().unwrap_or(&claims.sub);
 //!         format!(r#"<div>Hello {}, <a href="/logto/sign-out">Sign Out</a></div>"#,
-//!             rocket_logto::html_escape(sub))
+//!             rocket_logto::html_escape(name))
 //!     } else {
 //!         // Come back to /orders?page=2 after signing in.
 //!         let return_to = RawStr::new("/orders?page=2").percent_encode();
@@ -461,7 +476,9 @@
 //! In code, a resource is a type that implements [`Resource`]: its indicator, and the
 //! scopes a route needs. A [`ResourceToken`] guard whose token lacks one of
 //! [`Resource::REQUIRED_SCOPES`] answers 403. A resource missing from `resources` stops the
-//! launch: Logto only issues tokens for resources requested at sign-in.
+//! launch: Logto only issues tokens for resources requested at sign-in. The type is a
+//! route's requirement: routes that need different scopes of one API use one type each,
+//! with the same `INDICATOR`.
 //!
 //! ```
 //! use rocket_logto::Resource;
@@ -471,6 +488,14 @@
 //! impl Resource for Shopping {
 //!     const INDICATOR: &'static str = "https://shopping.your-app.com/api";
 //!     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+//! }
+//!
+//! /// The same API, for the routes that change it.
+//! struct ShoppingWrite;
+//!
+//! impl Resource for ShoppingWrite {
+//!     const INDICATOR: &'static str = Shopping::INDICATOR;
+//!     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:write"];
 //! }
 //!
 //! struct Store;
@@ -1251,22 +1276,57 @@
 //! rocket_logto = { version = "0.1", features = ["testing"] }
 //! ```
 //!
-//! ```ignore
-//! use rocket::local::asynchronous::Client;
-//! use rocket_logto::testing::{SignedInRequest, TestUser};
+//! Build the app in a function that takes the fairing, as in the first example of this
+//! page: `#[launch]` passes `Logto::fairing()`, and a test passes the one it needs, with
+//! [`Logto::trust_test_key`] for the API routes (below).
 //!
-//! #[rocket::async_test]
+// The example needs the `testing` feature: a doctest with it (scripts/test), ignored without.
+#![cfg_attr(feature = "testing", doc = "```")]
+#![cfg_attr(not(feature = "testing"), doc = "```ignore")]
+//! use rocket::http::Status;
+//! use rocket::local::asynchronous::Client;
+//! use rocket::{get, launch, routes, Build, Rocket};
+//! use rocket_logto::testing::{SignedInRequest, TestUser};
+//! use rocket_logto::{AuthenticatedUser, Logto, Resource, ResourceToken};
+//!
+//! struct Shopping;
+//!
+//! impl Resource for Shopping {
+//!     const INDICATOR: &'static str = "https://shopping.example.com/api";
+//! }
+//!
+//! #[get("/orders")]
+//! fn orders(user: AuthenticatedUser<'_>, token: ResourceToken<Shopping>) -> String {
+//!     format!("orders of {}, scopes {:?}", user.id(), token.scopes())
+//! }
+//!
+//! fn app(logto: Logto) -> Rocket<Build> {
+//!     rocket::build()
+//!         .attach(logto)
+//!         .register("/", Logto::catchers())
+//!         .mount("/", routes![orders])
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     app(Logto::fairing())
+//! }
+//!
+//! // A test of the app, in its `#[cfg(test)] mod tests` under `#[rocket::async_test]`.
 //! async fn orders_are_for_signed_in_users() {
-//!     let client = Client::untracked(crate::rocket()).await.unwrap();
+//!     # let app = |logto| app(logto).configure(rocket_logto::testing::figment()
+//!     #     .merge(("logto.resources", [Shopping::INDICATOR])));
+//!     let client = Client::untracked(app(Logto::fairing())).await.unwrap();
 //!     let alice = TestUser::new("alice")
 //!         .claim("email", "alice@example.com")
 //!         .resource_token::<Shopping>(&["shopping:read"]);
 //!     let response = client.get("/orders").signed_in_as(&alice).dispatch().await;
-//!     assert_eq!(response.status(), rocket::http::Status::Ok);
+//!     assert_eq!(response.status(), Status::Ok);
 //!     // Signed out: the route forwards, and the 401 catcher answers.
 //!     let response = client.get("/orders").dispatch().await;
-//!     assert_eq!(response.status(), rocket::http::Status::Unauthorized);
+//!     assert_eq!(response.status(), Status::Unauthorized);
 //! }
+//! # rocket::execute(orders_are_for_signed_in_users());
 //! ```
 //!
 //! [`testing::TestUser`] chooses the ID token's claims, the access tokens of the session
@@ -1281,7 +1341,7 @@
 //!
 //! API routes are tested with bearer tokens: attach the fairing with
 //! [`Logto::trust_test_key`] (test mode: the API guards trust the feature's test key
-//! instead of Logto's), and send a [`testing::TestToken`] with
+//! instead of Logto's), with the layout above `app(Logto::fairing().trust_test_key())`, and send a [`testing::TestToken`] with
 //! [`testing::BearerRequest::bearer`]; see [Testing API routes](testing#testing-api-routes).
 //! The test key is generated per process and never stored, only a fairing built with that
 //! call trusts it (no configuration key does), and a release build with it stops at launch.
@@ -1537,7 +1597,8 @@ mod sessions;
 mod sign_in;
 mod single_flight;
 mod store;
-#[cfg(feature = "testing")]
+// Documented without the feature too (`cfg(doc)`), so that `cargo doc` shows it.
+#[cfg(any(feature = "testing", doc))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod tokens;
@@ -1560,6 +1621,11 @@ pub use redirect::{InvalidReturnPath, ReturnPath};
 pub use sessions::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
 pub use sign_in::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use tokens::AccessToken;
+
+/// The README's Rust blocks, compiled (and run) as doctests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The userinfo answer: the old name of [`UserInfo`].
 #[deprecated(note = "renamed `UserInfo`; the guard that fetches it is `FetchedUserInfo`")]

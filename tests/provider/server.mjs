@@ -43,16 +43,26 @@ const APP_SECRET = env.APP_SECRET || 'sample-secret';
 const M2M_APP_ID = env.M2M_APP_ID || 'm2m-app';
 const M2M_APP_SECRET = env.M2M_APP_SECRET || 'm2m-secret';
 const REDIRECT_URIS = list(env.REDIRECT_URIS, ['http://localhost:8000/logto/sign-in-callback']);
-const POST_LOGOUT_REDIRECT_URIS = list(env.POST_LOGOUT_REDIRECT_URIS, ['http://localhost:8000']);
+// Both forms: the crate sends `base_url` written as a URL (`http://localhost:8000/`).
+const POST_LOGOUT_REDIRECT_URIS = list(
+  env.POST_LOGOUT_REDIRECT_URIS,
+  ['http://localhost:8000/', 'http://localhost:8000'],
+);
 const SIGNING_ALG = (env.SIGNING_ALG || 'ES384').toUpperCase();
 // Logto's "Unknown session redirect URL" (sign-in experience, advanced settings): where a
 // browser that reaches a finished or unknown sign-in page (e.g. with Back) is sent.
 const UNKNOWN_SESSION_REDIRECT_URL = env.UNKNOWN_SESSION_REDIRECT_URL || '';
+// The host of the endpoint and issuer (`http://<host>:<port>/oidc`). It always listens on
+// 127.0.0.1; `scripts/demo` sets `localhost`, as in Logto OSS's default endpoint.
+const ISSUER_HOST = env.ISSUER_HOST || '127.0.0.1';
 const LOG_REQUESTS = Boolean(env.LOG_REQUESTS);
 const WATCH_STDIN = !env.PROVIDER_IGNORE_STDIN;
 
 if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
   throw new Error(`PORT must be a port number or 0, not ${env.PORT}`);
+}
+if (!['127.0.0.1', 'localhost'].includes(ISSUER_HOST)) {
+  throw new Error(`ISSUER_HOST must be 127.0.0.1 (the default) or localhost, not ${env.ISSUER_HOST}`);
 }
 if (!['ES384', 'RS256'].includes(SIGNING_ALG)) {
   throw new Error(`SIGNING_ALG must be ES384 (the default) or RS256, not ${env.SIGNING_ALG}`);
@@ -932,7 +942,7 @@ if (WATCH_STDIN) {
 
 server.listen(PORT, '127.0.0.1', () => {
   const { port } = server.address();
-  const endpoint = `http://127.0.0.1:${port}`;
+  const endpoint = `http://${ISSUER_HOST}:${port}`;
   provider = buildProvider(`${endpoint}/oidc`);
   providerCallback = provider.callback();
   process.stdout.write(`LOGTO_TEST_PROVIDER_READY ${endpoint}\n`);
