@@ -11,8 +11,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::claims::{UserScope, ORGANIZATIONS_RESOURCE};
-use crate::redirect::ReturnPath;
-use crate::sign_in::{DirectSignIn, FirstScreen};
+use crate::return_path::ReturnPath;
+use crate::sign_in_options::{DirectSignIn, FirstScreen};
 
 /// The environment variables that override the file, and the keys they set.
 pub const ENV_OVERRIDES: [(&str, &str); 6] = [
@@ -149,7 +149,7 @@ fn session_store(value: Option<&str>, redis: bool) -> Result<SessionStoreKind, C
                 "session_store",
                 format!(
                     "is {:?}: expected \"cookie\" (the default) or \"redis\"",
-                    crate::logsafe::for_log(other)
+                    crate::util::logsafe::for_log(other)
                 ),
             ))
         }
@@ -436,7 +436,7 @@ fn redis_url(value: &str) -> Result<RedisUrl, ConfigError> {
             key,
             format!(
                 "has the scheme `{}`: expected redis:// (plain) or rediss:// (TLS)",
-                crate::logsafe::for_log(url.scheme())
+                crate::util::logsafe::for_log(url.scheme())
             ),
         ));
     }
@@ -516,7 +516,7 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
             format!(
                 "is {:?}: expected 1 to 64 printable ASCII characters without spaces or braces \
                  (braces would change the Redis Cluster hash slot), e.g. \"myapp:logto:\"",
-                crate::logsafe::for_log(&key_prefix)
+                crate::util::logsafe::for_log(&key_prefix)
             ),
         ));
     }

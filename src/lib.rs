@@ -1569,58 +1569,39 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod admission;
-mod api;
-mod api_error;
-mod bounded;
-mod catchers;
 mod claims;
-mod codec;
 mod config;
-mod context;
-mod discovery;
 mod error;
-mod fairing;
-mod guards;
-mod hooks;
-mod jwks;
-mod jwt;
-mod logout;
-mod logsafe;
-mod provider;
-mod redirect;
-mod refresh;
-mod routes;
+mod oidc;
+mod return_path;
 mod session;
-mod session_store;
-mod sessions;
-mod sign_in;
-mod single_flight;
+mod sign_in_options;
 mod store;
 // Documented without the feature too (`cfg(doc)`), so that `cargo doc` shows it.
 #[cfg(any(feature = "testing", doc))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod tokens;
-mod transaction;
+mod util;
+mod web;
 
-pub use api::{
-    BearerToken, OrganizationResourceToken, OrganizationToken, Organizations, VerifiedToken,
-};
-pub use api_error::BearerError;
 pub use claims::{
     organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
     ORGANIZATIONS_RESOURCE,
 };
 pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind};
 pub use error::{html_escape, LogtoError};
-pub use fairing::Logto;
-pub use guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
-pub use hooks::{SignInDecision, SignedIn};
-pub use redirect::{InvalidReturnPath, ReturnPath};
-pub use sessions::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
-pub use sign_in::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
-pub use tokens::AccessToken;
+pub use return_path::{InvalidReturnPath, ReturnPath};
+pub use sign_in_options::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
+pub use web::bearer::rejection::BearerError;
+pub use web::bearer::{
+    BearerToken, OrganizationResourceToken, OrganizationToken, Organizations, VerifiedToken,
+};
+pub use web::fairing::Logto;
+pub use web::guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
+pub use web::hooks::{SignInDecision, SignedIn};
+pub use web::sessions_admin::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
+pub use web::user_tokens::AccessToken;
 
 /// The README's Rust blocks, compiled (and run) as doctests so that they cannot drift.
 #[cfg(doctest)]

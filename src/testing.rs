@@ -107,12 +107,12 @@ use rocket::http::Cookie;
 use rocket::{Orbit, Rocket};
 use serde_json::{json, Map, Value};
 
-use crate::api::ApiState;
 use crate::claims::organization_urn;
-use crate::fairing::LogtoState;
-use crate::guards::Resource;
-use crate::jwks::Jwks;
+use crate::oidc::jwks::Jwks;
 use crate::session::{self, CachedToken, CookieNames, Session};
+use crate::web::bearer::ApiState;
+use crate::web::guards::Resource;
+use crate::web::state::LogtoState;
 
 /// How long the tokens of a test session live: long enough that no test refreshes them.
 const TEST_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
@@ -251,7 +251,7 @@ impl TestUser {
             .state::<LogtoState>()
             .expect("rocket_logto::testing: the Logto fairing is not attached to this Rocket");
         let config = &state.config;
-        let now = session::now();
+        let now = crate::util::clock::now();
         let mut claims = self.claims.clone();
         for (name, value) in [
             ("iss", json!(config.issuer())),
@@ -293,7 +293,7 @@ impl TestUser {
             userinfo_token: None,
             tokens: tokens.into_values().collect(),
             user_info: self.user_info.clone(),
-            created_at_ms: session::now_ms(),
+            created_at_ms: crate::util::clock::now_ms(),
             seen_at: now,
         };
         let chunks = session::encode(&session)
@@ -499,7 +499,7 @@ impl TestToken {
         let state = rocket
             .state::<LogtoState>()
             .expect("rocket_logto::testing: the Logto fairing is not attached to this Rocket");
-        let now = session::now();
+        let now = crate::util::clock::now();
         let mut claims = Map::new();
         for (name, value) in [
             ("iss", json!(state.config.issuer())),

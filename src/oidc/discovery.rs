@@ -18,9 +18,9 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::error::LogtoError;
-use crate::jwks::Jwks;
-use crate::provider::get_json;
-use crate::single_flight::Flight;
+use crate::oidc::jwks::Jwks;
+use crate::oidc::provider::get_json;
+use crate::util::single_flight::Flight;
 
 /// Wait before the first retry after a failed fetch; doubled per failure in a row.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);

@@ -13,8 +13,8 @@ use openidconnect::core::CoreJsonWebKeySet;
 use url::Url;
 
 use crate::error::LogtoError;
-use crate::provider::get_json;
-use crate::single_flight::Flight;
+use crate::oidc::provider::get_json;
+use crate::util::single_flight::Flight;
 
 /// Logto's current signing keys, with the rate-limited refetch.
 pub(crate) struct Jwks {
@@ -110,7 +110,7 @@ impl Jwks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::tests::MiniLogto;
+    use crate::oidc::discovery::tests::MiniLogto;
 
     fn jwks(logto: &MiniLogto, interval: Duration) -> Arc<Jwks> {
         Arc::new(Jwks::new(

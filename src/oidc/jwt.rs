@@ -21,9 +21,12 @@ use openidconnect::{JsonWebKey, JsonWebKeyAlgorithm, JsonWebKeyUse, JwsSigningAl
 use serde_json::{Map, Value};
 
 use crate::error::LogtoError;
-use crate::jwks::Jwks;
-use crate::logout::BACKCHANNEL_LOGOUT_EVENT;
-use crate::session::now;
+use crate::oidc::jwks::Jwks;
+use crate::util::clock::now;
+
+/// The `events` member that makes a JWT a logout token.
+pub(crate) const BACKCHANNEL_LOGOUT_EVENT: &str =
+    "http://schemas.openid.net/event/backchannel-logout";
 
 /// What a token is, and so which rules its header and claims follow.
 #[derive(Debug, Clone, Copy)]
@@ -463,7 +466,7 @@ fn same_secret(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::tests::MiniLogto;
+    use crate::oidc::discovery::tests::MiniLogto;
     use openidconnect::core::CoreJsonWebKeySet;
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};

@@ -1,5 +1,5 @@
-//! Everything that talks to Logto: discovery (see [`crate::discovery`]), ID token
-//! verification (see [`crate::jwt`]), the token endpoint (code exchange, refresh with
+//! Everything that talks to Logto: discovery (see [`crate::oidc::discovery`]), ID token
+//! verification (see [`crate::oidc::jwt`]), the token endpoint (code exchange, refresh with
 //! `resource` / `organization_id`), userinfo, revocation and the end-session URL.
 //!
 //! Token, userinfo and revocation requests go through our own small `reqwest` calls rather
@@ -17,11 +17,11 @@ use url::Url;
 
 use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
-use crate::discovery::{DiscoveryCache, DiscoverySource};
 use crate::error::LogtoError;
-use crate::jwt::{self, Expected, JwtError, Kind};
+use crate::oidc::discovery::{DiscoveryCache, DiscoverySource};
+use crate::oidc::jwt::{self, Expected, JwtError, Kind};
 
-pub(crate) use crate::discovery::Discovery;
+pub(crate) use crate::oidc::discovery::Discovery;
 
 /// Discovery is fetched again after this long.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -212,7 +212,7 @@ impl Provider {
         &self.issuer
     }
 
-    /// The discovery document and keys (cached; see [`crate::discovery`]).
+    /// The discovery document and keys (cached; see [`crate::oidc::discovery`]).
     pub async fn discovery(&self) -> Result<Arc<Discovery>, LogtoError> {
         self.discovery.get().await
     }
@@ -463,15 +463,4 @@ async fn read_json<T: DeserializeOwned>(
         "Logto answered the {what} with HTTP {}",
         status.as_u16()
     )))
-}
-
-/// Decodes a JWT's payload without checking it: only for tokens that were verified before
-/// (the stored ID token) or that this client only reads (access tokens it received itself).
-pub(crate) fn decode_jwt_payload<T: DeserializeOwned>(jwt: &str) -> Result<T, ()> {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).ok_or(())?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| ())?;
-    serde_json::from_slice(&bytes).map_err(|_| ())
 }

@@ -23,11 +23,11 @@ use base64::Engine;
 use std::sync::Arc;
 
 use crate::claims::IdTokenClaims;
-use crate::provider::decode_jwt_payload;
+use crate::util::jose::decode_jwt_payload;
 
 use crate::session::{CachedToken, Session, Token, TooLarge};
 
-mod claims;
+mod binary_claims;
 
 /// Format marker of the session bytes, inside the compression: 2 adds the ID token's
 /// claims in a binary layout (see `claims`).
@@ -80,7 +80,7 @@ fn to_bytes(session: &Session) -> Vec<u8> {
         Some(json) => serde_json::from_slice(&json).ok(),
         None => decode_jwt_payload(&session.id_token).ok(),
     };
-    put_optional(&mut out, claims.as_ref(), claims::put);
+    put_optional(&mut out, claims.as_ref(), binary_claims::put);
     put_opt(
         &mut out,
         session.refresh_token.as_deref().map(str::as_bytes),
@@ -171,7 +171,7 @@ fn read(bytes: Arc<[u8]>, legacy: bool) -> Option<Read> {
     }
     let (id_token, payload) = r.token_and_payload()?;
     let claims = if format == FORMAT {
-        r.optional(claims::read)?
+        r.optional(binary_claims::read)?
     } else {
         payload.and_then(|json| serde_json::from_slice(json).ok())
     };

@@ -4,12 +4,15 @@
 //! Rocket's format (`SessionCipher`); only when it cannot read Rocket's key does it hand
 //! the session, packed into text, to Rocket's `add_private`.
 
+pub(crate) mod admission;
+pub(crate) mod cache;
+pub(crate) mod codec;
+
 use std::sync::{Arc, OnceLock};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use rocket::http::{Cookie, CookieJar, SameSite};
+use rocket::http::{Cookie, SameSite};
 
-use crate::codec;
 use crate::config::LogtoConfig;
 
 /// Most chunks a session may span (about 8 × 2.6 kB of plaintext).
@@ -20,16 +23,6 @@ pub(crate) const MAX_CHUNKS: usize = 8;
 /// about 110 more bytes on average, and under 250 with overwhelming probability. With
 /// the name and attributes (~130 bytes), each `Set-Cookie` line stays under 4096 bytes.
 pub(crate) const CHUNK_PLAINTEXT: usize = 2600;
-
-/// Seconds since the Unix epoch.
-pub(crate) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 /// Where a JWT's header, payload and signature are in the decoded session bytes.
 type SegmentRanges = [(u32, u32); 3];
@@ -289,7 +282,7 @@ impl SessionCipher {
     /// The value of the private cookie `name` with plaintext `plain`, as Rocket seals one
     /// (a fresh random nonce each time), but from bytes: a session sealed here needs no
     /// packing into text.
-    fn seal(&self, name: &str, plain: &[u8]) -> String {
+    pub(crate) fn seal(&self, name: &str, plain: &[u8]) -> String {
         use base64::Engine;
         use rand::RngCore;
         let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len() + 16);
@@ -307,7 +300,7 @@ impl SessionCipher {
 
     /// Appends the plaintext of the private cookie `name` = `value` to `out`; `None` (and
     /// `out` unchanged) when it does not authenticate.
-    fn open_into(&self, name: &str, value: &str, out: &mut Vec<u8>) -> Option<()> {
+    pub(crate) fn open_into(&self, name: &str, value: &str, out: &mut Vec<u8>) -> Option<()> {
         use base64::Engine;
         let start = out.len();
         let opened = (|| {
@@ -336,32 +329,6 @@ impl SessionCipher {
     }
 }
 
-/// Reads the session from the request's cookies (lifetimes are checked by the caller),
-/// opening them with `cipher` (Rocket's `get_private` without it).
-///
-/// Each chunk's plaintext starts with `<generation>.<index>.<count>.`: a chunk from an
-/// older write (a stale or replayed cookie) has another generation and is refused, so a
-/// session is never assembled from two writes.
-pub(crate) fn read(
-    jar: &CookieJar<'_>,
-    names: &CookieNames,
-    cipher: Option<&SessionCipher>,
-) -> Result<codec::Read, LoadError> {
-    if jar.get(names.session()).is_none() {
-        return Err(LoadError::Absent);
-    }
-    match cipher {
-        Some(cipher) => decode_with(|i, out| {
-            let name = names.chunks[i];
-            cipher.open_into(name, jar.get(name)?.value(), out)
-        }),
-        None => decode(|i| {
-            jar.get_private(names.chunks[i])
-                .map(|c| c.value().to_string())
-        }),
-    }
-}
-
 /// Refuses a session past its inactivity or absolute lifetime, read from the encrypted
 /// payload (the cookie's own expiry is only a hint to the browser).
 pub(crate) fn check_lifetimes(
@@ -386,7 +353,7 @@ pub(crate) fn decode(chunk: impl Fn(usize) -> Option<String>) -> Result<codec::R
 
 /// Reassembles a session from its decrypted chunks, `open(i, out)` appending the plaintext
 /// of chunk `i` to `out`. One chunk (the usual case) is read where it was decrypted.
-fn decode_with(
+pub(crate) fn decode_with(
     open: impl FnMut(usize, &mut Vec<u8>) -> Option<()>,
 ) -> Result<codec::Read, LoadError> {
     FIRST_CHUNK.with_borrow_mut(|first| {
@@ -451,7 +418,7 @@ pub(crate) fn encode(session: &Session) -> Result<Vec<String>, TooLarge> {
 
 /// The plaintexts of the chunks of `session`, headers included, as bytes to seal (refused
 /// as [`encode`] refuses).
-fn encode_raw(session: &Session) -> Result<Vec<Vec<u8>>, TooLarge> {
+pub(crate) fn encode_raw(session: &Session) -> Result<Vec<Vec<u8>>, TooLarge> {
     chunks(&codec::to_raw(session, codec::MAX_COOKIE_SESSION)?)
 }
 
@@ -486,7 +453,7 @@ fn number(digits: &[u8]) -> Option<usize> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'static> {
+pub(crate) fn base_cookie(name: String, value: String, config: &LogtoConfig) -> Cookie<'static> {
     Cookie::build((name, value))
         .path("/")
         .http_only(true)
@@ -510,43 +477,6 @@ pub(crate) fn sid_cookie(id: String, config: &LogtoConfig) -> Cookie<'static> {
 #[derive(Debug)]
 pub(crate) struct TooLarge(pub usize);
 
-/// Writes `session` into private cookies and removes chunks of an earlier, longer write:
-/// sealed here with `cipher` (the session's bytes as they are), or without it by Rocket's
-/// `add_private` (packed into text).
-pub(crate) fn store(
-    jar: &CookieJar<'_>,
-    session: &Session,
-    config: &LogtoConfig,
-    cipher: Option<&SessionCipher>,
-) -> Result<(), TooLarge> {
-    let names = CookieNames::of(config);
-    let count = match cipher {
-        Some(cipher) => {
-            let chunks = encode_raw(session)?;
-            for (i, plain) in chunks.iter().enumerate() {
-                let name = names.chunks[i];
-                let sealed = cipher.seal(name, plain);
-                jar.add(base_cookie(name.to_string(), sealed, config));
-            }
-            chunks.len()
-        }
-        None => {
-            let chunks = encode(session)?;
-            let count = chunks.len();
-            for (i, value) in chunks.into_iter().enumerate() {
-                jar.add_private(base_cookie(names.chunks[i].to_string(), value, config));
-            }
-            count
-        }
-    };
-    for name in &names.chunks[count..] {
-        if jar.get(name).is_some() {
-            jar.remove(removal(name, config));
-        }
-    }
-    Ok(())
-}
-
 /// The removal of cookie `name`, with the attributes it was set with: a `__Host-` cookie
 /// is only replaced by one that is `Secure` too.
 pub(crate) fn removal(name: &str, config: &LogtoConfig) -> Cookie<'static> {
@@ -554,26 +484,6 @@ pub(crate) fn removal(name: &str, config: &LogtoConfig) -> Cookie<'static> {
         .path("/")
         .secure(config.secure_cookies())
         .build()
-}
-
-/// Removes every session cookie the browser sent (and any this response was adding).
-pub(crate) fn clear(jar: &CookieJar<'_>, config: &LogtoConfig) {
-    for name in present_session_cookies(jar, CookieNames::of(config)) {
-        jar.remove(removal(name, config));
-    }
-}
-
-/// Names of the session cookies in the request.
-pub(crate) fn present_session_cookies(
-    jar: &CookieJar<'_>,
-    names: &CookieNames,
-) -> Vec<&'static str> {
-    names
-        .chunks
-        .iter()
-        .filter(|n| jar.get(n).is_some())
-        .copied()
-        .collect()
 }
 
 /// `bytes` random bytes, base64url-encoded.

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::bounded::ExpiringMap;
+use crate::util::bounded::ExpiringMap;
 
 /// Least time between two warnings that records were dropped for room.
 const WARN_EVERY_MS: i64 = 60_000;
@@ -141,7 +141,7 @@ impl Ended {
     fn raise_floor(&self, kind: EndedKind, at_ms: i64) {
         self.floor_ms.fetch_max(at_ms, Ordering::AcqRel);
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = crate::session::now_ms();
+        let now = crate::util::clock::now_ms();
         let last = self.warned_at_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= WARN_EVERY_MS
             && self

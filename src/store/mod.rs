@@ -11,7 +11,7 @@
 //! `refresh` and `logout` call it; guards and routes never see which one runs. With the
 //! cookie session store the cookie stays the source of truth: nothing here is the only
 //! copy of a session. With `session_store = "redis"` the sessions themselves live in Redis
-//! too (`sessions.rs`, reached through the Redis store; `crate::session_store` for the
+//! too (`sessions.rs`, reached through the Redis store; `crate::web::redis_session` for the
 //! request side).
 
 mod memory;
@@ -28,7 +28,29 @@ pub(crate) use self::redis::{Fetch, Move, RedisStore, SaveError};
 pub(crate) use memory::{Ended, EndedKind, EndedRecord};
 
 use crate::config::LogtoConfig;
-use crate::refresh::{Refreshed, Successor, Target};
+
+/// What a request needs a token for.
+pub(crate) type Target = (Option<String>, Option<String>);
+
+/// The result of a refresh, as a request should store it.
+#[derive(Clone)]
+pub(crate) struct Refreshed {
+    /// The refresh token to keep (the successor if Logto rotated it).
+    pub refresh_token: String,
+    /// A new raw ID token, when a refresh along the chain returned one (already verified).
+    pub id_token: Option<String>,
+    pub access_token: String,
+    pub expires_at: i64,
+    /// When Logto answered: a forced refresh accepts only answers newer than its request.
+    pub made_at: Instant,
+}
+
+/// The refresh token that replaced a rotated-out one, and the ID token that came with it.
+#[derive(Clone)]
+pub(crate) struct Successor {
+    pub refresh_token: String,
+    pub id_token: Option<String>,
+}
 
 /// The store of one app (cheap to clone: both refresh and logout hold it).
 #[derive(Clone)]

@@ -14,16 +14,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
-use crate::jwt::{self, JwtError, Kind};
-use crate::provider::{Discovery, Provider};
-use crate::session::now_ms;
+use crate::oidc::jwt::{self, JwtError, Kind};
+use crate::oidc::provider::{Discovery, Provider};
 use crate::store::{Ended, EndedKind, EndedRecord, Ident, Store};
+use crate::util::bounded::ExpiringMap;
+use crate::util::clock::now_ms;
 
-/// The `events` member that makes a JWT a logout token.
-pub(crate) const BACKCHANNEL_LOGOUT_EVENT: &str =
-    "http://schemas.openid.net/event/backchannel-logout";
 /// How long a logout token's `jti` is remembered to refuse replays.
 const JTI_MEMORY: Duration = Duration::from_secs(600);
 

@@ -31,26 +31,11 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::bounded::{Clock, ExpiringMap};
-use crate::provider::{ProviderError, TokenResponse};
-use crate::session::now;
+use crate::oidc::provider::{ProviderError, TokenResponse};
 use crate::store::{Begin, Finish, Store};
-
-/// What a request needs a token for.
-pub(crate) type Target = (Option<String>, Option<String>);
-
-/// The result of a refresh, as a request should store it.
-#[derive(Clone)]
-pub(crate) struct Refreshed {
-    /// The refresh token to keep (the successor if Logto rotated it).
-    pub refresh_token: String,
-    /// A new raw ID token, when a refresh along the chain returned one (already verified).
-    pub id_token: Option<String>,
-    pub access_token: String,
-    pub expires_at: i64,
-    /// When Logto answered: a forced refresh accepts only answers newer than its request.
-    pub made_at: Instant,
-}
+pub(crate) use crate::store::{Refreshed, Successor, Target};
+use crate::util::bounded::{Clock, ExpiringMap};
+use crate::util::clock::now;
 
 /// Why the coordinator has no token to give.
 #[derive(Debug, Clone)]
@@ -82,13 +67,6 @@ struct EntryState {
 
 struct Entry {
     state: Mutex<EntryState>,
-}
-
-/// The refresh token that replaced a rotated-out one, and the ID token that came with it.
-#[derive(Clone)]
-pub(crate) struct Successor {
-    pub refresh_token: String,
-    pub id_token: Option<String>,
 }
 
 /// What became of a refresh token.

@@ -7,9 +7,10 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use rocket::{catch, Catcher};
 
-use crate::api::recorded_bearer_failure;
-use crate::context::recorded_failure;
-use crate::error::{render_for, LogtoError};
+use crate::error::LogtoError;
+use crate::web::bearer::recorded_bearer_failure;
+use crate::web::context::recorded_failure;
+use crate::web::error_page::render_for;
 
 pub(crate) fn catchers() -> Vec<Catcher> {
     rocket::catchers![

@@ -2,23 +2,21 @@
 //! to refresh tokens and write them back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as SyncMutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex as SyncMutex};
 
 use rocket::http::{Cookie, CookieJar};
 use rocket::request::Request;
 use tokio::sync::Mutex;
 
-use crate::admission::SecondSight;
-use crate::bounded::ExpiringMap;
 use crate::claims::IdTokenClaims;
 use crate::config::SessionStoreKind;
 use crate::error::LogtoError;
-use crate::fairing::LogtoState;
-use crate::logout::SessionCheck;
-use crate::provider::decode_jwt_payload;
-use crate::session::{self, CookieNames, LoadError, Session, SessionCipher, MAX_CHUNKS};
-use crate::session_store::{self, Stored};
+use crate::session::{self, CookieNames, LoadError, Session};
+use crate::tokens::logout::SessionCheck;
+use crate::web::fairing::rocket_cookie_key;
+use crate::web::redis_session::{self, Stored};
+use crate::web::session_cookies;
+use crate::web::state::LogtoState;
 
 /// The session of this request, read from the cookies once (`Request::local_cache`).
 pub(crate) struct RequestSession {
@@ -59,13 +57,15 @@ impl RequestSession {
             .local_cache(SessionSlot::default)
             .0
             .get_or_init(|| async {
-                state.decoded.init_cipher(|| request.rocket().config());
+                state
+                    .decoded
+                    .init_cipher(|| rocket_cookie_key(request.rocket().config()));
                 if state.config.session_store == SessionStoreKind::Redis {
-                    return session_store::load(request, state).await;
+                    return redis_session::load(request, state).await;
                 }
                 let loaded = RequestSession::load(request.cookies(), state);
-                if loaded.claims.is_none() && session_store::has_sid(request.cookies(), state) {
-                    return session_store::move_to_cookies(request, state).await;
+                if loaded.claims.is_none() && redis_session::has_sid(request.cookies(), state) {
+                    return redis_session::move_to_cookies(request, state).await;
                 }
                 loaded
             })
@@ -105,10 +105,14 @@ impl RequestSession {
 
     pub(crate) fn load(jar: &CookieJar<'_>, state: &LogtoState) -> RequestSession {
         let config = &state.config;
-        let now = session::now();
+        let now = crate::util::clock::now();
         let loaded = state
             .decoded
-            .get_or_decode(jar, CookieNames::of(config))
+            .get_or_decode(
+                CookieNames::of(config),
+                |name| jar.get(name).map(|c| c.value()),
+                |cipher| session_cookies::read(jar, CookieNames::of(config), cipher),
+            )
             .and_then(|(s, claims, legacy)| {
                 session::check_lifetimes(&s, config, now)?;
                 match state.logouts.check(&claims, s.created_at_ms) {
@@ -129,7 +133,7 @@ impl RequestSession {
                     (config.session_inactivity.as_secs() as i64 / 10).clamp(60, 3600);
                 let restamped = (legacy || now - s.seen_at > restamp_after) && {
                     Arc::make_mut(&mut s).seen_at = now;
-                    session::store(jar, &s, config, state.decoded.cipher()).is_ok()
+                    session_cookies::store(jar, &s, config, state.decoded.cipher()).is_ok()
                 };
                 let loaded = RequestSession::new(Some(s), Some(claims));
                 if restamped {
@@ -143,7 +147,7 @@ impl RequestSession {
                     log::info!(
                         "logto: session cookie refused ({why}); treating the request as signed out"
                     );
-                    session::clear(jar, config);
+                    session_cookies::clear(jar, config);
                     signed_out.note_written(jar, state);
                 }
                 signed_out
@@ -171,11 +175,11 @@ impl RequestSession {
         let config = &state.config;
         *current = None;
         self.ended.store(true, Ordering::Release);
-        session::clear(jar, config);
+        session_cookies::clear(jar, config);
         match &self.stored {
-            Some(stored) => session_store::delete(state, jar, stored).await,
+            Some(stored) => redis_session::delete(state, jar, stored).await,
             // Not loaded (Redis unreachable, or refused): its id cookie goes all the same.
-            None => session_store::forget(state, jar).await,
+            None => redis_session::forget(state, jar).await,
         }
         self.note_written(jar, state);
     }
@@ -188,9 +192,9 @@ impl RequestSession {
         state: &LogtoState,
     ) -> Result<(), session::TooLarge> {
         if let Some(stored) = &self.stored {
-            return session_store::save(state, stored, session).await;
+            return redis_session::save(state, stored, session).await;
         }
-        session::store(jar, session, &state.config, state.decoded.cipher())?;
+        session_cookies::store(jar, session, &state.config, state.decoded.cipher())?;
         self.note_written(jar, state);
         Ok(())
     }
@@ -219,142 +223,6 @@ impl RequestSession {
     pub fn written(&self) -> Option<Vec<SessionCookie>> {
         self.written.lock().expect("written lock").clone()
     }
-}
-
-/// Sessions already decrypted and decoded, by the exact encrypted cookie values that
-/// carried them: a browser sends the same cookies with every request, so most requests
-/// skip decryption, decompression and parsing. Sound because a value decrypts to one
-/// plaintext only (authenticated encryption); lifetimes and logouts are still checked on
-/// every request. Bounded like every cache here.
-pub(crate) struct DecodedSessions {
-    map: ExpiringMap<Arc<Decoded>>,
-    /// Cookies decoded once recently: a session is cached at the second sight of its
-    /// cookies, not the first (see `admission`).
-    admission: SecondSight,
-    /// Opens the session cookies: Rocket's cookie key, read once from the launched
-    /// configuration (`None` if unreadable: Rocket's `get_private` then).
-    cipher: OnceLock<Option<SessionCipher>>,
-}
-
-pub(crate) struct Decoded {
-    /// The cookie values that carried the session, one after the other (one allocation,
-    /// compared on every hit)...
-    values: Box<str>,
-    /// ... and where each ends in `values`.
-    ends: [u32; MAX_CHUNKS],
-    count: u8,
-    session: Arc<Session>,
-    claims: Arc<IdTokenClaims>,
-}
-
-impl Decoded {
-    /// Whether `sent` are exactly the values this session was decoded from.
-    fn carried_by<'a>(&self, sent: impl Iterator<Item = &'a str>) -> bool {
-        let (mut start, mut n) = (0, 0);
-        for value in sent {
-            if n == self.count as usize {
-                return false;
-            }
-            let end = self.ends[n] as usize;
-            if self.values.get(start..end) != Some(value) {
-                return false;
-            }
-            (start, n) = (end, n + 1);
-        }
-        n == self.count as usize
-    }
-}
-
-/// How long a decoded session is kept.
-const DECODED_TTL: Duration = Duration::from_secs(300);
-
-impl DecodedSessions {
-    pub fn new(capacity: usize) -> DecodedSessions {
-        DecodedSessions {
-            map: ExpiringMap::new(DECODED_TTL, capacity),
-            // Twice the cache: a browser's second request is admitted unless about twice
-            // as many other new cookies came between its first two.
-            admission: SecondSight::new(capacity.saturating_mul(2)),
-            cipher: OnceLock::new(),
-        }
-    }
-
-    /// Reads Rocket's cookie key from the launched configuration, on the first request.
-    pub fn init_cipher<'c>(&self, config: impl FnOnce() -> &'c rocket::Config) {
-        self.cipher.get_or_init(|| {
-            crate::fairing::rocket_cookie_key(config()).and_then(|key| SessionCipher::new(&key))
-        });
-    }
-
-    /// The cipher that opens and seals session cookies, once read (`init_cipher`); `None`
-    /// before, or when Rocket's key could not be read: Rocket's private cookies then.
-    pub fn cipher(&self) -> Option<&SessionCipher> {
-        self.cipher.get().and_then(Option::as_ref)
-    }
-
-    /// The session and claims carried by the request's cookies.
-    fn get_or_decode(
-        &self,
-        jar: &CookieJar<'_>,
-        names: &CookieNames,
-    ) -> Result<(Arc<Session>, Arc<IdTokenClaims>, bool), LoadError> {
-        let sent = || {
-            names
-                .chunks
-                .iter()
-                .map_while(|name| jar.get(name).map(|c| c.value()))
-        };
-        let first = jar.get(names.session()).ok_or(LoadError::Absent)?.value();
-        // Keyed by the end of the first value (its AEAD tag); every value is compared.
-        let key = tail(first, 24);
-        if let Some(hit) = self.map.get(key).filter(|hit| hit.carried_by(sent())) {
-            return Ok((hit.session.clone(), hit.claims.clone(), false));
-        }
-        let read = session::read(jar, names, self.cipher())?;
-        let claims = match read.claims {
-            Some(claims) => claims,
-            None => decode_jwt_payload(&read.session.id_token)
-                .map_err(|_| LoadError::Invalid("unreadable ID token"))?,
-        };
-        let (s, claims) = (Arc::new(read.session), Arc::new(claims));
-        if read.legacy {
-            // Written again in this request, under new values: nothing to keep.
-            return Ok((s, claims, true));
-        }
-        if !self.admission.seen_again(key) {
-            return Ok((s, claims, false));
-        }
-        let mut values = String::with_capacity(sent().map(str::len).sum());
-        let mut ends = [0; MAX_CHUNKS];
-        let mut count = 0;
-        for (value, end) in sent().zip(&mut ends) {
-            values.push_str(value);
-            // Cookie values fit in a request header, far below 4 GiB.
-            *end = u32::try_from(values.len()).unwrap_or(u32::MAX);
-            count += 1;
-        }
-        self.map.insert(
-            key,
-            Arc::new(Decoded {
-                values: values.into_boxed_str(),
-                ends,
-                count,
-                session: s.clone(),
-                claims: claims.clone(),
-            }),
-        );
-        Ok((s, claims, false))
-    }
-}
-
-/// The last `max` bytes of `value` or a little less: never splits a character, because
-/// cookie values come from the request and Rocket percent-decodes them into any UTF-8.
-pub(crate) fn tail(value: &str, max: usize) -> &str {
-    let mut start = value.len().saturating_sub(max);
-    while !value.is_char_boundary(start) {
-        start += 1;
-    }
-    &value[start..]
 }
 
 /// The session of this request, once a guard read it: one `local_cache` slot serves both
@@ -389,18 +257,4 @@ pub(crate) struct RequestContext<'r> {
     pub state: &'r LogtoState,
     pub session: &'r RequestSession,
     pub jar: &'r CookieJar<'r>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail;
-
-    #[test]
-    fn tails_never_split_a_character() {
-        let value = format!("aaaaaaaaaa\u{e9}{}", "b".repeat(23));
-        assert_eq!(tail(&value, 24), "b".repeat(23));
-        assert_eq!(tail("\u{e9}\u{e9}", 3), "\u{e9}");
-        assert_eq!(tail("abc", 24), "abc");
-        assert_eq!(tail("", 24), "");
-    }
 }

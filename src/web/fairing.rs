@@ -13,39 +13,22 @@ use rocket::response::Response;
 use rocket::{Build, Catcher, Orbit, Rocket};
 
 use crate::config::LogtoConfig;
-use crate::context::{DecodedSessions, RequestSession, SessionCookie};
 use crate::error::LogtoError;
-use crate::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
-use crate::logout::Logouts;
-use crate::provider::Provider;
-use crate::refresh::RefreshCoordinator;
-use crate::sessions::Sessions;
+use crate::oidc::provider::Provider;
+use crate::session::cache::DecodedSessions;
 use crate::store::{Ended, Store};
-use crate::tokens::DecodedTokens;
-use crate::transaction::SpentStates;
+use crate::tokens::logout::Logouts;
+use crate::tokens::refresh::RefreshCoordinator;
+use crate::web::context::{RequestSession, SessionCookie};
+use crate::web::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
+use crate::web::sessions_admin::Sessions;
+use crate::web::state::LogtoState;
+use crate::web::transaction::SpentStates;
+use crate::web::user_tokens::DecodedTokens;
 
 /// How long the refresh coordinator remembers a refresh token's outcome: long enough for
 /// requests sent with a rotated-out cookie to arrive, short enough to stay small.
 const REFRESH_MEMORY: Duration = Duration::from_secs(120);
-
-/// What the fairing shares with the routes and guards.
-pub(crate) struct LogtoState {
-    pub config: LogtoConfig,
-    pub provider: Provider,
-    pub refresh: RefreshCoordinator,
-    pub spent: SpentStates,
-    pub logouts: Logouts,
-    pub decoded: DecodedSessions,
-    pub decoded_tokens: DecodedTokens,
-    /// The sessions admin handle, also the way to the Redis session store.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub sessions: Sessions,
-    pub on_sign_in: Option<SignInHook>,
-    pub error_page: Option<ErrorPage>,
-    /// Rocket's cookie key, read once from the launched configuration when a response
-    /// needs session cookies put back (see `restore_session_cookies`).
-    cookie_key: OnceLock<Option<cookie::Key>>,
-}
 
 /// The fairing. Attach it once: `rocket::build().attach(Logto::fairing())`.
 #[derive(Default)]
@@ -92,7 +75,7 @@ impl Logto {
         F: Fn(SignedIn) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<SignInDecision, LogtoError>> + Send + 'static,
     {
-        self.on_sign_in = Some(crate::hooks::sign_in_hook(hook));
+        self.on_sign_in = Some(crate::web::hooks::sign_in_hook(hook));
         self
     }
 
@@ -160,7 +143,7 @@ impl Logto {
     /// }
     /// ```
     pub fn catchers() -> Vec<Catcher> {
-        crate::catchers::catchers()
+        crate::web::catchers::catchers()
     }
 
     /// **Test mode**: the API guards ([`BearerToken`](crate::BearerToken) and the
@@ -245,7 +228,7 @@ impl Fairing for Logto {
         };
         #[cfg(not(any(feature = "testing", doc)))]
         let test_keys = None;
-        let api = crate::api::ApiState::new(config.bearer_cache_entries, test_keys);
+        let api = crate::web::bearer::ApiState::new(config.bearer_cache_entries, test_keys);
         if config.is_api_only() {
             log::info!(
                 "logto: endpoint {}, an API only (no app_id): no sign-in routes; API resources {:?}",
@@ -307,13 +290,15 @@ impl Fairing for Logto {
         if api_only {
             return Ok(rocket);
         }
-        Ok(rocket.mount(base, crate::routes::routes()))
+        Ok(rocket.mount(base, crate::web::routes::routes()))
     }
 
     async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
         // Before the first request, so that a sign-in seals its session as guards do.
         if let Some(state) = rocket.state::<LogtoState>() {
-            state.decoded.init_cipher(|| rocket.config());
+            state
+                .decoded
+                .init_cipher(|| rocket_cookie_key(rocket.config()));
         }
         let covered = rocket
             .catchers()

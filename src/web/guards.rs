@@ -9,10 +9,10 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{Ignite, Rocket, Sentinel};
 
 use crate::claims::{IdTokenClaims, UserInfo};
-use crate::context::{record_failure, RequestContext, RequestSession};
 use crate::error::LogtoError;
-use crate::fairing::LogtoState;
-use crate::tokens::{self, AccessToken};
+use crate::web::context::{record_failure, RequestContext, RequestSession};
+use crate::web::state::LogtoState;
+use crate::web::user_tokens::{self, AccessToken};
 
 fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoError> {
     request.rocket().state::<LogtoState>().ok_or_else(|| {
@@ -103,7 +103,7 @@ impl LogtoUser {
 async fn stored_user_info(session: &RequestSession, claims: &IdTokenClaims) -> Option<UserInfo> {
     let guard = session.session.lock().await;
     let value = guard.as_ref()?.user_info.clone()?;
-    tokens::user_info_for(value, claims).ok()
+    user_tokens::user_info_for(value, claims).ok()
 }
 
 #[rocket::async_trait]
@@ -117,7 +117,7 @@ impl<'r> FromRequest<'r> for LogtoUser {
         };
         let session = RequestSession::of(request, state).await;
         if session.unavailable {
-            return fail(request, crate::session_store::unavailable_error());
+            return fail(request, crate::web::redis_session::unavailable_error());
         }
         let claims = session.claims();
         let user_info = match (claims, state.config.fetch_user_info) {
@@ -202,7 +202,7 @@ impl<'r> AuthenticatedUser<'r> {
     /// A valid access token for the API resource `indicator` (one of the configured
     /// `resources`); refreshed when it has less than the margin of life left.
     pub async fn access_token(&self, indicator: &str) -> Result<AccessToken, LogtoError> {
-        tokens::token_for(&self.ctx, Some(indicator), None, false).await
+        user_tokens::token_for(&self.ctx, Some(indicator), None, false).await
     }
 
     /// An organization token (`aud = urn:logto:organization:<id>`). Needs the
@@ -211,7 +211,7 @@ impl<'r> AuthenticatedUser<'r> {
         &self,
         organization_id: &str,
     ) -> Result<AccessToken, LogtoError> {
-        let token = tokens::token_for(&self.ctx, None, Some(organization_id), false).await?;
+        let token = user_tokens::token_for(&self.ctx, None, Some(organization_id), false).await?;
         let expected = crate::claims::organization_urn(organization_id);
         let aud_ok = match token.claims().get("aud") {
             Some(serde_json::Value::String(aud)) => *aud == expected,
@@ -235,7 +235,7 @@ impl<'r> AuthenticatedUser<'r> {
         organization_id: &str,
         indicator: &str,
     ) -> Result<AccessToken, LogtoError> {
-        tokens::token_for(&self.ctx, Some(indicator), Some(organization_id), false).await
+        user_tokens::token_for(&self.ctx, Some(indicator), Some(organization_id), false).await
     }
 
     /// Tokens for every organization in the user's `organizations` claim, fetched one
@@ -256,14 +256,14 @@ impl<'r> AuthenticatedUser<'r> {
                 return Ok(info);
             }
         }
-        tokens::fetch_user_info(&self.ctx, self.claims).await
+        user_tokens::fetch_user_info(&self.ctx, self.claims).await
     }
 
     /// Refreshes now, ignoring cached tokens: after a change of roles or organizations,
     /// to get tokens and an ID token that show it. Returns the new access token for
     /// `indicator` (or the userinfo token with `None`).
     pub async fn force_refresh(&self, indicator: Option<&str>) -> Result<AccessToken, LogtoError> {
-        tokens::token_for(&self.ctx, indicator, None, true).await
+        user_tokens::token_for(&self.ctx, indicator, None, true).await
     }
 }
 
@@ -278,7 +278,7 @@ impl<'r> FromRequest<'r> for AuthenticatedUser<'r> {
         };
         let session = RequestSession::of(request, state).await;
         if session.unavailable {
-            return fail(request, crate::session_store::unavailable_error());
+            return fail(request, crate::web::redis_session::unavailable_error());
         }
         match session.claims() {
             Some(claims) => Outcome::Success(AuthenticatedUser {

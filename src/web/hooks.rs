@@ -9,7 +9,7 @@ use rocket::response;
 
 use crate::claims::IdTokenClaims;
 use crate::error::LogtoError;
-use crate::redirect::ReturnPath;
+use crate::return_path::ReturnPath;
 
 /// What the sign-in hook learns about a user who just signed in.
 #[derive(Debug, Clone)]

@@ -13,16 +13,18 @@ use rocket::{get, post, Route, State};
 use url::Url;
 
 use crate::config::LogtoConfig;
-use crate::context::RequestSession;
 use crate::error::LogtoError;
-use crate::fairing::LogtoState;
-use crate::hooks::{SignInDecision, SignedIn};
-use crate::logsafe::for_log;
-use crate::provider::Discovery;
-use crate::session::{self, now, CachedToken, Session};
-use crate::sign_in::{DirectSignIn, FirstScreen, SignInOptions};
-use crate::tokens;
-use crate::transaction::{self, TakeError, Transaction};
+use crate::oidc::provider::Discovery;
+use crate::session::{self, CachedToken, Session};
+use crate::sign_in_options::{DirectSignIn, FirstScreen, SignInOptions};
+use crate::util::clock::now;
+use crate::util::logsafe::for_log;
+use crate::web::context::RequestSession;
+use crate::web::hooks::{SignInDecision, SignedIn};
+use crate::web::session_cookies;
+use crate::web::state::LogtoState;
+use crate::web::transaction::{self, TakeError, Transaction};
+use crate::web::user_tokens;
 
 pub(crate) fn routes() -> Vec<Route> {
     rocket::routes![
@@ -248,7 +250,7 @@ struct UserAgent(Option<String>);
 impl<'r> FromRequest<'r> for UserAgent {
     type Error = std::convert::Infallible;
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        Outcome::Success(UserAgent(crate::session_store::user_agent(request)))
+        Outcome::Success(UserAgent(crate::web::redis_session::user_agent(request)))
     }
 }
 
@@ -326,7 +328,7 @@ async fn complete_sign_in(
         .await?;
 
     // A new session from scratch: nothing of a previous one (another user's tokens) survives.
-    session::clear(jar, config);
+    session_cookies::clear(jar, config);
     let now = now();
     let mut new_session = Session {
         id_token: id_token.into(),
@@ -339,7 +341,7 @@ async fn complete_sign_in(
         }),
         tokens: Vec::new(),
         user_info: None,
-        created_at_ms: crate::session::now_ms(),
+        created_at_ms: crate::util::clock::now_ms(),
         seen_at: now,
     };
     if config.fetch_user_info {
@@ -349,7 +351,7 @@ async fn complete_sign_in(
             .map(|t| t.token.to_string())
             .unwrap_or_default();
         match state.provider.userinfo(&discovery, &token).await {
-            Ok(value) => match tokens::user_info_for(value.clone(), &claims) {
+            Ok(value) => match user_tokens::user_info_for(value.clone(), &claims) {
                 Ok(_) => new_session.user_info = Some(value),
                 Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.message()),
             },
@@ -389,12 +391,12 @@ async fn complete_sign_in(
     if config.session_store == crate::config::SessionStoreKind::Redis {
         // A new id whatever the browser sent (session fixation); a session over its limit
         // is written without its user info (see `start`).
-        crate::session_store::start(state, jar, &new_session, user_agent).await?;
+        crate::web::redis_session::start(state, jar, &new_session, user_agent).await?;
         log::info!("logto: user {} signed in", for_log(&claims.sub));
         return Ok(AuthRedirect(return_to.as_str().to_string()));
     }
     let _ = user_agent;
-    if session::store(jar, &new_session, config, state.decoded.cipher()).is_err()
+    if session_cookies::store(jar, &new_session, config, state.decoded.cipher()).is_err()
         && new_session.user_info.is_some()
     {
         // A large userinfo answer (custom data, many identities) must not cost the
@@ -406,7 +408,7 @@ async fn complete_sign_in(
         new_session.user_info = None;
     }
     if let Err(session::TooLarge(bytes)) =
-        session::store(jar, &new_session, config, state.decoded.cipher())
+        session_cookies::store(jar, &new_session, config, state.decoded.cipher())
     {
         return Err(LogtoError::Config(format!(
             "The session ({bytes} bytes) does not fit in cookies."
@@ -458,7 +460,7 @@ async fn end_session(
     let Some(ended) = ended else {
         return SignOutAnswer::Redirect(AuthRedirect(config.post_sign_out_redirect.to_string()));
     };
-    let claims = crate::provider::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token);
+    let claims = crate::util::jose::decode_jwt_payload::<crate::IdTokenClaims>(&ended.id_token);
     let sub = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
     if let Ok(claims) = &claims {
         // Copies of this session's cookies (taken before, or still in flight) are refused
@@ -641,7 +643,7 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
         Ok(d) => d,
         Err(e) => return LogoutAnswer(Err(e.message().to_string())),
     };
-    let result = crate::logout::accept(
+    let result = crate::tokens::logout::accept(
         form.logout_token,
         &state.provider,
         &discovery,
@@ -658,7 +660,7 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
             logout
                 .sid
                 .as_deref()
-                .map_or_else(|| "any".to_string(), crate::logsafe::short_hash)
+                .map_or_else(|| "any".to_string(), crate::util::logsafe::short_hash)
         ),
         Err(why) => log::warn!("logto: back-channel logout refused: {why}"),
     }

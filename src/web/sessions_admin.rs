@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use crate::config::SessionStoreKind;
 use crate::error::LogtoError;
-use crate::session::now_ms;
 use crate::store::{Ended, EndedKind, EndedRecord, Ident, Store};
+use crate::util::clock::now_ms;
 
 /// The sessions of the app's users, on every instance. The fairing puts one in Rocket's
 /// managed state: take `&State<Sessions>` in a route, or `rocket.state::<Sessions>()` in a
@@ -228,13 +228,13 @@ impl Sessions {
                 .map_err(|_| unavailable())?;
             log::info!(
                 "logto: ended every session of user {} ({ended} in Redis)",
-                crate::logsafe::for_log(sub)
+                crate::util::logsafe::for_log(sub)
             );
             return Ok(());
         }
         log::info!(
             "logto: ended every session of user {}",
-            crate::logsafe::for_log(sub)
+            crate::util::logsafe::for_log(sub)
         );
         Ok(())
     }

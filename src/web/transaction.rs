@@ -7,10 +7,11 @@ use std::time::Duration;
 use rocket::http::{Cookie, CookieJar, SameSite};
 use serde::{Deserialize, Serialize};
 
-use crate::bounded::ExpiringMap;
 use crate::config::LogtoConfig;
-use crate::redirect::ReturnPath;
-use crate::session::{self, now, CookieNames};
+use crate::return_path::ReturnPath;
+use crate::session::{self, CookieNames};
+use crate::util::bounded::ExpiringMap;
+use crate::util::clock::now;
 
 /// A transaction older than this is refused.
 pub(crate) const TRANSACTION_TTL_SECS: i64 = 600;

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::bounded::ExpiringMap;
 use crate::claims::{IdTokenClaims, UserInfo};
-use crate::context::RequestContext;
 use crate::error::LogtoError;
-use crate::provider::{decode_jwt_payload, ProviderError};
-use crate::refresh::RefreshError;
-use crate::session::{self, now, CachedToken, Session};
+use crate::oidc::provider::ProviderError;
+use crate::session::{self, CachedToken, Session};
+use crate::tokens::refresh::RefreshError;
+use crate::util::bounded::ExpiringMap;
+use crate::util::clock::now;
+use crate::util::jose::decode_jwt_payload;
+use crate::web::context::RequestContext;
 
 /// An access token for one API resource and/or organization, valid for at least the
 /// configured margin. Its `Debug` never shows the token.
@@ -43,7 +45,7 @@ impl DecodedTokens {
     }
 
     fn get(&self, token: &str, expires_at: i64) -> AccessToken {
-        let key = crate::context::tail(token, 32);
+        let key = crate::session::cache::tail(token, 32);
         let decoded = match self.0.get(key).filter(|d| d.token == token) {
             Some(hit) => hit,
             None => {

@@ -51,7 +51,6 @@ use rocket::futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, oneshot, OnceCell};
 
-#[path = "sessions.rs"]
 mod sessions;
 
 use sessions::CachedSession;
@@ -59,9 +58,10 @@ pub(crate) use sessions::{Fetch, Move, SaveError};
 
 use super::seal::{Keys, TAG_TEXT_LEN};
 use super::{Begin, Ended, EndedRecord, Finish, Ident, Lease};
+use super::{Refreshed, Successor, Target};
 use crate::config::{LogtoConfig, RedisSettings, RedisUrl};
-use crate::refresh::{Refreshed, Successor, Target};
-use crate::session::{now_ms, random_token};
+use crate::session::random_token;
+use crate::util::clock::now_ms;
 
 /// How long a refresh's shared result is kept (as long as this process keeps its own).
 const RESULT_TTL: Duration = Duration::from_secs(120);
@@ -270,12 +270,12 @@ pub(crate) struct RedisStore {
     abandoned: Mutex<Vec<Abandoned>>,
     ended: Arc<Ended>,
     /// Sessions of the Redis session store this instance served, by hash of their id.
-    session_cache: crate::bounded::ExpiringMap<Arc<CachedSession>>,
+    session_cache: crate::util::bounded::ExpiringMap<Arc<CachedSession>>,
     /// Counts cache clearings and session messages; `session_changes` keeps, by session,
     /// the count at its last message (for a few seconds). A read that saw its session change,
     /// or the cache cleared, is not cached: the value read may be older than the change.
     session_epoch: std::sync::atomic::AtomicU64,
-    session_changes: crate::bounded::ExpiringMap<u64>,
+    session_changes: crate::util::bounded::ExpiringMap<u64>,
     session_messages: std::sync::atomic::AtomicU64,
     session_lifetime: Duration,
     session_inactivity: Duration,
@@ -358,13 +358,13 @@ impl RedisStore {
             pending: Mutex::new(Vec::new()),
             abandoned: Mutex::new(Vec::new()),
             ended,
-            session_cache: crate::bounded::ExpiringMap::new(
+            session_cache: crate::util::bounded::ExpiringMap::new(
                 SESSION_CACHE_TTL,
                 config.session_cache_entries,
             ),
             session_epoch: std::sync::atomic::AtomicU64::new(0),
             session_messages: std::sync::atomic::AtomicU64::new(0),
-            session_changes: crate::bounded::ExpiringMap::new(
+            session_changes: crate::util::bounded::ExpiringMap::new(
                 Duration::from_secs(10),
                 config.session_cache_entries,
             ),
@@ -473,7 +473,7 @@ impl RedisStore {
                 "logto: ignored {what} on Redis (channel {}); {total} refused so far. Someone \
                  else publishes or writes under this key prefix, or the instances do not share \
                  one secret_key",
-                crate::logsafe::for_log(&self.channel)
+                crate::util::logsafe::for_log(&self.channel)
             );
         }
     }
@@ -582,7 +582,7 @@ impl RedisStore {
             Ok(Err(e)) => {
                 log::warn!(
                     "logto: Redis failed to {what} ({}); going on without it",
-                    crate::logsafe::for_log(&e.to_string())
+                    crate::util::logsafe::for_log(&e.to_string())
                 );
                 Err(Down)
             }
@@ -752,8 +752,8 @@ impl RedisStore {
              or written under another secret_key); it is ignored and the token is not sent",
             // The key's kind, and a short hash for the rest: in full it is the token's
             // fingerprint.
-            crate::logsafe::for_log(name.split('{').next().unwrap_or_default()),
-            crate::logsafe::short_hash(name)
+            crate::util::logsafe::for_log(name.split('{').next().unwrap_or_default()),
+            crate::util::logsafe::short_hash(name)
         );
         Begin::Spent
     }
@@ -1126,7 +1126,7 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                          instance hears of no change made elsewhere, so it reads every session \
                          of the Redis session store from Redis and reloads the ended sessions \
                          every {} ms. Retrying in the background",
-                        crate::logsafe::for_log(&e.to_string()),
+                        crate::util::logsafe::for_log(&e.to_string()),
                         POLL_UNSUBSCRIBED.as_millis()
                     );
                 }

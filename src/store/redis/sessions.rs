@@ -27,9 +27,10 @@ use ::redis::{Script, Value};
 
 use super::{Down, RedisStore};
 use crate::claims::IdTokenClaims;
-use crate::codec::MAX_REDIS_SESSION;
-use crate::provider::decode_jwt_payload;
-use crate::session::{now_ms, Session, TooLarge};
+use crate::session::codec::MAX_REDIS_SESSION;
+use crate::session::{Session, TooLarge};
+use crate::util::clock::now_ms;
+use crate::util::jose::decode_jwt_payload;
 
 /// Format of the sealed session value.
 const FORMAT: u8 = 1;
@@ -123,7 +124,7 @@ fn new_version() -> u64 {
 /// The value of a session before sealing: refused, as the codec refuses it, when it
 /// would not read back.
 fn encode(version: u64, user_agent: Option<&str>, session: &Session) -> Result<Vec<u8>, TooLarge> {
-    let raw = crate::codec::to_raw(session, MAX_REDIS_SESSION)?;
+    let raw = crate::session::codec::to_raw(session, MAX_REDIS_SESSION)?;
     // Its length is written in two bytes: a longer agent (callers keep 200 characters,
     // but nothing here relies on it) is cut where a character starts, so that the length
     // written is the length of what follows, and the value still reads back.
@@ -146,7 +147,7 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::codec::Read)> {
+fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::session::codec::Read)> {
     let (&format, rest) = plain.split_first()?;
     if format != FORMAT || rest.len() < 10 {
         return None;
@@ -159,7 +160,7 @@ fn decode(plain: &[u8]) -> Option<(u64, Option<String>, crate::codec::Read)> {
     }
     let agent = std::str::from_utf8(&rest[..agent_len]).ok()?;
     // Raw since this release; packed text before (still read).
-    let read = crate::codec::from_stored(&rest[agent_len..], MAX_REDIS_SESSION)?;
+    let read = crate::session::codec::from_stored(&rest[agent_len..], MAX_REDIS_SESSION)?;
     let agent = (!agent.is_empty()).then(|| agent.to_string());
     Some((version, agent, read))
 }
@@ -607,7 +608,7 @@ mod with_redis {
     }
 
     fn session(refresh_token: &str) -> Arc<Session> {
-        let now = crate::session::now();
+        let now = crate::util::clock::now();
         let payload = serde_json::json!({ "iss": "i", "sub": "u", "aud": "a", "exp": now + 3600, "iat": now });
         let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
         Arc::new(Session {

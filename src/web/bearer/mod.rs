@@ -3,7 +3,7 @@
 //! guide, and the cache of verified tokens that makes a repeated token cost one signature
 //! check.
 //!
-//! Every token goes through [`crate::jwt::verify`] (the same path as ID tokens: Logto's
+//! Every token goes through [`crate::oidc::jwt::verify`] (the same path as ID tokens: Logto's
 //! JWKS shared with sign-in, its rate-limited refetch, the algorithm allow-list, `iss`,
 //! `exp`, `iat`, `nbf` with the configured skew) as a [`Kind::Access`] token; what a route
 //! accepts it for (audience, organization, scopes) is [`jwt::check_target`], on every
@@ -18,14 +18,16 @@ use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{Ignite, Rocket, Sentinel};
 use serde_json::{Map, Value};
 
-use crate::api_error::BearerError;
-use crate::bounded::ExpiringMap;
+pub(crate) mod rejection;
+
 use crate::claims::ORGANIZATIONS_RESOURCE;
-use crate::fairing::LogtoState;
-use crate::guards::Resource;
-use crate::jwks::Jwks;
-use crate::jwt::{self, Expected, JwtError, Kind, Target, TargetError};
-use crate::session::now;
+use crate::oidc::jwks::Jwks;
+use crate::oidc::jwt::{self, Expected, JwtError, Kind, Target, TargetError};
+use crate::util::bounded::ExpiringMap;
+use crate::util::clock::now;
+use crate::web::bearer::rejection::BearerError;
+use crate::web::guards::Resource;
+use crate::web::state::LogtoState;
 
 /// The algorithms Logto signs with (RSA or P-384 keys): the only ones an API guard
 /// accepts, whatever discovery lists.
@@ -190,7 +192,7 @@ impl VerifiedTokens {
     /// Keyed by the end of the token (its signature, which only Logto can make for a
     /// genuine token); the whole token is compared.
     fn key(token: &str) -> &str {
-        crate::context::tail(token, 32)
+        crate::session::cache::tail(token, 32)
     }
 
     fn get(&self, token: &str, now: i64, skew: i64) -> Cached {
@@ -390,7 +392,7 @@ fn outcome<T>(request: &Request<'_>, result: Result<T, BearerError>) -> Outcome<
         BearerError::Config(m) => log::error!("logto: {path}: {m}"),
         other => log::info!(
             "logto: {path}: bearer token refused: {}",
-            crate::logsafe::for_log(&other.to_string())
+            crate::util::logsafe::for_log(&other.to_string())
         ),
     }
     *request

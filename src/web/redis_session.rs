@@ -19,11 +19,12 @@ use std::sync::Arc;
 use rocket::http::CookieJar;
 use rocket::request::Request;
 
-use crate::context::RequestSession;
-use crate::fairing::LogtoState;
 use crate::session::{self, CookieNames, Session};
 #[cfg(feature = "redis")]
 use crate::store::SaveError;
+use crate::web::context::RequestSession;
+use crate::web::session_cookies;
+use crate::web::state::LogtoState;
 
 /// Longest user agent kept with a session, in characters.
 const USER_AGENT_CHARS: usize = 200;
@@ -83,8 +84,8 @@ pub(crate) fn unavailable_error() -> crate::error::LogtoError {
 /// Loads the request's session with `session_store = "redis"`.
 #[cfg(feature = "redis")]
 pub(crate) async fn load(request: &Request<'_>, state: &LogtoState) -> RequestSession {
-    use crate::logout::SessionCheck;
     use crate::store::Fetch;
+    use crate::tokens::logout::SessionCheck;
 
     let jar = request.cookies();
     let config = &state.config;
@@ -121,7 +122,7 @@ pub(crate) async fn load(request: &Request<'_>, state: &LogtoState) -> RequestSe
             Fetch::Down => return RequestSession::with_store(None, None, None, true),
         },
     };
-    let now = session::now();
+    let now = crate::util::clock::now();
     let live = session::check_lifetimes(&cached.session, config, now).is_ok();
     let check = state
         .logouts
@@ -193,7 +194,7 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
         log::info!(
             "logto: the cookies of a session moved into Redis earlier (or ended since); treating the request as signed out"
         );
-        session::clear(jar, config);
+        session_cookies::clear(jar, config);
         let out = RequestSession::with_store(None, None, None, false);
         out.note_written(jar, state);
         out
@@ -212,7 +213,7 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
                     }
                 },
             };
-            session::clear(jar, config);
+            session_cookies::clear(jar, config);
             jar.add_private(session::sid_cookie(id, config));
             let joined = RequestSession::with_store(
                 Some(cached.session.clone()),
@@ -236,7 +237,7 @@ async fn move_to_redis(request: &Request<'_>, state: &LogtoState) -> RequestSess
         .await
     {
         Ok(_) => {
-            session::clear(jar, config);
+            session_cookies::clear(jar, config);
             jar.add_private(session::sid_cookie(id, config));
             log::info!("logto: a cookie session was moved into Redis (session_store = \"redis\")");
             let moved = RequestSession::with_store(
@@ -261,8 +262,8 @@ pub(crate) async fn move_to_cookies(request: &Request<'_>, state: &LogtoState) -
     let jar = request.cookies();
     #[cfg(feature = "redis")]
     if let Some(redis) = state.sessions.redis() {
-        use crate::logout::SessionCheck;
         use crate::store::Fetch;
+        use crate::tokens::logout::SessionCheck;
         let config = &state.config;
         if let Some(id) = jar.get_private(CookieNames::of(config).sid) {
             let hash = redis.session_hash(id.value());
@@ -275,19 +276,21 @@ pub(crate) async fn move_to_cookies(request: &Request<'_>, state: &LogtoState) -
                 },
             };
             if let Some(cached) = found {
-                let live = session::check_lifetimes(&cached.session, config, session::now())
-                    .is_ok()
-                    && state
-                        .logouts
-                        .check(&cached.claims, cached.session.created_at_ms)
-                        == SessionCheck::Live;
+                let live =
+                    session::check_lifetimes(&cached.session, config, crate::util::clock::now())
+                        .is_ok()
+                        && state
+                            .logouts
+                            .check(&cached.claims, cached.session.created_at_ms)
+                            == SessionCheck::Live;
                 let mut s = (*cached.session).clone();
                 let written = live
-                    && (session::store(jar, &s, config, state.decoded.cipher()).is_ok() || {
-                        s.tokens.clear();
-                        s.user_info = None;
-                        session::store(jar, &s, config, state.decoded.cipher()).is_ok()
-                    });
+                    && (session_cookies::store(jar, &s, config, state.decoded.cipher()).is_ok()
+                        || {
+                            s.tokens.clear();
+                            s.user_info = None;
+                            session_cookies::store(jar, &s, config, state.decoded.cipher()).is_ok()
+                        });
                 let _ = redis.delete_session(&hash).await;
                 if written {
                     forget_sid(jar, state);

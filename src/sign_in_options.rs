@@ -1,0 +1,416 @@
+//! Sign-in options chosen per link, as `@logto/express`'s `signIn(res, options)` chooses
+//! them per call: which screen Logto opens on, a pre-filled identifier, a social or SSO
+//! connector to go straight to, an organization, the UI language. Each is checked when it
+//! is made, and refuses a value Logto would not accept; [`SignIn`](crate::SignIn) builds
+//! them in a route, and `/logto/sign-in?...` reads them from its query string.
+
+use std::fmt;
+
+use crate::error::LogtoError;
+use crate::return_path::ReturnPath;
+
+/// Longest `login_hint`, in characters: an email address is at most 254.
+pub const MAX_LOGIN_HINT: usize = 256;
+/// Longest connector target, organization id or language list, in characters.
+const MAX_OPTION: usize = 128;
+
+/// The screen Logto's sign-in experience opens on (`first_screen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FirstScreen {
+    /// `sign_in`: the sign-in form (Logto's default).
+    SignIn,
+    /// `register`: the registration form (what `/logto/sign-up` opens).
+    Register,
+    /// `reset_password`: the "forgot password" flow.
+    ResetPassword,
+    /// `identifier:sign_in`: sign-in by identifier only.
+    IdentifierSignIn,
+    /// `identifier:register`: registration by identifier only.
+    IdentifierRegister,
+    /// `single_sign_on`: enterprise SSO by email domain.
+    SingleSignOn,
+}
+
+impl FirstScreen {
+    /// Every screen, in the order of Logto's docs.
+    pub const ALL: [FirstScreen; 6] = [
+        FirstScreen::SignIn,
+        FirstScreen::Register,
+        FirstScreen::ResetPassword,
+        FirstScreen::IdentifierSignIn,
+        FirstScreen::IdentifierRegister,
+        FirstScreen::SingleSignOn,
+    ];
+
+    /// The value sent to Logto.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirstScreen::SignIn => "sign_in",
+            FirstScreen::Register => "register",
+            FirstScreen::ResetPassword => "reset_password",
+            FirstScreen::IdentifierSignIn => "identifier:sign_in",
+            FirstScreen::IdentifierRegister => "identifier:register",
+            FirstScreen::SingleSignOn => "single_sign_on",
+        }
+    }
+
+    /// The screen named `value`, as Logto spells it.
+    pub fn parse(value: &str) -> Result<FirstScreen, InvalidSignInOption> {
+        FirstScreen::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FirstScreen::ALL.iter().map(|s| s.as_str()).collect();
+                InvalidSignInOption(format!(
+                    "`first_screen` must be one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Why a sign-in option was refused; as a [`LogtoError`] it is a 400 with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSignInOption(String);
+
+impl fmt::Display for InvalidSignInOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidSignInOption {}
+
+impl From<InvalidSignInOption> for LogtoError {
+    fn from(e: InvalidSignInOption) -> LogtoError {
+        LogtoError::BadRequest(format!("The sign-in link is refused: {e}."))
+    }
+}
+
+fn refuse(why: impl Into<String>) -> InvalidSignInOption {
+    InvalidSignInOption(why.into())
+}
+
+/// A connector id, organization id or similar: letters, digits, `-`, `_` and `.`, so
+/// that it can be neither a URL nor carry spaces or control characters.
+fn check_name(key: &str, value: &str) -> Result<(), InvalidSignInOption> {
+    if value.is_empty() || value.chars().count() > MAX_OPTION {
+        return Err(refuse(format!(
+            "`{key}` must have 1 to {MAX_OPTION} characters"
+        )));
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(refuse(format!(
+            "`{key}` may only hold letters, digits, `-`, `_` and `.`"
+        )));
+    }
+    Ok(())
+}
+
+fn check_login_hint(value: &str) -> Result<(), InvalidSignInOption> {
+    if value.is_empty() || value.chars().count() > MAX_LOGIN_HINT {
+        return Err(refuse(format!(
+            "`login_hint` must have 1 to {MAX_LOGIN_HINT} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(refuse("`login_hint` must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// `ui_locales`: space-separated language tags (BCP 47 shapes: `en`, `pt-BR`, `zh-Hant-TW`).
+fn check_ui_locales(value: &str) -> Result<(), InvalidSignInOption> {
+    let tag_ok = |tag: &str| {
+        let mut parts = tag.split('-');
+        let first = parts.next().unwrap_or_default();
+        (2..=8).contains(&first.len())
+            && first.chars().all(|c| c.is_ascii_alphabetic())
+            && parts
+                .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+    };
+    if value.is_empty() || value.len() > MAX_OPTION || !value.split(' ').all(tag_ok) {
+        return Err(refuse(
+            "`ui_locales` must be language tags separated by single spaces, e.g. `en` or `fr-CA en`",
+        ));
+    }
+    Ok(())
+}
+
+/// Where `direct_sign_in` sends the user: `social:<target>` or `sso:<connector-id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectSignIn(String);
+
+impl DirectSignIn {
+    /// Straight to a social connector, e.g. `DirectSignIn::social("google")`.
+    pub fn social(target: &str) -> Result<DirectSignIn, InvalidSignInOption> {
+        check_name("direct_sign_in", target)?;
+        Ok(DirectSignIn(format!("social:{target}")))
+    }
+
+    /// Straight to an enterprise SSO connector, by its id.
+    pub fn sso(connector_id: &str) -> Result<DirectSignIn, InvalidSignInOption> {
+        check_name("direct_sign_in", connector_id)?;
+        Ok(DirectSignIn(format!("sso:{connector_id}")))
+    }
+
+    /// Reads `social:<target>` or `sso:<connector-id>`.
+    pub fn parse(value: &str) -> Result<DirectSignIn, InvalidSignInOption> {
+        match value.split_once(':') {
+            Some(("social", target)) => DirectSignIn::social(target),
+            Some(("sso", id)) => DirectSignIn::sso(id),
+            _ => Err(refuse(
+                "`direct_sign_in` must be `social:<target>` or `sso:<connector-id>`",
+            )),
+        }
+    }
+
+    /// The value sent to Logto.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The options of one sign-in, each already checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SignInOptions {
+    pub return_to: Option<ReturnPath>,
+    pub first_screen: Option<FirstScreen>,
+    pub login_hint: Option<String>,
+    pub direct_sign_in: Option<DirectSignIn>,
+    pub organization_id: Option<String>,
+    pub ui_locales: Option<String>,
+}
+
+/// The query parameters `/logto/sign-in` and `/logto/sign-up` accept.
+pub(crate) const QUERY_PARAMS: [&str; 6] = [
+    "return_to",
+    "first_screen",
+    "login_hint",
+    "direct_sign_in",
+    "organization_id",
+    "ui_locales",
+];
+
+impl SignInOptions {
+    /// Reads the options from decoded query pairs; `get(name)` gives the one value of a
+    /// parameter (refusing repeats), `names` every parameter name present.
+    pub fn from_query<'a>(
+        names: impl Iterator<Item = &'a str>,
+        get: impl Fn(&str) -> Result<Option<&'a str>, LogtoError>,
+    ) -> Result<SignInOptions, LogtoError> {
+        for name in names {
+            if !QUERY_PARAMS.contains(&name) {
+                return Err(LogtoError::BadRequest(format!(
+                    "The sign-in link is refused: `{}` is not a sign-in option (expected {}).",
+                    crate::util::logsafe::for_log(name),
+                    QUERY_PARAMS.join(", ")
+                )));
+            }
+        }
+        let mut options = SignInOptions::default();
+        if let Some(path) = get("return_to")? {
+            options.return_to = Some(ReturnPath::parse(path).map_err(|e| {
+                LogtoError::BadRequest(format!("The `return_to` path is refused: it {e}."))
+            })?);
+        }
+        if let Some(screen) = get("first_screen")? {
+            options.first_screen = Some(FirstScreen::parse(screen)?);
+        }
+        if let Some(hint) = get("login_hint")? {
+            check_login_hint(hint)?;
+            options.login_hint = Some(hint.to_string());
+        }
+        if let Some(direct) = get("direct_sign_in")? {
+            options.direct_sign_in = Some(DirectSignIn::parse(direct)?);
+        }
+        if let Some(org) = get("organization_id")? {
+            check_name("organization_id", org)?;
+            options.organization_id = Some(org.to_string());
+        }
+        if let Some(locales) = get("ui_locales")? {
+            check_ui_locales(locales)?;
+            options.ui_locales = Some(locales.to_string());
+        }
+        Ok(options)
+    }
+
+    /// The query string of a link to the sign-in route carrying these options.
+    fn to_query(&self) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(path) = &self.return_to {
+            query.append_pair("return_to", path.as_str());
+        }
+        if let Some(screen) = self.first_screen {
+            query.append_pair("first_screen", screen.as_str());
+        }
+        if let Some(hint) = &self.login_hint {
+            query.append_pair("login_hint", hint);
+        }
+        if let Some(direct) = &self.direct_sign_in {
+            query.append_pair("direct_sign_in", direct.as_str());
+        }
+        if let Some(org) = &self.organization_id {
+            query.append_pair("organization_id", org);
+        }
+        if let Some(locales) = &self.ui_locales {
+            query.append_pair("ui_locales", locales);
+        }
+        query.finish()
+    }
+}
+
+/// A sign-in with options chosen by the route, like `@logto/express`'s
+/// `signIn(res, options)`. As a [`Responder`](rocket::response::Responder) it sends the browser (303) to this app's
+/// `/logto/sign-in` with the options, which starts the sign-in; [`SignIn::href`] gives the
+/// same link for a page.
+///
+/// ```
+/// use rocket::get;
+/// use rocket_logto::{DirectSignIn, FirstScreen, LogtoError, ReturnPath, SignIn};
+///
+/// /// An invitation link: the registration form, with the address filled in.
+/// #[get("/invite?<email>")]
+/// fn invite(email: &str) -> Result<SignIn, LogtoError> {
+///     Ok(SignIn::new()
+///         .first_screen(FirstScreen::Register)
+///         .login_hint(email)?
+///         .return_to(ReturnPath::parse("/welcome")?))
+/// }
+///
+/// /// "Continue with Google": straight to the social connector.
+/// #[get("/sign-in/google")]
+/// fn google() -> Result<SignIn, LogtoError> {
+///     Ok(SignIn::new().direct_sign_in(DirectSignIn::social("google")?))
+/// }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignIn {
+    options: SignInOptions,
+}
+
+impl SignIn {
+    /// A sign-in with the configured options only.
+    pub fn new() -> SignIn {
+        SignIn::default()
+    }
+
+    /// Where the browser lands after signing in.
+    pub fn return_to(mut self, path: ReturnPath) -> SignIn {
+        self.options.return_to = Some(path);
+        self
+    }
+
+    /// The screen Logto opens on.
+    pub fn first_screen(mut self, screen: FirstScreen) -> SignIn {
+        self.options.first_screen = Some(screen);
+        self
+    }
+
+    /// Pre-fills the identifier (an email address, phone number or username). At most
+    /// [`MAX_LOGIN_HINT`] characters, no control characters.
+    pub fn login_hint(mut self, hint: &str) -> Result<SignIn, InvalidSignInOption> {
+        check_login_hint(hint)?;
+        self.options.login_hint = Some(hint.to_string());
+        Ok(self)
+    }
+
+    /// Skips Logto's page for a social or SSO connector.
+    pub fn direct_sign_in(mut self, direct: DirectSignIn) -> SignIn {
+        self.options.direct_sign_in = Some(direct);
+        self
+    }
+
+    /// Signs in to an organization's sign-in experience (Logto's `organization_id`).
+    pub fn organization_id(mut self, id: &str) -> Result<SignIn, InvalidSignInOption> {
+        check_name("organization_id", id)?;
+        self.options.organization_id = Some(id.to_string());
+        Ok(self)
+    }
+
+    /// The languages of Logto's pages, most preferred first (`"fr-CA en"`).
+    pub fn ui_locales(mut self, locales: &str) -> Result<SignIn, InvalidSignInOption> {
+        check_ui_locales(locales)?;
+        self.options.ui_locales = Some(locales.to_string());
+        Ok(self)
+    }
+
+    /// The link to this sign-in under the routes' base path (`/logto` by default), e.g.
+    /// `/logto/sign-in?first_screen=register&login_hint=...`, for an `href`.
+    pub fn href(&self, routes_base: &str) -> String {
+        let query = self.options.to_query();
+        let base = routes_base.trim_end_matches('/');
+        if query.is_empty() {
+            format!("{base}/sign-in")
+        } else {
+            format!("{base}/sign-in?{query}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_logto_accepts_pass_and_others_are_refused_with_the_reason() {
+        assert_eq!(FirstScreen::parse("register"), Ok(FirstScreen::Register));
+        assert!(FirstScreen::parse("welcome")
+            .unwrap_err()
+            .to_string()
+            .contains("first_screen"));
+        assert_eq!(
+            DirectSignIn::parse("social:google").unwrap().as_str(),
+            "social:google"
+        );
+        assert_eq!(
+            DirectSignIn::sso("abc-123").unwrap().as_str(),
+            "sso:abc-123"
+        );
+        for bad in [
+            "google",
+            "social:",
+            "social:go ogle",
+            "social:https://evil.example",
+            "sso:a/b",
+            "oauth:google",
+            "social:\r\nx",
+        ] {
+            assert!(DirectSignIn::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_login_hint("a@example.com").is_ok());
+        assert!(check_login_hint(&"a".repeat(MAX_LOGIN_HINT + 1)).is_err());
+        assert!(check_login_hint("a@example.com\r\nX: y").is_err());
+        assert!(check_ui_locales("fr-CA en").is_ok());
+        assert!(check_ui_locales("zh-Hant-TW").is_ok());
+        for bad in [
+            "",
+            "en  fr",
+            "en_US",
+            "<script>",
+            "e n",
+            "x-".repeat(50).as_str(),
+        ] {
+            assert!(check_ui_locales(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn links_carry_the_options_percent_encoded() {
+        let link = SignIn::new()
+            .first_screen(FirstScreen::Register)
+            .login_hint("a+b@example.com")
+            .unwrap()
+            .return_to(ReturnPath::parse("/welcome?x=1").unwrap())
+            .href("/logto");
+        assert_eq!(
+            link,
+            "/logto/sign-in?return_to=%2Fwelcome%3Fx%3D1&first_screen=register&login_hint=a%2Bb%40example.com"
+        );
+        assert_eq!(SignIn::new().href("/app/logto/"), "/app/logto/sign-in");
+    }
+}

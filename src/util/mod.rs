@@ -1,0 +1,8 @@
+//! Small tools every layer may use, which know nothing of Logto, sessions or Rocket: the
+//! bounded expiring map, single flight, log-safe text and the clock.
+
+pub(crate) mod bounded;
+pub(crate) mod clock;
+pub(crate) mod jose;
+pub(crate) mod logsafe;
+pub(crate) mod single_flight;
