@@ -59,7 +59,7 @@ const SHOPPING: &str = "https://shopping.example.com/api";
 const STORE: &str = "https://store.example.com/api";
 const APP_ID: &str = "sample-app";
 const APP_SECRET: &str = "sample-secret";
-/// The session cookies (see src/session.rs): `logto_session`, `logto_session_1`, ...
+/// The session cookies (see src/session/mod.rs): `logto_session`, `logto_session_1`, ...
 const SESSION_COOKIE: &str = "logto_session";
 const MAX_CHUNKS: usize = 8;
 

@@ -1524,7 +1524,7 @@
 //! the shorter of what is left of `session_lifetime_secs` and of `session_inactivity_secs`,
 //! renewed when the last-use time is rewritten (a tenth of the inactivity lifetime, at most
 //! an hour). A set per user (`user:{<hash of sub>}`) lists the user's sessions. The key
-//! layout is in `src/store/sessions.rs`.
+//! layout is in `src/store/redis/sessions.rs`.
 //!
 //! - **Hot path**: each instance keeps up to `session_cache_entries` sessions it served, each
 //!   for 5 minutes. Every write and deletion publishes `s <hash> <version>` or `d <hash>` on

@@ -4,7 +4,7 @@
 //! reaches Logto.
 //!
 //! Item 4 through the app is `hardening_refresh_memory.rs` (its own binary: it counts the
-//! process's heap); items 4, 8 and 14 are unit-tested in `src/bounded.rs`, `src/refresh.rs`
+//! process's heap); items 4, 8 and 14 are unit-tested in `src/util/bounded.rs`, `src/tokens/refresh.rs`
 //! and `src/config.rs`.
 
 #[path = "support/app.rs"]

@@ -11,7 +11,7 @@
 //! `refresh` and `logout` call it; guards and routes never see which one runs. With the
 //! cookie session store the cookie stays the source of truth: nothing here is the only
 //! copy of a session. With `session_store = "redis"` the sessions themselves live in Redis
-//! too (`sessions.rs`, reached through the Redis store; `crate::web::redis_session` for the
+//! too (`redis/sessions.rs`, reached through the Redis store; `crate::web::redis_session` for the
 //! request side).
 
 mod memory;

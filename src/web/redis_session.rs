@@ -1,6 +1,6 @@
 //! The request side of the Redis session store (`session_store = "redis"`), and the moves
 //! between the two stores. The Redis side (keys, sealing, the per-instance cache kept
-//! current through pub/sub) is in `store/sessions.rs`.
+//! current through pub/sub) is in `store/redis/sessions.rs`.
 //!
 //! With the Redis store a browser holds one private cookie, `logto_sid`
 //! (`__Host-logto_sid` on https), with a random id of 32 bytes; the session is found in
@@ -23,6 +23,7 @@ use crate::session::{self, CookieNames, Session};
 #[cfg(feature = "redis")]
 use crate::store::SaveError;
 use crate::web::context::RequestSession;
+#[cfg(feature = "redis")]
 use crate::web::session_cookies;
 use crate::web::state::LogtoState;
 
