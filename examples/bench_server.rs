@@ -44,8 +44,7 @@ use rocket::response::content::RawJson;
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, routes, Build, Rocket, State};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, BearerToken, IdTokenClaims, Logto, LogtoUser, Resource,
-    ResourceToken,
+    AuthenticatedUser, BearerToken, IdTokenClaims, Logto, LogtoUser, Resource, ResourceToken,
 };
 
 #[path = "../tests/support/real_provider.rs"]
@@ -94,8 +93,11 @@ fn me_guard<'r>(user: AuthenticatedUser, body: &'r State<PlainBody>) -> RawJson<
 }
 
 #[get("/shopping")]
-fn shopping(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-    Json(token.token().clone())
+fn shopping(token: ResourceToken<Shopping>) -> Json<serde_json::Value> {
+    // The token itself too: the refresh storm counts distinct tokens.
+    let mut json = serde_json::json!(&*token);
+    json["access_token"] = token.secret().into();
+    Json(json)
 }
 
 /// The plain route's bytes, behind the guard: the difference to `/plain` is the guard.

@@ -3,6 +3,7 @@
 //! attach a fairing, add guards to your route signatures, and configure it in `Rocket.toml`.
 //!
 //! ```no_run
+//! use rocket::http::RawStr;
 //! use rocket::response::content::RawHtml;
 //! use rocket::serde::json::Json;
 //! use rocket::{get, launch, routes, Build, Rocket};
@@ -23,7 +24,7 @@
 //!             // `name` may be empty: fall back to the user's id.
 //!             let name = claims.name.as_deref().unwrap_or(&claims.sub);
 //!             // Claims are the user's own text: escape them before they go into HTML.
-//!             let name = rocket_logto::html_escape(name);
+//!             let name = RawStr::new(name).html_escape();
 //!             format!(r#"Hello {name}, <a href="/logto/sign-out">Sign Out</a>"#)
 //!         }
 //!         None => r#"<a href="/logto/sign-in">Sign In</a>"#.to_string(),
@@ -223,7 +224,7 @@
 //!         let claims = user.claims().expect("signed in");
 //!         let name = claims.name.as_deref().unwrap_or(&claims.sub);
 //!         format!(r#"<div>Hello {}, <a href="/logto/sign-out">Sign Out</a></div>"#,
-//!             rocket_logto::html_escape(name))
+//!             RawStr::new(name).html_escape())
 //!     } else {
 //!         // Come back to /orders?page=2 after signing in.
 //!         let return_to = RawStr::new("/orders?page=2").percent_encode();
@@ -527,8 +528,9 @@
 //! /// 401 when signed out, 403 without `shopping:read`.
 //! #[get("/fetch-access-token")]
 //! fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-//!     // token.access_token() is the bearer token; token.claims() its decoded claims.
-//!     Json(token.token().clone())
+//!     // token.secret() is the bearer token; token.claims() its decoded claims. As JSON,
+//!     // the token shows what it grants, not itself.
+//!     Json(token.into_inner())
 //! }
 //!
 //! /// The same for a resource named at run time, e.g. from the path: one that is not in
@@ -730,6 +732,13 @@
 //! | 500 | [`Config`](LogtoError::Config) | the app's configuration does not allow the call: an organization token without the organizations scope in `scopes`; a session too large for the cookies |
 //! | 502 | [`BadGateway`](LogtoError::BadGateway) | Logto answered with something unusable: HTML, truncated JSON, an HTTP 5xx, a refusal, userinfo about another user |
 //! | 503 | [`Unavailable`](LogtoError::Unavailable) | Logto cannot be reached or did not answer within `http_timeout_secs`; or it rate-limited us (HTTP 429), then with `Retry-After` when Logto sent one |
+//!
+//! An error has two texts. [`LogtoError::message`] is for the end user, and is what the
+//! page shows: for a 500 or a 502 it is a generic sentence, so a page never shows the app's
+//! setup. `Display` is the developer's message, for logs: lower-case, without a trailing
+//! period, naming what went wrong. A failed call to Logto also carries a typed
+//! [`ProviderFailure`] ([`LogtoError::provider_failure`], and the error's `source()`): a
+//! timeout, a refusal with its [`OAuthErrorCode`], or Logto's HTTP status.
 //!
 //! What only the configuration decides is checked at launch instead: a [`ResourceToken<R>`]
 //! whose `R::INDICATOR` is not in `resources`, or a guard without the fairing, stops the
@@ -1054,7 +1063,8 @@
 //! organization) opens only [`OrganizationResourceToken`] routes. The guards deref to
 //! [`VerifiedToken`]: `sub()`, `client_id()`, `user_id()` (`None` for a machine-to-machine
 //! token: Logto's client credentials give `sub` = `client_id`), `scopes()`, `has_scope()`,
-//! `organization_id()`, `exp()`, `token()` and `claims()`.
+//! `organization_id()`, `expires_at()`, `secret()` and `claims()`: the same names as
+//! [`AccessToken`], which [`ResourceToken<R>`] derefs to.
 //!
 //! **The route's organization.** [`OrganizationToken`] and [`OrganizationResourceToken`]
 //! read the organization from the route's `<organization_id>` path segment and check the
@@ -1107,12 +1117,12 @@
 //! async fn my_orders(token: ResourceToken<Shopping>) -> Result<String, LogtoError> {
 //!     let answer = reqwest::Client::new()
 //!         .get("https://shopping.your-app.com/api/orders")
-//!         .bearer_auth(token.access_token())
+//!         .bearer_auth(token.secret())
 //!         .send()
 //!         .await
 //!         .and_then(|r| r.error_for_status())
-//!         .map_err(|e| LogtoError::BadGateway(format!("the shopping API: {e}")))?;
-//!     answer.text().await.map_err(|e| LogtoError::BadGateway(e.to_string()))
+//!         .map_err(|e| LogtoError::bad_gateway(format!("the shopping API: {e}")))?;
+//!     answer.text().await.map_err(|e| LogtoError::bad_gateway(e.to_string()))
 //! }
 //! ```
 //!
@@ -1586,11 +1596,11 @@ mod util;
 mod web;
 
 pub use claims::{
-    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
-    ORGANIZATIONS_RESOURCE,
+    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, Scopes, UserInfo,
+    UserScope, ORGANIZATIONS_RESOURCE,
 };
 pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind};
-pub use error::{html_escape, LogtoError};
+pub use error::{LogtoError, OAuthErrorCode, ProviderFailure};
 pub use return_path::{InvalidReturnPath, ReturnPath};
 pub use sign_in_options::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use web::bearer::rejection::BearerError;
@@ -1607,7 +1617,3 @@ pub use web::user_tokens::AccessToken;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-/// The userinfo answer: the old name of [`UserInfo`].
-#[deprecated(note = "renamed `UserInfo`; the guard that fetches it is `FetchedUserInfo`")]
-pub type UserInfoClaims = UserInfo;

@@ -405,9 +405,10 @@ pub(crate) fn debug_build() -> bool {
     cfg!(debug_assertions)
 }
 
-/// How many verified access tokens the API guards of `rocket` keep in memory (bounded by
-/// `bearer_cache_entries`): for tests of what is cached.
-pub fn cached_bearer_tokens(rocket: &Rocket<Orbit>) -> usize {
+/// How many verified access tokens the API guards of `rocket` keep in memory. Not part of
+/// the API (hidden, exempt from semver): the crate's own tests of what is cached use it.
+#[doc(hidden)]
+pub fn __cached_bearer_tokens(rocket: &Rocket<Orbit>) -> usize {
     rocket.state::<ApiState>().map_or(0, ApiState::cached)
 }
 

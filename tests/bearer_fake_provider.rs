@@ -1,7 +1,7 @@
 //! Issue 13: the API guards against the in-process fake provider, above all with hostile
 //! tokens. Every refused token gets its RFC 6750 answer (status, `WWW-Authenticate`, JSON)
 //! and is never cached: the number of verified tokens the guards keep
-//! (`testing::cached_bearer_tokens`) must not move.
+//! (`testing::__cached_bearer_tokens`, hidden) must not move.
 
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
@@ -18,7 +18,9 @@ use rocket::http::{Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket::serde::json::Json;
 use rocket::{catch, catchers, get, routes, Build, Rocket};
-use rocket_logto::testing::{cached_bearer_tokens, BearerRequest, TestToken};
+use rocket_logto::testing::{
+    __cached_bearer_tokens as cached_bearer_tokens, BearerRequest, TestToken,
+};
 use rocket_logto::{
     AuthenticatedUser, BearerError, BearerToken, Logto, OrganizationResourceToken,
     OrganizationToken, Resource,
@@ -46,7 +48,7 @@ fn whoami(token: BearerToken<Shopping>) -> Json<Value> {
         "claims": token.claims(),
         "user_id": token.user_id(),
         "machine": token.is_machine_to_machine(),
-        "scopes": token.scopes(),
+        "scopes": token.scopes().collect::<Vec<_>>(),
     }))
 }
 

@@ -35,13 +35,13 @@ async fn call_api(
 ) -> Result<Json<Value>, LogtoError> {
     let response = reqwest::Client::new()
         .get(format!("{}/whoami", api.0))
-        .bearer_auth(token.access_token())
+        .bearer_auth(token.secret())
         .send()
         .await
-        .map_err(|e| LogtoError::BadGateway(format!("The API could not be reached: {e}")))?;
+        .map_err(|e| LogtoError::bad_gateway(format!("The API could not be reached: {e}")))?;
     let status = response.status().as_u16();
     let answer: Value = response.json().await.map_err(|e| {
-        LogtoError::BadGateway(format!("The API answered {status} without JSON: {e}"))
+        LogtoError::bad_gateway(format!("The API answered {status} without JSON: {e}"))
     })?;
     Ok(Json(json!({ "status": status, "answer": answer })))
 }
@@ -94,13 +94,11 @@ struct TokenSummary {
 
 impl TokenSummary {
     fn of(token: &AccessToken) -> TokenSummary {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let left = token.expires_at() - rocket::time::OffsetDateTime::now_utc();
         TokenSummary {
             audience: token.claims().get("aud").cloned().unwrap_or_default(),
-            scopes: token.scopes().into_iter().map(str::to_string).collect(),
-            expires_in_minutes: (token.expires_at() - now).max(0) / 60,
+            scopes: token.scopes().map(str::to_string).collect(),
+            expires_in_minutes: left.whole_minutes().max(0),
         }
     }
 }
@@ -223,18 +221,32 @@ fn userinfo(info: FetchedUserInfo) -> Json<UserInfo> {
     Json(info.into_inner())
 }
 
+/// A token as the guide's `getAccessToken` gives it: the token itself (`secret`, which
+/// `AccessToken`'s own serialisation leaves out) with what it grants.
+fn token_json(token: &AccessToken) -> serde_json::Value {
+    let mut json = serde_json::json!(token);
+    json["access_token"] = token.secret().into();
+    json
+}
+
 /// A token for the shopping API (the guide's `getAccessToken`).
 #[get("/fetch-access-token")]
-fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-    Json(token.token().clone())
+fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<serde_json::Value> {
+    Json(token_json(&token))
 }
 
 /// Tokens of every organization of the user (the guide's `organizationTokens`).
 #[get("/fetch-organization-token")]
 async fn fetch_organization_token(
     user: AuthenticatedUser<'_>,
-) -> Result<Json<BTreeMap<String, AccessToken>>, LogtoError> {
-    Ok(Json(user.organization_tokens().await?))
+) -> Result<Json<BTreeMap<String, serde_json::Value>>, LogtoError> {
+    let tokens = user.organization_tokens().await?;
+    Ok(Json(
+        tokens
+            .iter()
+            .map(|(id, token)| (id.clone(), token_json(token)))
+            .collect(),
+    ))
 }
 
 /// The app's own user records, created at first sign-in (a database in a real app).

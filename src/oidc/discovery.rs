@@ -70,7 +70,7 @@ impl DiscoverySource {
         let url = format!("{}/.well-known/openid-configuration", self.issuer);
         let doc: DiscoveryDocument = get_json(&self.http, &url, "discovery request").await?;
         if doc.issuer != self.issuer {
-            return Err(LogtoError::BadGateway(format!(
+            return Err(LogtoError::bad_gateway(format!(
                 "Logto's discovery names the issuer {:?}, but the configured endpoint means {:?}; check `endpoint`.",
                 doc.issuer, self.issuer
             )));
@@ -200,10 +200,10 @@ impl DiscoveryCache {
                         log::warn!(
                             "logto: discovery refresh failed, serving the cached copy; next attempt in {}s: {}",
                             backoff.as_secs(),
-                            e.message()
+                            e.detail()
                         );
                     } else {
-                        log::warn!("logto: discovery failed: {}", e.message());
+                        log::warn!("logto: discovery failed: {}", e.detail());
                     }
                 }
             }

@@ -93,7 +93,7 @@ impl Logto {
     /// use rocket_logto::Logto;
     ///
     /// let fairing = Logto::fairing().error_page(|error, request| {
-    ///     RawHtml(format!("<h1>Oops</h1><p>{}</p>", rocket_logto::html_escape(error.message())))
+    ///     RawHtml(format!("<h1>Oops</h1><p>{}</p>", rocket::http::RawStr::new(error.message()).html_escape()))
     ///         .respond_to(request)
     /// });
     /// ```

@@ -238,7 +238,7 @@ async fn sign_in_callback(
 ) -> Result<AuthRedirect, LogtoError> {
     let result = complete_sign_in(&query, state, jar, agent.0).await;
     if let Err(e) = &result {
-        log::warn!("logto: sign-in callback refused: {}", for_log(e.message()));
+        log::warn!("logto: sign-in callback refused: {}", for_log(e.detail()));
     }
     result
 }
@@ -320,7 +320,7 @@ async fn complete_sign_in(
             e => LogtoError::from(e),
         })?;
     let id_token = tokens.id_token.ok_or_else(|| {
-        LogtoError::BadGateway("Logto returned no ID token; is the `openid` scope granted?".into())
+        LogtoError::bad_gateway("Logto returned no ID token; is the `openid` scope granted?")
     })?;
     let claims = state
         .provider
@@ -353,11 +353,11 @@ async fn complete_sign_in(
         match state.provider.userinfo(&discovery, &token).await {
             Ok(value) => match user_tokens::user_info_for(value.clone(), &claims) {
                 Ok(_) => new_session.user_info = Some(value),
-                Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.message()),
+                Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.detail()),
             },
             Err(e) => log::warn!(
                 "logto: fetching user info after sign-in failed: {}",
-                LogtoError::from(e).message()
+                LogtoError::from(e).detail()
             ),
         }
     }
@@ -473,7 +473,7 @@ async fn end_session(
         Err(e) => {
             log::warn!(
                 "logto: sign-out could not reach Logto ({}); signed out locally only",
-                e.message()
+                e.detail()
             );
             return SignOutAnswer::Redirect(AuthRedirect(
                 config.post_sign_out_redirect.to_string(),
@@ -561,7 +561,7 @@ impl<'r> Responder<'r, 'static> for SignOutAnswer {
              <body><h1>Sign out?</h1><p>Another site asked to sign you out of this app.</p>\
              <form method=\"post\" action=\"{action}\"><button type=\"submit\" id=\"confirm-sign-out\">Sign out</button></form>\
              <p><a href=\"/\">Stay signed in</a></p></body></html>",
-            action = crate::error::html_escape(&action)
+            action = crate::web::error_page::html_escape(&action)
         );
         Response::build()
             .status(Status::Ok)
@@ -641,7 +641,7 @@ impl<'r> Responder<'r, 'static> for LogoutAnswer {
 async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState>) -> LogoutAnswer {
     let discovery = match state.provider.discovery().await {
         Ok(d) => d,
-        Err(e) => return LogoutAnswer(Err(e.message().to_string())),
+        Err(e) => return LogoutAnswer(Err(e.detail().to_string())),
     };
     let result = crate::tokens::logout::accept(
         form.logout_token,

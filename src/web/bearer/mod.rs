@@ -84,7 +84,8 @@ pub struct VerifiedToken(Arc<Verified>);
 
 impl VerifiedToken {
     /// The token itself, as received (to call another API on the caller's behalf, say).
-    pub fn token(&self) -> &str {
+    /// Keep it out of logs, URLs and pages; `Debug` leaves it out.
+    pub fn secret(&self) -> &str {
         &self.0.token
     }
 
@@ -125,8 +126,8 @@ impl VerifiedToken {
     }
 
     /// The granted scopes (the space-separated `scope` claim).
-    pub fn scopes(&self) -> Vec<&str> {
-        jwt::scopes(&self.0.claims).collect()
+    pub fn scopes(&self) -> crate::claims::Scopes<'_> {
+        jwt::scopes(&self.0.claims)
     }
 
     /// Whether `scope` is one of the granted scopes.
@@ -153,9 +154,9 @@ impl VerifiedToken {
         }
     }
 
-    /// When it expires (`exp`), in seconds since the Unix epoch.
-    pub fn exp(&self) -> i64 {
-        self.0.exp
+    /// When it expires (`exp`).
+    pub fn expires_at(&self) -> rocket::time::OffsetDateTime {
+        crate::util::clock::datetime(self.0.exp)
     }
 }
 
@@ -784,7 +785,7 @@ mod tests {
             token(json!({ "sub": "u1", "client_id": "app", "aud": "https://api", "scope": "a b" }));
         assert_eq!(user.user_id(), Some("u1"));
         assert!(!user.is_machine_to_machine());
-        assert_eq!(user.scopes(), ["a", "b"]);
+        assert_eq!(user.scopes().collect::<Vec<_>>(), ["a", "b"]);
         assert!(user.has_scope("b") && !user.has_scope("c"));
         assert_eq!(user.organization_id(), None);
         let machine = token(json!({ "sub": "app", "client_id": "app", "aud": ["https://api"] }));
