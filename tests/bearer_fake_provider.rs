@@ -683,10 +683,13 @@ async fn an_organization_guard_on_a_route_without_its_segment_fails_closed() {
     let a = get(&client, "/api/teams/t1/whoami", &[bearer(&token)]).await;
     assert_eq!(a.status, Status::InternalServerError);
     assert_eq!(a.body["error"], "server_error");
-    assert!(a.body["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("<organization_id>"));
+    // The route's setup is the app's business, in its log; the client gets a generic text.
+    let description = a.body["error_description"].as_str().unwrap();
+    assert!(!description.contains("<organization_id>"), "{description}");
+    assert!(
+        description.contains("cannot check access tokens"),
+        "{description}"
+    );
 }
 
 #[rocket::async_test]

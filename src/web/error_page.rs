@@ -203,7 +203,7 @@ mod tests {
 
     fn body(error: &LogtoError, json: bool) -> String {
         let mut response = error.render_page(json, &PageLinks::default());
-        let body = response.body_mut().take();
+        let mut body = response.body_mut().take();
         rocket::async_test(async move { body.to_string().await.unwrap() })
     }
 
@@ -228,7 +228,10 @@ mod tests {
                 let page = body(&error, json);
                 assert!(!page.contains("session_store"), "{page}");
                 assert!(!page.contains("evil"), "{page}");
-                assert!(page.contains(&html_escape(error.message()).to_string()) || json, "{page}");
+                assert!(
+                    page.contains(&html_escape(error.message()).to_string()) || json,
+                    "{page}"
+                );
             }
         }
     }

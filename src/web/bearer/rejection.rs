@@ -190,7 +190,11 @@ impl fmt::Display for BearerError {
                 crate::error::write_sentence_tail(f, reason)
             }
             BearerError::InsufficientScope { missing, .. } => {
-                write!(f, "insufficient scope: lacks {}", missing.join(", "))
+                write!(
+                    f,
+                    "insufficient scope: the token lacks the scopes: {}",
+                    missing.join(", ")
+                )
             }
             BearerError::Unavailable(e) => write!(f, "cannot check the token: {e}"),
             BearerError::Config(m) => {
