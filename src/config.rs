@@ -447,6 +447,7 @@ pub struct RedisUrl(Url);
 
 impl RedisUrl {
     /// The URL itself, password included, for the Redis client only.
+    #[cfg(any(feature = "redis", test))]
     pub(crate) fn expose(&self) -> &str {
         self.0.as_str()
     }

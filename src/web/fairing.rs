@@ -67,8 +67,8 @@ impl Logto {
     /// It returns a boxed future that may borrow the request (`Box::pin(async move {..})`,
     /// as Rocket's [`AdHoc`](rocket::fairing::AdHoc) fairings do), with:
     ///
-    /// - `Ok(`[`SignInDecision::Continue`]`)`: go on to the return path;
-    /// - `Ok(`[`SignInDecision::RedirectTo`]`)`: land there instead;
+    /// - `Ok(`[`SignInDecision::Continue`](crate::SignInDecision::Continue)`)`: go on to the return path;
+    /// - `Ok(`[`SignInDecision::RedirectTo`](crate::SignInDecision::RedirectTo)`)`: land there instead;
     /// - `Err(`[`SignInRefusal`](crate::SignInRefusal)`)`: the user gets 403 with your
     ///   message, no session starts and the refresh token is revoked. The browser is never
     ///   sent back to sign-in, so a refusal cannot loop.
