@@ -255,7 +255,9 @@ fn rocket_app(
         .merge(("secret_key", SECRET_KEY))
         .merge(("log_level", "off"))
         .merge(("cli_colors", false))
-        .merge(("logto", logto));
+        .merge(("logto", logto))
+        // bench/run sets LOGTO_REDIS_URL and LOGTO_SESSION_STORE for its Redis rows.
+        .merge(rocket_logto::LogtoEnv::new());
     let mut rocket = rocket::custom(figment);
     // BENCH_COUNT_REQUESTS=1: count the requests served, read at `/__bench/requests` (for the
     // memory rows, which must know when every session had been seen once).

@@ -123,6 +123,11 @@ const TEST_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 /// instead of reaching a real tenant. Merge your own keys on top (`resources`, `scopes`,
 /// ...).
 ///
+/// The `LOGTO_*` environment variables never override it: the fairing reads them only on
+/// `rocket::build()`'s figment, or on one that merges [`LogtoEnv`](crate::LogtoEnv). So a
+/// developer whose shell points `LOGTO_ENDPOINT` and `LOGTO_APP_SECRET` at a tenant still
+/// runs the tests offline.
+///
 /// The key is the same for every call in one process (so that two apps of one test share
 /// cookies) and never the same in two processes: an app that used this configuration
 /// outside its tests would not have sessions that anyone can forge with a key published

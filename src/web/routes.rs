@@ -194,16 +194,18 @@ fn authorize_url(
         if let Some(hint) = options.login_hint.as_ref().or(config.login_hint.as_ref()) {
             q.append_pair("login_hint", hint);
         }
-        let direct = options.direct_sign_in.as_ref().map(DirectSignIn::as_str);
-        if let Some(direct) = direct.or(config.direct_sign_in.as_deref()) {
+        let direct = options
+            .direct_sign_in
+            .as_ref()
+            .or(config.direct_sign_in.as_ref());
+        if let Some(direct) = direct.map(DirectSignIn::as_str) {
             q.append_pair("direct_sign_in", direct);
         }
         for resource in &config.resources {
             q.append_pair("resource", resource);
         }
-        let screen = options.first_screen.map(FirstScreen::as_str);
-        if let Some(screen) = screen.or(config.first_screen.as_deref()) {
-            q.append_pair("first_screen", screen);
+        if let Some(screen) = options.first_screen.or(config.first_screen) {
+            q.append_pair("first_screen", screen.as_str());
         }
         if !config.identifiers.is_empty() {
             q.append_pair("identifier", &config.identifiers.join(" "));
@@ -235,12 +237,24 @@ async fn sign_in_callback(
     state: &State<LogtoState>,
     jar: &CookieJar<'_>,
     agent: UserAgent,
+    request: TheRequest<'_>,
 ) -> Result<AuthRedirect, LogtoError> {
-    let result = complete_sign_in(&query, state, jar, agent.0).await;
+    let result = complete_sign_in(&query, state, jar, agent.0, request.0).await;
     if let Err(e) = &result {
         log::warn!("logto: sign-in callback refused: {}", for_log(e.detail()));
     }
     result
+}
+
+/// The request itself, for the app's sign-in hook (which reaches state and guards through it).
+struct TheRequest<'r>(&'r Request<'r>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for TheRequest<'r> {
+    type Error = std::convert::Infallible;
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(TheRequest(request))
+    }
 }
 
 /// The browser's `User-Agent` (200 characters at most), kept with a Redis session.
@@ -259,6 +273,7 @@ async fn complete_sign_in(
     state: &LogtoState,
     jar: &CookieJar<'_>,
     user_agent: Option<String>,
+    request: &Request<'_>,
 ) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
     // Read every parameter first: a repeated one fails before anything else happens.
@@ -372,7 +387,7 @@ async fn complete_sign_in(
             return_to: return_to.clone(),
             has_refresh_token: new_session.refresh_token.is_some(),
         };
-        match hook(signed_in).await {
+        match hook(signed_in, request).await {
             Ok(SignInDecision::Continue) => {}
             Ok(SignInDecision::RedirectTo(path)) => return_to = path,
             Err(refusal) => {
@@ -384,7 +399,9 @@ async fn complete_sign_in(
                 if let Some(rt) = &new_session.refresh_token {
                     state.provider.revoke(&discovery, rt).await;
                 }
-                return Err(refusal);
+                // Its own status (403): a 401 would send the browser back to sign-in, and
+                // so back to this refusal.
+                return Err(refusal.into());
             }
         }
     }

@@ -707,7 +707,7 @@ impl<R: Resource> Sentinel for OrganizationResourceToken<R> {
             "OrganizationResourceToken",
             Some(R::INDICATOR),
             R::REQUIRED_SCOPES,
-        )
+        ) || no_organization_segment(rocket, "OrganizationResourceToken")
     }
 }
 
@@ -721,7 +721,49 @@ impl<R: Resource> Sentinel for OrganizationToken<R> {
             return true;
         }
         sentinel(rocket, "OrganizationToken", None, R::REQUIRED_SCOPES)
+            || no_organization_segment(rocket, "OrganizationToken")
     }
+}
+
+/// The organization guards' launch check: some route has the `<organization_id>` segment
+/// they read. Rocket tells a Sentinel only that some route uses its type, not which: when
+/// no route has the segment, every route with the guard names it otherwise (Rocket's abort
+/// message then gives each one's file and line); a route that misnames it next to routes
+/// that have it is caught at its first request instead (`route_organization`, a 500).
+fn no_organization_segment(rocket: &Rocket<Ignite>, guard: &str) -> bool {
+    let dynamic = |route: &&rocket::Route| {
+        route
+            .uri
+            .unmounted_origin
+            .path()
+            .segments()
+            .any(|segment| segment.starts_with('<'))
+    };
+    let named = rocket.routes().any(|route| {
+        route
+            .uri
+            .unmounted_origin
+            .path()
+            .segments()
+            .any(|segment| segment == ORGANIZATION_PARAM)
+    });
+    if !named {
+        let candidates: Vec<String> = rocket
+            .routes()
+            .filter(dynamic)
+            .map(|route| format!("{} {}", route.method, route.uri))
+            .collect();
+        log::error!(
+            "rocket_logto: `{guard}` checks the token against the route's `{ORGANIZATION_PARAM}` \
+             path segment, and no route has one: name the organization segment of its routes \
+             `{ORGANIZATION_PARAM}` (routes with dynamic segments: {})",
+            match candidates.is_empty() {
+                true => "none".to_string(),
+                false => candidates.join(", "),
+            }
+        );
+    }
+    !named
 }
 
 #[cfg(test)]
