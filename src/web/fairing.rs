@@ -373,20 +373,20 @@ impl Fairing for Logto {
 /// helpers) is read as it is, as Rocket and its other extensions read theirs.
 fn config_figment(figment: &Figment) -> Figment {
     let has_env = figment.metadata().any(|m| m.name == LOGTO_ENV_NAME);
+    let set = LogtoEnv::new().set_names();
     if !has_env && is_rockets_default(figment) {
-        log::info!(
-            "logto: the LOGTO_* variables win over Rocket.toml (rocket::build()'s configuration)"
-        );
+        if !set.is_empty() {
+            log::info!("logto: {} read from the environment", set.join(", "));
+        }
         return figment.clone().merge(LogtoEnv::new());
     }
-    let unread = LogtoEnv::new().set_names();
-    if !has_env && !unread.is_empty() {
+    if !has_env && !set.is_empty() {
         // The names only, never a value. Said once at launch: a developer who exported
         // them expects them to count.
         log::warn!(
             "logto: {} set in the environment but not read: this Rocket runs on a figment of its own \
              (rocket::custom), which gets the LOGTO_* variables only by merging rocket_logto::LogtoEnv",
-            unread.join(", ")
+            set.join(", ")
         );
     }
     figment.clone()
