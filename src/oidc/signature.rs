@@ -86,10 +86,14 @@ impl PublicKey {
                             .ok()?
                     }
                     Verifier::Ed25519 => {
-                        if json.get("crv").and_then(Value::as_str) != Some("Ed25519") {
+                        let x = member("x")?;
+                        // The raw key only: aws-lc-rs would also read a DER-wrapped one.
+                        if json.get("crv").and_then(Value::as_str) != Some("Ed25519")
+                            || x.len() != 32
+                        {
                             return None;
                         }
-                        ParsedPublicKey::new(&lc::ED25519, member("x")?).ok()?
+                        ParsedPublicKey::new(&lc::ED25519, x).ok()?
                     }
                 };
                 Some((alg, key))
@@ -824,6 +828,10 @@ mod tests {
             &es384,
             &ed_sig,
         );
+        let mut k = ed.jwk();
+        let x = URL_SAFE_NO_PAD.decode(k["x"].as_str().unwrap()).unwrap();
+        k["x"] = json!(b64(&[&hex("302a300506032b6570032100")[..], &x[..]].concat()));
+        key_case("an Ed25519 key as DER", k, A::EdDsa, &es384, &ed_sig);
         let mut k = ed.jwk();
         k["kty"] = json!("EC");
         key_case("an Ed25519 key typed EC", k, A::EdDsa, &es384, &ed_sig);
