@@ -39,8 +39,10 @@ const ROWS = [
   ['rocket_plain_distinct', `Rocket, plain route (no guard), the same ${Number(meta.DISTINCT).toLocaleString('en-US')} distinct cookies round robin (the distinct row's baseline)`, null],
   ['rocket_bearer', 'Rocket, `BearerToken<R>`, the same valid token on every request → the plain route\'s bytes', null],
   ['baseline_bearer', 'Baseline: `jsonwebtoken` check on every request (Logto\'s API-protection page), the same token → the same bytes', null],
-  ['rocket_bearer_new', `Rocket, \`BearerToken<R>\`, a new token on every request (${Number(meta.TOKENS).toLocaleString('en-US')} machine-to-machine tokens round robin, cache of 100): verifications/s on one core`, null],
-  ['baseline_bearer_new', 'Baseline: `jsonwebtoken` check on every request, a new token on every request', null],
+  ['rocket_bearer_new', `Rocket, \`BearerToken<R>\`, a new token on every request (${Number(meta.TOKENS).toLocaleString('en-US')} machine-to-machine tokens round robin, cache of 100): verifications/s on one core (ES384)`, null],
+  ['baseline_bearer_new', 'Baseline: `jsonwebtoken` check on every request, a new token on every request (ES384)', null],
+  ['rocket_bearer_new_rs256', 'Rocket, `BearerToken<R>`, a new token on every request, a tenant with an RSA key: verifications/s on one core (RS256, 2048 bits)', null],
+  ['baseline_bearer_new_rs256', 'Baseline: `jsonwebtoken` check on every request, a new token on every request (RS256, 2048 bits)', null],
   ['rocket_auth_redis', 'Rocket, `AuthenticatedUser` → claims as JSON, with `redis_url` set', 'express_user'],
   ['rocket_resource_redis', 'Rocket, `ResourceToken<R>`, cached valid token, with `redis_url` set', 'express_resource'],
   ['rocket_auth_redis_store', 'Rocket, `AuthenticatedUser` → claims as JSON, sessions in Redis (`session_store = "redis"`), warm cache', 'express_user'],
@@ -63,6 +65,8 @@ for (const [id] of ROWS) {
     p50: median(rs.map((r) => r.p50_us)),
     p99: median(rs.map((r) => r.p99_us)),
     hwm: median(rs.map((r) => r.hwm_kb)),
+    // Requests per CPU-second of the server (the figure per core when the core was shared).
+    perCpu: median(rs.filter((r) => r.cpu_s > 0).map((r) => r.requests / r.cpu_s)),
     all: rs.map((r) => r.rps),
   };
 }
@@ -145,7 +149,10 @@ if (has('rocket_auth', 'express_user')) p(`- \`AuthenticatedUser\` vs \`withLogt
 if (has('rocket_resource', 'express_resource')) p(`- \`ResourceToken<R>\` vs \`withLogto\` + \`getAccessToken\` (same): ${vs('rocket_resource', 'express_resource')}`);
 if (has('rocket_bearer')) p(`- \`BearerToken<R>\`, repeated token, ≥ 0.90 of the plain route: ${x(stats.rocket_bearer.rps, plain.rps)}: ${target(stats.rocket_bearer.rps >= 0.9 * plain.rps)}`);
 if (has('rocket_bearer', 'baseline_bearer')) p(`- \`BearerToken<R>\`, repeated token, vs the baseline that verifies every request: ${x(stats.rocket_bearer.rps, stats.baseline_bearer.rps)} requests/s, p99 ${ms(stats.rocket_bearer.p99)} vs ${ms(stats.baseline_bearer.p99)}`);
-if (has('rocket_bearer_new')) p(`- \`BearerToken<R>\`, a new token on every request: **${Math.round(stats.rocket_bearer_new.rps).toLocaleString('en-US')} verifications/s/core** (the server runs on one core)${has('baseline_bearer_new') ? `; the \`jsonwebtoken\` baseline: ${Math.round(stats.baseline_bearer_new.rps).toLocaleString('en-US')}/s (${x(stats.rocket_bearer_new.rps, stats.baseline_bearer_new.rps)})` : ''}`);
+const perCpu = (id) => (stats[id].perCpu ? ` (${Math.round(stats[id].perCpu).toLocaleString('en-US')} per CPU-second of the server)` : '');
+if (has('rocket_bearer_new')) p(`- \`BearerToken<R>\`, a new ES384 token on every request: **${Math.round(stats.rocket_bearer_new.rps).toLocaleString('en-US')} verifications/s/core**${perCpu('rocket_bearer_new')} (the server runs on one core)${has('baseline_bearer_new') ? `; the \`jsonwebtoken\` baseline: ${Math.round(stats.baseline_bearer_new.rps).toLocaleString('en-US')}/s${perCpu('baseline_bearer_new')} (${x(stats.rocket_bearer_new.rps, stats.baseline_bearer_new.rps)}); ≥ 2.5× the baseline: ${target(stats.rocket_bearer_new.rps >= 2.5 * stats.baseline_bearer_new.rps)}` : ''}`);
+if (has('rocket_bearer_new_rs256')) p(`- \`BearerToken<R>\`, a new RS256 token on every request: **${Math.round(stats.rocket_bearer_new_rs256.rps).toLocaleString('en-US')} verifications/s/core**${perCpu('rocket_bearer_new_rs256')}${has('baseline_bearer_new_rs256') ? `; the \`jsonwebtoken\` baseline: ${Math.round(stats.baseline_bearer_new_rs256.rps).toLocaleString('en-US')}/s${perCpu('baseline_bearer_new_rs256')} (${x(stats.rocket_bearer_new_rs256.rps, stats.baseline_bearer_new_rs256.rps)})` : ''}`);
+if (has('rocket_bearer_new') && plain.perCpu) p(`- The plain route, for scale: ${Math.round(plain.rps).toLocaleString('en-US')} requests/s${perCpu('rocket_plain')}: what a request costs without any check.`);
 for (const [id, base, label] of [['rocket_auth_redis', 'rocket_auth', '`AuthenticatedUser`'], ['rocket_resource_redis', 'rocket_resource', '`ResourceToken<R>`']]) {
   if (stats[id].n && stats[base].n) {
     p(`- ${label} with \`redis_url\` set ≥ 0.95 of without (no Redis round trip per request): ${x(stats[id].rps, stats[base].rps)}: ${target(stats[id].rps >= 0.95 * stats[base].rps)}`);
@@ -237,7 +244,7 @@ if (signinRuns.length) {
   p(`- Was the provider the limit? Provider and driver share core 1; they used ${Object.entries(S).map(([id, r]) => `${(r.provider + r.driver).toFixed(2)} of it (${id})`).join(', ')}. ${sideFull.length ? `**For ${sideFull.join(', ')} core 1 was nearly full: the provider or the driver may have limited it.**` : 'Core 1 always had room left: the provider did not limit the apps.'} ${appShort.length ? `The app used less than 0.9 of its core in ${appShort.join(', ')}: ${sideFull.length ? 'it waited on the provider side, or ' : ''}other processes on the machine took the rest (load average ${meta.LOAD_BEFORE} before, ${meta.LOAD_AFTER} after); the per-CPU-second figure does not depend on that.` : 'Each app kept its core busy.'}`);
   if (Object.values(S).some((r) => r.n > 1)) p(`- Sign-ins/s of each round: ${Object.entries(S).map(([id, r]) => `${id} ${r.all.map((v) => Math.round(v)).join(' / ')}`).join('; ')}.`);
   for (const [alg, f] of fake) p(`- The ${alg} provider answered ${f.authorize} authorize, ${f.token} token, ${f.jwks} JWKS and ${f.discovery} discovery requests (warm-ups included).${f.jwks > 10 ? ' @logto/express fetches the JWKS on every callback (it builds a new verifier per request); rocket_logto keeps the keys it fetched with discovery.' : ''}`);
-  p(`- Provider: \`bench_server fake-provider\` (pinned to core 1 with the driver), a small Rocket app: its authorize endpoint redirects back at once with a one-time code bound to the client, redirect URI, PKCE challenge and nonce; its token endpoint checks them and the client secret, and signs an ID token for a new user each time (with ring, a fresh key per run). ES384 is Logto's default signing algorithm, so those rows verify what an app verifies in production; a P-384 signature costs the provider about 0.3 ms. The Rocket app checks signatures with RustCrypto's \`p384\`/\`p256\` (through \`openidconnect\`): ${S.signin_rocket && S.signin_rocket_es256 ? `with ES256 tokens it completes ${x(S.signin_rocket_es256.perCpu, S.signin_rocket.perCpu)} the sign-ins per CPU-second, so the ES384 check is about ${Math.round((1e6 / S.signin_rocket.perCpu - 1e6 / S.signin_rocket_es256.perCpu))} µs more of the ${Math.round(1e6 / S.signin_rocket.perCpu)} µs a sign-in costs the app.` : 'ES256 (row `signin_rocket_es256`) shows what the ES384 check costs.'}`);
+  p(`- Provider: \`bench_server fake-provider\` (pinned to core 1 with the driver), a small Rocket app: its authorize endpoint redirects back at once with a one-time code bound to the client, redirect URI, PKCE challenge and nonce; its token endpoint checks them and the client secret, and signs an ID token for a new user each time (with ring, a fresh key per run). ES384 is Logto's default signing algorithm, so those rows verify what an app verifies in production; a P-384 signature costs the provider about 0.3 ms. The Rocket app checks signatures with aws-lc-rs (\`oidc/signature.rs\`): ${S.signin_rocket && S.signin_rocket_es256 ? `with ES256 tokens it completes ${x(S.signin_rocket_es256.perCpu, S.signin_rocket.perCpu)} the sign-ins per CPU-second, so the ES384 check is about ${Math.round((1e6 / S.signin_rocket.perCpu - 1e6 / S.signin_rocket_es256.perCpu))} µs more of the ${Math.round(1e6 / S.signin_rocket.perCpu)} µs a sign-in costs the app.` : 'ES256 (row `signin_rocket_es256`) shows what the ES384 check costs.'}`);
   p();
 }
 
@@ -308,6 +315,8 @@ const SHORT = {
   baseline_bearer: 'Baseline: jsonwebtoken per request',
   rocket_bearer_new: 'BearerToken<R>, a new token each request',
   baseline_bearer_new: 'Baseline: jsonwebtoken, new tokens',
+  rocket_bearer_new_rs256: 'BearerToken<R>, a new RS256 token each request',
+  baseline_bearer_new_rs256: 'Baseline: jsonwebtoken, new RS256 tokens',
   rocket_auth_redis: 'AuthenticatedUser, redis_url set',
   rocket_resource_redis: 'ResourceToken<R>, redis_url set',
   rocket_auth_redis_store: 'AuthenticatedUser, sessions in Redis',

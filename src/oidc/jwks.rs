@@ -5,20 +5,45 @@
 //! so refetches are rate-limited globally, whatever the key id: at most one starts per
 //! interval, and callers that arrive while one runs share it. The first refetch is allowed
 //! at once, so a genuine rotation is picked up on its first token.
+//!
+//! Each key's public key is parsed when the set is fetched ([`PublicKey::parse`]) and kept
+//! parsed with it, so that a token's check does no parsing.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openidconnect::core::CoreJsonWebKeySet;
+use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet};
 use url::Url;
 
 use crate::error::LogtoError;
 use crate::oidc::provider::get_json;
+use crate::oidc::signature::PublicKey;
 use crate::util::single_flight::Flight;
+
+/// One of Logto's keys: its JWK (id, use, type, algorithm) and its public key, parsed.
+pub(crate) struct Key {
+    pub jwk: CoreJsonWebKey,
+    pub public: PublicKey,
+}
+
+/// A fetched key set, each key parsed.
+fn parsed(set: CoreJsonWebKeySet) -> Arc<Vec<Arc<Key>>> {
+    Arc::new(
+        set.keys()
+            .iter()
+            .map(|jwk| {
+                Arc::new(Key {
+                    public: PublicKey::parse(jwk),
+                    jwk: jwk.clone(),
+                })
+            })
+            .collect(),
+    )
+}
 
 /// Logto's current signing keys, with the rate-limited refetch.
 pub(crate) struct Jwks {
-    keys: Mutex<Arc<CoreJsonWebKeySet>>,
+    keys: Mutex<Arc<Vec<Arc<Key>>>>,
     refetch: Mutex<Refetch>,
     /// Where the keys are fetched again; `None` for a fixed set (the test key).
     uri: Option<Url>,
@@ -43,7 +68,7 @@ impl Jwks {
         interval: Duration,
     ) -> Jwks {
         Jwks {
-            keys: Mutex::new(Arc::new(keys)),
+            keys: Mutex::new(parsed(keys)),
             refetch: Mutex::new(Refetch::default()),
             uri: Some(uri),
             http,
@@ -55,7 +80,7 @@ impl Jwks {
     #[cfg(any(feature = "testing", doc))]
     pub fn fixed(keys: CoreJsonWebKeySet) -> Jwks {
         Jwks {
-            keys: Mutex::new(Arc::new(keys)),
+            keys: Mutex::new(parsed(keys)),
             refetch: Mutex::new(Refetch::default()),
             uri: None,
             http: reqwest::Client::new(),
@@ -69,7 +94,7 @@ impl Jwks {
     }
 
     /// The keys as last fetched.
-    pub fn keys(&self) -> Arc<CoreJsonWebKeySet> {
+    pub fn keys(&self) -> Arc<Vec<Arc<Key>>> {
         self.keys.lock().expect("jwks lock").clone()
     }
 
@@ -90,7 +115,8 @@ impl Jwks {
                     let jwks = self.clone();
                     let flight = Flight::start(async move {
                         let keys = Jwks::fetch(&jwks.http, &uri).await?;
-                        *jwks.keys.lock().expect("jwks lock") = Arc::new(keys);
+                        let keys = parsed(keys);
+                        *jwks.keys.lock().expect("jwks lock") = keys;
                         log::info!("logto: fetched Logto's signing keys again (unknown key id)");
                         Ok(())
                     });
@@ -138,7 +164,7 @@ mod tests {
             caller.await.unwrap().unwrap();
         }
         assert_eq!(logto.jwks_requests(), 1);
-        assert_eq!(jwks.keys().keys().len(), 1, "the new keys are in place");
+        assert_eq!(jwks.keys().len(), 1, "the new keys are in place");
         for _ in 0..100 {
             jwks.refetch().await.unwrap();
         }

@@ -3,9 +3,9 @@
 //!
 //! A token passes when it is a compact JWS whose algorithm is on discovery's allow-list
 //! (never `none`, never a shared secret), signed by the one key of Logto's JWKS it selects,
-//! and its claims follow the rules of its [`Kind`]. The signature check itself is
-//! `openidconnect`'s (`JsonWebKey::verify_signature`); this module picks the key and
-//! checks the header and claims.
+//! and its claims follow the rules of its [`Kind`]. The signature check itself is in
+//! `signature.rs` (aws-lc-rs, with the key parsed when the JWKS was fetched); this module
+//! picks the key and checks the header and claims.
 //!
 //! Key selection: a `kid` picks the key with that id; no `kid` is accepted only when
 //! exactly one of Logto's keys fits the algorithm (trying each key would let a token
@@ -21,7 +21,7 @@ use openidconnect::{JsonWebKey, JsonWebKeyAlgorithm, JsonWebKeyUse, JwsSigningAl
 use serde_json::{Map, Value};
 
 use crate::error::LogtoError;
-use crate::oidc::jwks::Jwks;
+use crate::oidc::jwks::{Jwks, Key};
 use crate::util::clock::now;
 
 /// The `events` member that makes a JWT a logout token.
@@ -92,7 +92,8 @@ pub(crate) async fn verify(
     let jws = Jws::parse(raw)?;
     let (alg, kid) = check_header(&jws.header, kind, expected)?;
     let key = select_key(jwks, &alg, kid.as_deref()).await?;
-    key.verify_signature(&alg, jws.signed.as_bytes(), &jws.signature)
+    key.public
+        .verify(&alg, jws.signed.as_bytes(), &jws.signature)
         .map_err(|_| rejected("its signature is invalid"))?;
     let claims = match serde_json::from_slice(&jws.payload) {
         Ok(Value::Object(claims)) => claims,
@@ -199,18 +200,17 @@ async fn select_key(
     jwks: &Arc<Jwks>,
     alg: &CoreJwsSigningAlgorithm,
     kid: Option<&str>,
-) -> Result<CoreJsonWebKey, JwtError> {
+) -> Result<Arc<Key>, JwtError> {
     let mut refetched = false;
     loop {
         let keys = jwks.keys();
-        let candidates: Vec<&CoreJsonWebKey> = keys
-            .keys()
+        let candidates: Vec<&Arc<Key>> = keys
             .iter()
-            .filter(|key| fits(key, alg))
-            .filter(|key| kid.is_none() || key.key_id().map(|id| id.as_str()) == kid)
+            .filter(|key| fits(&key.jwk, alg))
+            .filter(|key| kid.is_none() || key.jwk.key_id().map(|id| id.as_str()) == kid)
             .collect();
         match (candidates.as_slice(), kid) {
-            ([key], _) => return Ok((*key).clone()),
+            ([key], _) => return Ok(Arc::clone(key)),
             ([], _) if !refetched => {
                 jwks.refetch().await.map_err(JwtError::Keys)?;
                 refetched = true;
