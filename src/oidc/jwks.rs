@@ -15,6 +15,7 @@ use url::Url;
 use crate::error::LogtoError;
 use crate::oidc::provider::get_json;
 use crate::util::single_flight::Flight;
+use crate::util::telemetry::{self, Endpoint};
 
 /// Logto's current signing keys, with the rate-limited refetch.
 pub(crate) struct Jwks {
@@ -65,7 +66,7 @@ impl Jwks {
 
     /// Fetches the key set once from `uri`.
     pub async fn fetch(http: &reqwest::Client, uri: &Url) -> Result<CoreJsonWebKeySet, LogtoError> {
-        Ok(get_json(http, uri.as_str(), "key set request").await?)
+        Ok(get_json(http, uri.as_str(), "key set request", Endpoint::Jwks).await?)
     }
 
     /// The keys as last fetched.
@@ -87,11 +88,12 @@ impl Jwks {
                 _ if state.started.is_some_and(|at| at.elapsed() < self.interval) => return Ok(()),
                 _ => {
                     state.started = Some(Instant::now());
+                    telemetry::jwks_refetch();
                     let jwks = self.clone();
                     let flight = Flight::start(async move {
                         let keys = Jwks::fetch(&jwks.http, &uri).await?;
                         *jwks.keys.lock().expect("jwks lock") = Arc::new(keys);
-                        log::info!("logto: fetched Logto's signing keys again (unknown key id)");
+                        log::info!("logto: event=jwks_refetch outcome=ok: fetched Logto's signing keys again (unknown key id)");
                         Ok(())
                     });
                     state.flight = Some(flight.clone());

@@ -16,6 +16,7 @@ use crate::tokens::refresh::RefreshError;
 use crate::util::bounded::ExpiringMap;
 use crate::util::clock::now;
 use crate::util::jose::decode_jwt_payload;
+use crate::util::telemetry::{self, SessionRefusal};
 use crate::web::context::RequestContext;
 
 /// An access token for one API resource and/or organization, valid for at least the
@@ -297,6 +298,7 @@ async fn refresh_into(
             });
         }
         Err(RefreshError::Spent) => {
+            telemetry::session_refused(SessionRefusal::Rotated);
             // Mostly an old copy of the cookie (or one whose newer copy never arrived): Logto
             // would take the token for a replay and revoke the grant of the browser that
             // holds its successor, so it is not sent, and this copy of the session ends.
