@@ -334,6 +334,16 @@ fn serve() {
         .map(|f| std::fs::read_to_string(&f).unwrap_or_else(|e| die(&format!("{f}: {e}"))))
         .unwrap_or_else(|| "{}".into());
     let inactivity = env("BENCH_SESSION_INACTIVITY").and_then(|s| s.parse().ok());
+    // Built with the `metrics` feature (`BENCH_FEATURES=redis,metrics bench/run`): the crate
+    // records into a Prometheus recorder, installed before the app serves, as an app would,
+    // to measure what recording costs the hot paths.
+    #[cfg(feature = "metrics")]
+    {
+        let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap_or_else(|e| die(&format!("Prometheus recorder: {e}")));
+        eprintln!("bench_server: recording metrics (Prometheus recorder installed)");
+    }
     let launched = rocket::execute(async {
         let baseline = baseline_keys(&endpoint).await;
         rocket_app(

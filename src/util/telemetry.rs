@@ -63,8 +63,8 @@ pub(crate) const ENDED_DROPPED: &str = "logto_ended_records_dropped_total";
 pub(crate) const LOG_SUPPRESSED: &str = "logto_log_lines_suppressed_total";
 
 /// Every metric name, for the test that holds the documentation to them.
-#[allow(dead_code)]
-pub(crate) const NAMES: [&str; 24] = [
+#[cfg(test)]
+const NAMES: [&str; 24] = [
     SIGN_INS_STARTED,
     SIGN_INS_COMPLETED,
     SIGN_INS_FAILED,
@@ -508,4 +508,24 @@ pub(crate) fn ended_dropped() {
 #[inline]
 pub(crate) fn log_suppressed(event: &'static str) {
     count(LOG_SUPPRESSED, &[("event", event)]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_in_the_tables_of_the_crate_docs_and_the_readme() {
+        let docs = include_str!("../lib.rs");
+        let readme = include_str!("../../README.md");
+        for name in super::NAMES {
+            let row = format!("| `{name}` |");
+            assert!(
+                docs.contains(&row),
+                "{name} is missing from the crate docs' table"
+            );
+            assert!(
+                readme.contains(&row),
+                "{name} is missing from the README's table"
+            );
+        }
+    }
 }
