@@ -324,6 +324,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Built with the `metrics` feature (`BENCH_FEATURES=redis,metrics bench/run`): the crate
+/// records into a Prometheus recorder, installed before the app serves, as an app would, to
+/// measure what recording costs the hot paths. Without the feature: nothing.
+fn install_recorder() {
+    #[cfg(feature = "metrics")]
+    {
+        let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap_or_else(|e| die(&format!("Prometheus recorder: {e}")));
+        eprintln!("bench_server: recording metrics (Prometheus recorder installed)");
+    }
+}
+
 fn serve() {
     let port: u16 = env("BENCH_PORT")
         .and_then(|p| p.parse().ok())
@@ -334,16 +347,7 @@ fn serve() {
         .map(|f| std::fs::read_to_string(&f).unwrap_or_else(|e| die(&format!("{f}: {e}"))))
         .unwrap_or_else(|| "{}".into());
     let inactivity = env("BENCH_SESSION_INACTIVITY").and_then(|s| s.parse().ok());
-    // Built with the `metrics` feature (`BENCH_FEATURES=redis,metrics bench/run`): the crate
-    // records into a Prometheus recorder, installed before the app serves, as an app would,
-    // to measure what recording costs the hot paths.
-    #[cfg(feature = "metrics")]
-    {
-        let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .unwrap_or_else(|e| die(&format!("Prometheus recorder: {e}")));
-        eprintln!("bench_server: recording metrics (Prometheus recorder installed)");
-    }
+    install_recorder();
     let launched = rocket::execute(async {
         let baseline = baseline_keys(&endpoint).await;
         rocket_app(
@@ -785,6 +789,7 @@ fn jwt_payload(jwt: &str) -> Vec<u8> {
 fn micro(args: &[String]) {
     use rocket::local::blocking::Client;
     use std::hint::black_box;
+    install_recorder();
     let dir = std::path::PathBuf::from(need(args, "--dir"));
     let cookie_file = dir.join("cookie");
     let header = std::fs::read_to_string(&cookie_file).expect("DIR/cookie (written by prepare)");

@@ -1598,7 +1598,7 @@
 //! | `logto_refresh_joined_total` | counter | `via`: `process` (another request of this instance), `redis` (another instance, through the Redis lease) |
 //! | `logto_session_cache_lookups_total` | counter | `result`: `hit`, `miss` |
 //! | `logto_session_cache_admissions_total` | counter | |
-//! | `logto_sessions_refused_total` | counter | `reason`: `ended` (signed out or logged out), `rotated` (an old copy: its refresh token was rotated out), `too_old` (lifetime or inactivity), `unreadable` |
+//! | `logto_sessions_refused_total` | counter | `reason`: `ended` (signed out or logged out), `rotated` (an old copy: its refresh token was rotated out), `too_old` (lifetime or inactivity), `unreadable`, `unknown` (a session id the Redis session store does not know) |
 //! | `logto_bearer_verifications_total` | counter | `outcome`: `ok`, `missing`, `invalid`, `insufficient_scope`, `unavailable`, `config` |
 //! | `logto_bearer_cache_hits_total` | counter | |
 //! | `logto_jwks_refetches_total` | counter | |
@@ -1632,6 +1632,7 @@
 //! | `sign_in` | info (`outcome=started`, `ok`), warn (`outcome=refused`) | `outcome`, `reason`, `user` |
 //! | `sign_out` | info | `user` |
 //! | `backchannel_logout` | info (`accepted`), warn (`refused`) | `outcome`, `user`, `session` (hash) |
+//! | `refresh` | info (`outcome=ok`, once per call to Logto), warn (`outcome=failed`) | `outcome`, `reason`, `user` |
 //! | `session_refused` | info | `reason` |
 //! | `bearer` | info (`refused`), warn (`unavailable`), error (`config`) | `outcome`, `path` |
 //! | `discovery` | warn | `outcome=failed`, `cached`, `retry_in_s` |

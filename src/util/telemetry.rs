@@ -11,7 +11,10 @@
 //! once and kept in a `static`, not a registry lookup per call: the recorder must therefore
 //! be installed before the app serves its first request, as every exporter's guide does.
 
-#![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+// Without `metrics` nothing reads the names or labels; without `redis` nothing calls the
+// Redis functions.
+#![cfg_attr(not(feature = "metrics"), allow(unused_variables, dead_code))]
+#![cfg_attr(all(feature = "metrics", not(feature = "redis")), allow(dead_code))]
 
 /// Sign-ins started (`GET /logto/sign-in`).
 pub(crate) const SIGN_INS_STARTED: &str = "logto_sign_ins_started_total";
@@ -102,7 +105,6 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn label(self) -> &'static str {
         match self {
             Endpoint::Token => "token",
@@ -260,7 +262,6 @@ pub(crate) enum SignInFailure {
 }
 
 impl SignInFailure {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn label(self) -> &'static str {
         match self {
             SignInFailure::BadAnswer => "bad_answer",
@@ -370,6 +371,8 @@ pub(crate) enum SessionRefusal {
     TooOld,
     /// Unreadable: tampered, truncated, or sealed under another key.
     Unreadable,
+    /// A session id the Redis session store does not know (expired, ended, flushed).
+    Unknown,
 }
 
 impl SessionRefusal {
@@ -380,6 +383,7 @@ impl SessionRefusal {
             SessionRefusal::Rotated => "rotated",
             SessionRefusal::TooOld => "too_old",
             SessionRefusal::Unreadable => "unreadable",
+            SessionRefusal::Unknown => "unknown",
         }
     }
 }
@@ -432,7 +436,6 @@ pub(crate) fn jwks_refetch() {
     once!(Counter, JWKS_REFETCHES).increment(1);
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// How a Redis operation ended, the `outcome` label of [`REDIS_OPERATIONS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RedisOutcome {
@@ -441,7 +444,6 @@ pub(crate) enum RedisOutcome {
     Timeout,
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// A Redis operation of `kind` (a short fixed name) ended.
 #[inline]
 pub(crate) fn redis_operation(kind: &'static str, outcome: RedisOutcome, started: Started) {
@@ -458,7 +460,6 @@ pub(crate) fn redis_operation(kind: &'static str, outcome: RedisOutcome, started
     }
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// Whether Redis answers, as the last operation found.
 #[inline]
 pub(crate) fn redis_connected(up: bool) {
@@ -466,7 +467,6 @@ pub(crate) fn redis_connected(up: bool) {
     once!(Gauge, REDIS_CONNECTED).set(if up { 1.0 } else { 0.0 });
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// Whether the Redis subscription is up (and the ended sessions loaded).
 #[inline]
 pub(crate) fn redis_subscribed(up: bool) {
@@ -474,7 +474,6 @@ pub(crate) fn redis_subscribed(up: bool) {
     once!(Gauge, REDIS_SUBSCRIBED).set(if up { 1.0 } else { 0.0 });
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// An announcement arrived on the Redis channel.
 #[inline]
 pub(crate) fn redis_announcement() {
@@ -482,7 +481,6 @@ pub(crate) fn redis_announcement() {
     once!(Counter, REDIS_ANNOUNCEMENTS).increment(1);
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// An announcement or a shared record from Redis was ignored.
 #[inline]
 pub(crate) fn redis_ignored() {

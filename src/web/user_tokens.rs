@@ -16,6 +16,7 @@ use crate::tokens::refresh::RefreshError;
 use crate::util::bounded::ExpiringMap;
 use crate::util::clock::now;
 use crate::util::jose::decode_jwt_payload;
+use crate::util::logsafe::for_log;
 use crate::util::telemetry::{self, SessionRefusal};
 use crate::web::context::RequestContext;
 
@@ -372,8 +373,8 @@ async fn refresh_into(
     write_back(ctx, session, &cached).await;
     if called.load(Ordering::Relaxed) {
         log::info!(
-            "logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})",
-            old.sub
+            "logto: event=refresh outcome=ok user={}: refreshed tokens of user {0} (resource {resource:?}, organization {organization:?})",
+            for_log(&old.sub)
         );
     } else {
         log::debug!(
@@ -417,7 +418,8 @@ async fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &Cach
 
 fn log_refresh_failure(e: &ProviderError, resource: Option<&str>, organization: Option<&str>) {
     log::warn!(
-        "logto: token refresh for resource {resource:?}, organization {organization:?} failed: {}",
+        "logto: event=refresh outcome=failed reason={}: token refresh for resource {resource:?}, organization {organization:?} failed: {}",
+        e.label(),
         crate::error::LogtoError::from(e.clone()).message()
     );
 }
