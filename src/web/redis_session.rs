@@ -22,7 +22,9 @@ use rocket::request::Request;
 use crate::session::{self, CookieNames, Session};
 #[cfg(feature = "redis")]
 use crate::store::SaveError;
+#[cfg(feature = "redis")]
 use crate::util::log_limit::{limited, LogLimit};
+#[cfg(feature = "redis")]
 use crate::util::telemetry::{self, SessionRefusal};
 use crate::web::context::RequestSession;
 #[cfg(feature = "redis")]
@@ -30,6 +32,7 @@ use crate::web::session_cookies;
 use crate::web::state::LogtoState;
 
 /// The log lines of refused session ids (anyone can send one).
+#[cfg(feature = "redis")]
 static SID_REFUSED: LogLimit = LogLimit::new("session_refused");
 
 /// Longest user agent kept with a session, in characters.
