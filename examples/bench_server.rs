@@ -966,6 +966,20 @@ fn micro(args: &[String]) {
             }),
         ),
     ];
+    // What recording costs (built with `metrics`, the Prometheus recorder installed): the
+    // hot paths keep a handle; a lookup per call is what they avoid.
+    #[cfg(feature = "metrics")]
+    {
+        let kept = metrics::counter!("bench_kept_total");
+        parts.push((
+            "metrics: increment a counter through a kept handle (the hot paths)".into(),
+            Box::new(move || kept.increment(1)),
+        ));
+        parts.push((
+            "metrics: look a labelled counter up, then increment it".into(),
+            Box::new(|| metrics::counter!("bench_lookup_total", "outcome" => "ok").increment(1)),
+        ));
+    }
     let part_times = time_all(iters * 5, &mut parts);
 
     println!("{:<76} {:>10} {:>10}", "operation (ns/op)", "median", "min");
