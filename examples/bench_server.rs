@@ -44,8 +44,7 @@ use rocket::response::content::RawJson;
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, routes, Build, Rocket, State};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, BearerToken, IdTokenClaims, Logto, LogtoUser, Resource,
-    ResourceToken,
+    AuthenticatedUser, BearerToken, IdTokenClaims, Logto, LogtoUser, Resource, ResourceToken,
 };
 
 #[path = "../tests/support/real_provider.rs"]
@@ -94,8 +93,11 @@ fn me_guard<'r>(user: AuthenticatedUser, body: &'r State<PlainBody>) -> RawJson<
 }
 
 #[get("/shopping")]
-fn shopping(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-    Json(token.token().clone())
+fn shopping(token: ResourceToken<Shopping>) -> Json<serde_json::Value> {
+    // The token itself too: the refresh storm counts distinct tokens.
+    let mut json = serde_json::json!(&*token);
+    json["access_token"] = token.secret().into();
+    Json(json)
 }
 
 /// The plain route's bytes, behind the guard: the difference to `/plain` is the guard.
@@ -253,7 +255,9 @@ fn rocket_app(
         .merge(("secret_key", SECRET_KEY))
         .merge(("log_level", "off"))
         .merge(("cli_colors", false))
-        .merge(("logto", logto));
+        .merge(("logto", logto))
+        // bench/run sets LOGTO_REDIS_URL and LOGTO_SESSION_STORE for its Redis rows.
+        .merge(rocket_logto::LogtoEnv::new());
     let mut rocket = rocket::custom(figment);
     // BENCH_COUNT_REQUESTS=1: count the requests served, read at `/__bench/requests` (for the
     // memory rows, which must know when every session had been seen once).

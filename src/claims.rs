@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 /// Standard OIDC claims keep their names. Logto's `created_at` and `updated_at` are
 /// **milliseconds** since the Unix epoch, not seconds. `name`, `username` and `picture` are
 /// `None` both when Logto sends `null` (empty) and when the `profile` scope was not granted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct IdTokenClaims {
     /// Issuer: `<endpoint>/oidc`.
     pub iss: String,
@@ -81,6 +82,43 @@ pub struct IdTokenClaims {
 }
 
 impl IdTokenClaims {
+    /// Claims with the required fields set and every optional one empty, for tests and
+    /// fixtures (the struct is `#[non_exhaustive]`; set other fields on the result, or
+    /// use [`testing::TestUser`](crate::testing) with the `testing` feature).
+    /// `iat` and `exp` are seconds since the Unix epoch.
+    pub fn new(
+        iss: impl Into<String>,
+        sub: impl Into<String>,
+        aud: impl Into<String>,
+        iat: i64,
+        exp: i64,
+    ) -> IdTokenClaims {
+        IdTokenClaims {
+            iss: iss.into(),
+            sub: sub.into(),
+            aud: vec![aud.into()],
+            exp,
+            iat,
+            azp: None,
+            sid: None,
+            name: None,
+            username: None,
+            picture: None,
+            created_at: None,
+            updated_at: None,
+            profile: ProfileClaims::default(),
+            email: None,
+            email_verified: None,
+            phone_number: None,
+            phone_number_verified: None,
+            address: None,
+            roles: None,
+            organizations: None,
+            organization_roles: None,
+            extra: Map::new(),
+        }
+    }
+
     /// The organization roles of `organization_id`, parsed from `organization_roles`.
     pub fn roles_in_organization<'a>(
         &'a self,
@@ -96,7 +134,8 @@ impl IdTokenClaims {
 }
 
 /// The standard `profile` claims that Logto sends only when they are not empty.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ProfileClaims {
     /// Family name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +173,8 @@ pub struct ProfileClaims {
 }
 
 /// A postal address (OIDC Core 5.1.1).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Address {
     /// The full address, formatted for display.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,7 +199,8 @@ pub struct Address {
 /// The answer of Logto's userinfo endpoint: every claim of the granted scopes, including
 /// those never put in the ID token (`custom_data`, `identities`, `sso_identities`,
 /// `organization_data`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UserInfo {
     /// Subject: equals the ID token's `sub` (checked before a `UserInfo` is handed out).
     pub sub: String,
@@ -172,6 +213,15 @@ pub struct UserInfo {
     /// Profile picture URL.
     #[serde(default)]
     pub picture: Option<String>,
+    /// When the user was created, in milliseconds since the epoch (`profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    /// When the user was last updated, in milliseconds since the epoch (`profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    /// The standard `profile` claims sent only when not empty.
+    #[serde(flatten)]
+    pub profile: ProfileClaims,
     /// Email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -184,6 +234,9 @@ pub struct UserInfo {
     /// Whether the phone number is verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_verified: Option<bool>,
+    /// Postal address (`address`, OIDC Core 5.1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
     /// The user's custom data (`custom_data` scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<Value>,
@@ -210,8 +263,38 @@ pub struct UserInfo {
     pub extra: Map<String, Value>,
 }
 
+impl UserInfo {
+    /// A userinfo answer about `sub` with every other claim empty, for tests and fixtures
+    /// (the struct is `#[non_exhaustive]`; set other fields on the result).
+    pub fn new(sub: impl Into<String>) -> UserInfo {
+        UserInfo {
+            sub: sub.into(),
+            name: None,
+            username: None,
+            picture: None,
+            created_at: None,
+            updated_at: None,
+            profile: ProfileClaims::default(),
+            email: None,
+            email_verified: None,
+            phone_number: None,
+            phone_number_verified: None,
+            address: None,
+            custom_data: None,
+            identities: None,
+            sso_identities: None,
+            roles: None,
+            organizations: None,
+            organization_data: None,
+            organization_roles: None,
+            extra: Map::new(),
+        }
+    }
+}
+
 /// One entry of `organization_data`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OrganizationData {
     /// Organization id.
     pub id: String,
@@ -220,6 +303,17 @@ pub struct OrganizationData {
     /// Organization description.
     #[serde(default)]
     pub description: Option<String>,
+}
+
+impl OrganizationData {
+    /// An organization entry without a description, for tests and fixtures.
+    pub fn new(id: impl Into<String>, name: impl Into<String>) -> OrganizationData {
+        OrganizationData {
+            id: id.into(),
+            name: name.into(),
+            description: None,
+        }
+    }
 }
 
 /// The scopes of Logto's guide. Use [`UserScope::as_str`] for the wire value; the
@@ -253,7 +347,7 @@ pub enum UserScope {
 
 impl UserScope {
     /// Every scope, in the guide's order.
-    pub const ALL: [UserScope; 11] = [
+    pub const ALL: &'static [UserScope] = &[
         UserScope::OpenId,
         UserScope::OfflineAccess,
         UserScope::Profile,
@@ -288,6 +382,42 @@ impl UserScope {
 impl fmt::Display for UserScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The scopes of an access token (its space-separated `scope` claim), in order: an
+/// iterator of `&str` that borrows the token. `{:?}` prints them as a list.
+#[derive(Clone)]
+pub struct Scopes<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Scopes<'a> {
+    pub(crate) fn new(scope_claim: &'a str) -> Scopes<'a> {
+        Scopes { rest: scope_claim }
+    }
+}
+
+impl<'a> Iterator for Scopes<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let trimmed = self.rest.trim_start_matches(' ');
+        if trimmed.is_empty() {
+            self.rest = trimmed;
+            return None;
+        }
+        let (scope, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+        self.rest = rest;
+        Some(scope)
+    }
+}
+
+impl std::iter::FusedIterator for Scopes<'_> {}
+
+impl fmt::Debug for Scopes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
     }
 }
 
@@ -349,6 +479,14 @@ mod tests {
             claims.roles_in_organization("o1").collect::<Vec<_>>(),
             ["admin"]
         );
+    }
+
+    #[test]
+    fn scopes_skip_empty_pieces_and_print_as_a_list() {
+        let scopes = Scopes::new(" a  b c ");
+        assert_eq!(scopes.clone().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(format!("{scopes:?}"), r#"["a", "b", "c"]"#);
+        assert_eq!(Scopes::new("").count(), 0);
     }
 
     #[test]

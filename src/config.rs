@@ -1,12 +1,13 @@
-//! `LogtoConfig`: the `logto` table of Rocket's configuration, merged with the `LOGTO_*`
-//! environment variables, given defaults and validated once at launch.
+//! `LogtoConfig`: the `logto` table of Rocket's configuration, given defaults and validated
+//! once at launch; and `LogtoEnv`, the figment provider of the `LOGTO_*` variables.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use figment::providers::Serialized;
-use figment::Figment;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::Deserialize;
 use url::Url;
 
@@ -14,8 +15,8 @@ use crate::claims::{UserScope, ORGANIZATIONS_RESOURCE};
 use crate::return_path::ReturnPath;
 use crate::sign_in_options::{DirectSignIn, FirstScreen};
 
-/// The environment variables that override the file, and the keys they set.
-pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+/// The environment variables of [`LogtoEnv`], and the keys they set.
+pub(crate) const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("LOGTO_ENDPOINT", "endpoint"),
     ("LOGTO_APP_ID", "app_id"),
     ("LOGTO_APP_SECRET", "app_secret"),
@@ -31,62 +32,261 @@ pub const DEFAULT_SCOPES: [UserScope; 3] = [
     UserScope::Profile,
 ];
 
-/// The validated configuration. Built by the fairing from the `logto` table of Rocket's
-/// figment (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`) and the
-/// variables of `ENV_OVERRIDES` (`LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET`, `LOGTO_BASE_URL`,
-/// `LOGTO_REDIS_URL`, `LOGTO_SESSION_STORE`), which win over the file. The [crate docs](crate#configuration)
-/// list every key with its type and default.
+/// The `LOGTO_*` environment variables, as a [figment](figment::Figment) provider that sets
+/// keys of the `logto` table: `LOGTO_ENDPOINT` (`endpoint`), `LOGTO_APP_ID` (`app_id`),
+/// `LOGTO_APP_SECRET` (`app_secret`), `LOGTO_BASE_URL` (`base_url`), `LOGTO_REDIS_URL`
+/// (`redis_url`) and `LOGTO_SESSION_STORE` (`session_store`). A variable that is unset or
+/// empty sets nothing. Values are taken as strings, as written.
+///
+/// **With `rocket::build()`** there is nothing to do: when Rocket runs on its default
+/// figment ([`rocket::Config::figment()`], exactly), the fairing merges `LogtoEnv` on top of
+/// it, so the variables win over `Rocket.toml` and `ROCKET_LOGTO`.
+///
+/// **With `rocket::custom(figment)`** the fairing reads only the figment it is given, as
+/// Rocket and its other extensions do: merge `LogtoEnv` where its variables should win.
+/// [`testing::figment()`](crate::testing::figment) never has it, so an app's tests never
+/// reach the tenant a developer's `LOGTO_*` variables name.
+///
+/// ```
+/// use rocket_logto::{Logto, LogtoEnv};
+///
+/// let figment = rocket::Config::figment()
+///     .merge(("logto.scopes", ["email"]))
+///     // The environment wins over the file and over the code above.
+///     .merge(LogtoEnv::new());
+/// let rocket = rocket::custom(figment).attach(Logto::fairing());
+/// ```
+#[derive(Clone, Default)]
+pub struct LogtoEnv {
+    /// Values given in place of the process's environment (the crate's own tests).
+    given: Option<Vec<(&'static str, String)>>,
+}
+
+impl LogtoEnv {
+    /// The provider of the process's `LOGTO_*` variables, read when a figment merges it.
+    pub fn new() -> LogtoEnv {
+        LogtoEnv::default()
+    }
+
+    /// The provider of the variables `lookup` finds, in place of the environment's.
+    #[cfg(test)]
+    pub(crate) fn with_lookup(lookup: impl Fn(&str) -> Option<String>) -> LogtoEnv {
+        LogtoEnv {
+            given: Some(
+                ENV_OVERRIDES
+                    .iter()
+                    .filter_map(|(var, _)| lookup(var).map(|value| (*var, value)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The names of the variables that are set (not empty), for a log line: never a value.
+    pub(crate) fn set_names(&self) -> Vec<&'static str> {
+        ENV_OVERRIDES
+            .iter()
+            .filter(|(var, _)| self.value(var).is_some())
+            .map(|(var, _)| *var)
+            .collect()
+    }
+
+    fn value(&self, var: &str) -> Option<String> {
+        let value = match &self.given {
+            Some(given) => given
+                .iter()
+                .find(|(v, _)| *v == var)
+                .map(|(_, x)| x.clone()),
+            None => std::env::var(var).ok(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+}
+
+impl fmt::Debug for LogtoEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The names only: LOGTO_APP_SECRET's value is a secret.
+        f.debug_tuple("LogtoEnv").field(&self.set_names()).finish()
+    }
+}
+
+impl Provider for LogtoEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(LOGTO_ENV_NAME)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut logto = Dict::new();
+        for (var, key) in ENV_OVERRIDES {
+            if let Some(value) = self.value(var) {
+                logto.insert(key.to_string(), Value::from(value));
+            }
+        }
+        let mut root = Dict::new();
+        if !logto.is_empty() {
+            root.insert("logto".to_string(), Value::from(logto));
+        }
+        // Global: the variables win in every profile, as Rocket's own `ROCKET_*` do.
+        Ok(Profile::Global.collect(root))
+    }
+}
+
+/// The name [`LogtoEnv`] gives its values in a figment (in error messages, and to tell
+/// whether a figment has it).
+pub(crate) const LOGTO_ENV_NAME: &str = "`LOGTO_*` environment variable(s)";
+
+/// The validated configuration. Built by the fairing from the `logto` table of the figment
+/// Rocket was given (`[default.logto]` in `Rocket.toml`, any profile, `ROCKET_LOGTO={...}`),
+/// with the `LOGTO_*` variables on top for `rocket::build()` (see [`LogtoEnv`]). The
+/// [crate docs](crate#configuration) list every key with its type and default.
+///
+/// Its fields are read through methods, so that new keys and new types can come without
+/// breaking apps. URLs are given as `&str` (absolute, checked `http(s)` URLs): the crate's
+/// public API names no type of the `url` crate, whose versions would otherwise be tied to
+/// this crate's. Parse one with the URL type you use, e.g. Rocket's
+/// [`Absolute`](rocket::http::uri::Absolute).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct LogtoConfig {
+    // Each key is documented on its method below.
+    pub(crate) endpoint: Url,
+    pub(crate) app_id: String,
+    pub(crate) app_secret: AppSecret,
+    pub(crate) base_url: Url,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) resources: Vec<String>,
+    pub(crate) prompt: String,
+    pub(crate) fetch_user_info: bool,
+    pub(crate) routes_prefix: String,
+    pub(crate) post_sign_in_redirect: ReturnPath,
+    pub(crate) post_sign_out_redirect: Url,
+    pub(crate) first_screen: Option<FirstScreen>,
+    pub(crate) identifiers: Vec<String>,
+    pub(crate) direct_sign_in: Option<DirectSignIn>,
+    pub(crate) login_hint: Option<String>,
+    pub(crate) extra_params: BTreeMap<String, String>,
+    pub(crate) clock_skew: Duration,
+    pub(crate) http_timeout: Duration,
+    pub(crate) token_refresh_margin: Duration,
+    pub(crate) rotation_grace: Duration,
+    pub(crate) session_inactivity: Duration,
+    pub(crate) session_lifetime: Duration,
+    pub(crate) refresh_cache_entries: usize,
+    pub(crate) spent_state_entries: usize,
+    pub(crate) session_cache_entries: usize,
+    pub(crate) bearer_cache_entries: usize,
+    /// No `app_id`: an API that signs nobody in.
+    api_only: bool,
+    pub(crate) redis: Option<RedisSettings>,
+    pub(crate) session_store: SessionStoreKind,
+}
+
+/// What the configuration says, key by key.
+impl LogtoConfig {
     /// Logto's endpoint, e.g. `https://your-tenant.logto.app` (key `endpoint`).
-    pub endpoint: Url,
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_str()
+    }
+
     /// The application id (key `app_id`); empty in an API-only configuration (see
     /// [`is_api_only`](LogtoConfig::is_api_only)).
-    pub app_id: String,
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
     /// The application secret (key `app_secret`); never printed. Empty in an API-only
     /// configuration.
-    pub app_secret: AppSecret,
+    pub fn app_secret(&self) -> &AppSecret {
+        &self.app_secret
+    }
+
     /// Where this app is served, e.g. `http://localhost:8000` (key `base_url`; optional in
     /// an API-only configuration, where it defaults to `http://localhost/`). A path
     /// (`https://example.com/app`) means that Rocket serves the app under that path: the
     /// auth routes are mounted at [`routes_base`](LogtoConfig::routes_base) and every
     /// redirect of the crate includes the path.
-    pub base_url: Url,
+    pub fn base_url(&self) -> &str {
+        self.base_url.as_str()
+    }
+
     /// Scopes requested beyond `openid offline_access profile` (key `scopes`).
-    pub scopes: Vec<String>,
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
     /// API resource indicators (key `resources`): requested at sign-in, and the resources
     /// whose access tokens this app's API guards accept.
-    pub resources: Vec<String>,
+    pub fn resources(&self) -> &[String] {
+        &self.resources
+    }
+
     /// The `prompt` sent at sign-in (key `prompt`, default `consent`).
-    pub prompt: String,
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+
     /// Fetch the userinfo endpoint right after sign-in and keep its answer (key `fetch_user_info`).
-    pub fetch_user_info: bool,
+    pub fn fetch_user_info(&self) -> bool {
+        self.fetch_user_info
+    }
+
     /// Where the auth routes are mounted under the path of `base_url`, without slashes (key
     /// `routes_prefix`, default `logto`).
-    pub routes_prefix: String,
+    pub fn routes_prefix(&self) -> &str {
+        &self.routes_prefix
+    }
+
     /// Where to land after sign-in when no `return_to` was given (key `post_sign_in_redirect`).
-    pub post_sign_in_redirect: ReturnPath,
+    pub fn post_sign_in_redirect(&self) -> &ReturnPath {
+        &self.post_sign_in_redirect
+    }
+
     /// Where Logto sends the browser after sign-out (key `post_sign_out_redirect`).
-    pub post_sign_out_redirect: Url,
+    pub fn post_sign_out_redirect(&self) -> &str {
+        self.post_sign_out_redirect.as_str()
+    }
+
     /// The first screen of the sign-in experience (key `first_screen`).
-    pub first_screen: Option<String>,
+    pub fn first_screen(&self) -> Option<FirstScreen> {
+        self.first_screen
+    }
+
     /// Identifiers shown on the first screen (key `identifiers`).
-    pub identifiers: Vec<String>,
+    pub fn identifiers(&self) -> &[String] {
+        &self.identifiers
+    }
+
     /// `social:<target>` or `sso:<connector-id>` (key `direct_sign_in`).
-    pub direct_sign_in: Option<String>,
+    pub fn direct_sign_in(&self) -> Option<&DirectSignIn> {
+        self.direct_sign_in.as_ref()
+    }
+
     /// Pre-filled identifier (key `login_hint`).
-    pub login_hint: Option<String>,
+    pub fn login_hint(&self) -> Option<&str> {
+        self.login_hint.as_deref()
+    }
+
     /// Extra authorize parameters, sent last (key `extra_params`).
-    pub extra_params: BTreeMap<String, String>,
+    pub fn extra_params(&self) -> &BTreeMap<String, String> {
+        &self.extra_params
+    }
+
     /// Allowed clock difference with Logto (key `clock_skew_secs`, default 60).
-    pub clock_skew: Duration,
+    pub fn clock_skew(&self) -> Duration {
+        self.clock_skew
+    }
+
     /// Timeout of every request to Logto (key `http_timeout_secs`, default 10).
-    pub http_timeout: Duration,
+    pub fn http_timeout(&self) -> Duration {
+        self.http_timeout
+    }
+
     /// An access token with less life left than this is refreshed (key
     /// `token_refresh_margin_secs`, default 60). Refused at or above 3600, the lifetime of
     /// Logto's access tokens (every request would refresh); logged as a warning above 600.
-    pub token_refresh_margin: Duration,
+    pub fn token_refresh_margin(&self) -> Duration {
+        self.token_refresh_margin
+    }
+
     /// How long after Logto rotated a refresh token a request still carrying the old one
     /// follows the rotation to the new tokens (key `rotation_grace_secs`, default 60, 1 to
     /// 600): long enough for the parallel requests of one browser, whose responses race to
@@ -94,38 +294,62 @@ pub struct LogtoConfig {
     /// cleared) and is not sent to Logto, so an old, copied or stolen cookie gets nothing.
     /// The cost: a browser that lost the response carrying the new token (a dropped
     /// connection) signs in again.
-    pub rotation_grace: Duration,
+    pub fn rotation_grace(&self) -> Duration {
+        self.rotation_grace
+    }
+
     /// A session unused for this long is signed out (key `session_inactivity_secs`,
     /// default 14 days, Logto's refresh-token lifetime).
-    pub session_inactivity: Duration,
+    pub fn session_inactivity(&self) -> Duration {
+        self.session_inactivity
+    }
+
     /// A session older than this is signed out whatever its use (key
     /// `session_lifetime_secs`, default 30 days).
-    pub session_lifetime: Duration,
+    pub fn session_lifetime(&self) -> Duration {
+        self.session_lifetime
+    }
+
     /// Most refresh tokens whose outcome is kept in memory for concurrent and stale
     /// requests (key `refresh_cache_entries`, default 10000; each entry lives 2 minutes);
     /// also the most rotations followed within the grace, and remembered after it.
-    pub refresh_cache_entries: usize,
+    pub fn refresh_cache_entries(&self) -> usize {
+        self.refresh_cache_entries
+    }
+
     /// Most used sign-in `state` values remembered to refuse replays (key
     /// `spent_state_entries`, default 100000; each lives 10 minutes).
-    pub spent_state_entries: usize,
+    pub fn spent_state_entries(&self) -> usize {
+        self.spent_state_entries
+    }
+
     /// Most decoded sessions kept in memory, so that requests repeating the same cookies
     /// skip decryption and parsing (key `session_cache_entries`, default 4096; each lives
     /// 5 minutes; a session enters at the second sight of its cookies).
-    pub session_cache_entries: usize,
+    pub fn session_cache_entries(&self) -> usize {
+        self.session_cache_entries
+    }
+
     /// Most verified access tokens kept in memory by the API guards, so that a client
     /// repeating its bearer token costs one signature check (key `bearer_cache_entries`,
     /// default 10000; each lives until its `exp`, at most an hour).
-    pub bearer_cache_entries: usize,
-    /// No `app_id`: an API that signs nobody in.
-    api_only: bool,
+    pub fn bearer_cache_entries(&self) -> usize {
+        self.bearer_cache_entries
+    }
+
     /// Redis shared by the app's instances (keys `redis_url`, `redis_cluster`,
     /// `redis_key_prefix`, `redis_timeout_ms`, `redis_fail_closed`); `None` keeps everything
     /// in process. Needs the cargo feature `redis`.
-    pub redis: Option<RedisSettings>,
+    pub fn redis(&self) -> Option<&RedisSettings> {
+        self.redis.as_ref()
+    }
+
     /// Where sessions live (key `session_store`, env `LOGTO_SESSION_STORE`, default
     /// `"cookie"`): in the browser's cookies, or in Redis with only an opaque id in a cookie
     /// (`"redis"`, which needs `redis_url`). See [the crate docs](crate#where-sessions-live).
-    pub session_store: SessionStoreKind,
+    pub fn session_store(&self) -> SessionStoreKind {
+        self.session_store
+    }
 }
 
 /// Where the sessions of signed-in browsers live (key `session_store`).
@@ -139,20 +363,51 @@ pub enum SessionStoreKind {
     Redis,
 }
 
-/// The store `value` of the key `session_store` names, or why not.
-fn session_store(value: Option<&str>, redis: bool) -> Result<SessionStoreKind, ConfigError> {
-    let kind = match value.map(str::trim) {
-        None | Some("cookie") => SessionStoreKind::Cookie,
-        Some("redis") => SessionStoreKind::Redis,
-        Some(other) => {
-            return Err(err(
+impl SessionStoreKind {
+    /// The value of the key `session_store` that names it: `"cookie"` or `"redis"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStoreKind::Cookie => "cookie",
+            SessionStoreKind::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for SessionStoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SessionStoreKind {
+    type Err = ConfigError;
+
+    /// Parses a value of the key `session_store` (surrounding spaces ignored).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key and its two values when `value` is neither
+    /// `"cookie"` nor `"redis"`.
+    fn from_str(value: &str) -> Result<SessionStoreKind, ConfigError> {
+        match value.trim() {
+            "cookie" => Ok(SessionStoreKind::Cookie),
+            "redis" => Ok(SessionStoreKind::Redis),
+            other => Err(err(
                 "session_store",
                 format!(
                     "is {:?}: expected \"cookie\" (the default) or \"redis\"",
                     crate::util::logsafe::for_log(other)
                 ),
-            ))
+            )),
         }
+    }
+}
+
+/// The store `value` of the key `session_store` names, or why not.
+fn session_store(value: Option<&str>, redis: bool) -> Result<SessionStoreKind, ConfigError> {
+    let kind = match value {
+        None => SessionStoreKind::Cookie,
+        Some(value) => value.parse()?,
     };
     if kind == SessionStoreKind::Redis && !redis {
         return Err(err(
@@ -192,7 +447,8 @@ pub struct RedisUrl(Url);
 
 impl RedisUrl {
     /// The URL itself, password included, for the Redis client only.
-    pub fn expose(&self) -> &str {
+    #[cfg(any(feature = "redis", test))]
+    pub(crate) fn expose(&self) -> &str {
         self.0.as_str()
     }
 
@@ -218,14 +474,22 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-/// The app secret. Its `Debug` and `Display` print `***`, so it never reaches a log.
-#[derive(Clone, PartialEq, Eq)]
+/// The app secret (key `app_secret`). It has no `Display`, and its `Debug` prints `***`, so
+/// it never reaches a log; nor can it be compared (a comparison that stops at the first
+/// different byte tells an attacker how much of a guess was right). Only the crate reads
+/// it, to authenticate to Logto's token endpoint.
+#[derive(Clone)]
 pub struct AppSecret(String);
 
 impl AppSecret {
     /// The secret itself, for the token endpoint's Basic authentication.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether there is none: an API-only configuration.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -537,22 +801,15 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
 }
 
 impl LogtoConfig {
-    /// Reads the `logto` table of `figment` (already profile-selected, as Rocket's is), with
-    /// the `LOGTO_*` environment variables on top.
+    /// Reads the `logto` table of `figment` (already profile-selected, as Rocket's is), and
+    /// nothing else: the `LOGTO_*` variables count only when `figment` has merged
+    /// [`LogtoEnv`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`], one line naming the key and the fix, when the table is missing,
+    /// a required key is missing, or a key has a value of the wrong type or out of range.
     pub fn from_figment(figment: &Figment) -> Result<LogtoConfig, ConfigError> {
-        Self::from_figment_with_env(figment, |name| std::env::var(name).ok())
-    }
-
-    pub(crate) fn from_figment_with_env(
-        figment: &Figment,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<LogtoConfig, ConfigError> {
-        let mut figment = figment.clone();
-        for (var, key) in ENV_OVERRIDES {
-            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-                figment = figment.merge(Serialized::global(&format!("logto.{key}"), value));
-            }
-        }
         if !figment.contains("logto") {
             return Err(ConfigError(
                 "logto config: the `logto` table is missing: add [default.logto] with endpoint, \
@@ -575,6 +832,15 @@ impl LogtoConfig {
             log::warn!("{warning}");
         }
         Ok(config)
+    }
+
+    /// `figment` with the variables `env` finds on top, as [`LogtoEnv`] would merge them.
+    #[cfg(test)]
+    pub(crate) fn from_figment_with_env(
+        figment: &Figment,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<LogtoConfig, ConfigError> {
+        Self::from_figment(&figment.clone().merge(LogtoEnv::with_lookup(env)))
     }
 
     /// Settings that work but are probably not what was meant, one line each.
@@ -710,10 +976,13 @@ impl LogtoConfig {
         };
 
         // The same checks as a sign-in link's options (`sign_in.rs`).
-        if let Some(screen) = &raw.first_screen {
-            FirstScreen::parse(screen)
-                .map_err(|e| err("first_screen", format!("is {screen:?}: {e}")))?;
-        }
+        let first_screen = match &raw.first_screen {
+            Some(screen) => Some(
+                FirstScreen::parse(screen)
+                    .map_err(|e| err("first_screen", format!("is {screen:?}: {e}")))?,
+            ),
+            None => None,
+        };
         for identifier in &raw.identifiers {
             if !IDENTIFIERS.contains(&identifier.as_str()) {
                 return Err(err(
@@ -722,10 +991,13 @@ impl LogtoConfig {
                 ));
             }
         }
-        if let Some(direct) = &raw.direct_sign_in {
-            DirectSignIn::parse(direct)
-                .map_err(|e| err("direct_sign_in", format!("is {direct:?}: {e}")))?;
-        }
+        let direct_sign_in = match &raw.direct_sign_in {
+            Some(direct) => Some(
+                DirectSignIn::parse(direct)
+                    .map_err(|e| err("direct_sign_in", format!("is {direct:?}: {e}")))?,
+            ),
+            None => None,
+        };
         for key in raw.extra_params.keys() {
             if RESERVED_PARAMS.contains(&key.as_str()) {
                 return Err(err(
@@ -789,9 +1061,9 @@ impl LogtoConfig {
             routes_prefix,
             post_sign_in_redirect,
             post_sign_out_redirect,
-            first_screen: raw.first_screen,
+            first_screen,
             identifiers: raw.identifiers,
-            direct_sign_in: raw.direct_sign_in,
+            direct_sign_in,
             login_hint: raw.login_hint,
             extra_params: raw.extra_params,
             clock_skew: secs("clock_skew_secs", raw.clock_skew_secs, 60, 600)?,
@@ -1405,6 +1677,64 @@ mod tests {
             assert!(!shown.contains("hunter2pw"), "{shown}");
         }
         assert!(redis.urls[0].expose().contains("hunter2pw"));
+    }
+
+    #[test]
+    fn session_store_kind_parses_and_prints_its_config_value() {
+        for kind in [SessionStoreKind::Cookie, SessionStoreKind::Redis] {
+            assert_eq!(kind.to_string().parse::<SessionStoreKind>(), Ok(kind));
+        }
+        assert_eq!(" redis ".parse(), Ok(SessionStoreKind::Redis));
+        let e = "Redis".parse::<SessionStoreKind>().unwrap_err();
+        assert!(
+            e.0.contains("`session_store`") && e.0.contains("\"cookie\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_environment_provider_sets_strings_of_the_logto_table_only_where_merged() {
+        let env = LogtoEnv::with_lookup(|name| match name {
+            "LOGTO_APP_ID" => Some("12345".into()),
+            "LOGTO_APP_SECRET" => Some("s3cr3t-value".into()),
+            "LOGTO_BASE_URL" => Some(String::new()),
+            _ => None,
+        });
+        // A number-like value stays a string; an empty one sets nothing.
+        let figment = Figment::from(Toml::string(FULL)).merge(env.clone());
+        let cfg = LogtoConfig::from_figment(&figment).unwrap();
+        assert_eq!(cfg.app_id(), "12345");
+        assert_eq!(cfg.base_url(), "http://localhost:8000/");
+        assert_eq!(env.set_names(), ["LOGTO_APP_ID", "LOGTO_APP_SECRET"]);
+        assert!(!format!("{env:?}").contains("s3cr3t"), "{env:?}");
+        // Without it, the figment alone.
+        let cfg = LogtoConfig::from_figment(&Figment::from(Toml::string(FULL))).unwrap();
+        assert_eq!(cfg.app_id(), "app");
+        // In every profile: Rocket's figments are profile-selected.
+        let figment =
+            Figment::from(Toml::string(&FULL.replace("[logto]", "[release.logto]")).nested())
+                .merge(env)
+                .select("release");
+        assert_eq!(
+            LogtoConfig::from_figment(&figment).unwrap().app_id(),
+            "12345"
+        );
+    }
+
+    #[test]
+    fn sign_in_experience_keys_are_typed() {
+        let cfg = load(
+            &format!("{FULL}\nfirst_screen = \"register\"\ndirect_sign_in = \"social:google\""),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.first_screen(), Some(FirstScreen::Register));
+        assert_eq!(
+            cfg.direct_sign_in().map(DirectSignIn::as_str),
+            Some("social:google")
+        );
+        assert_eq!(cfg.prompt(), "consent");
+        assert!(!cfg.app_secret().is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! attach a fairing, add guards to your route signatures, and configure it in `Rocket.toml`.
 //!
 //! ```no_run
+//! use rocket::http::RawStr;
 //! use rocket::response::content::RawHtml;
 //! use rocket::serde::json::Json;
 //! use rocket::{get, launch, routes, Build, Rocket};
@@ -23,7 +24,7 @@
 //!             // `name` may be empty: fall back to the user's id.
 //!             let name = claims.name.as_deref().unwrap_or(&claims.sub);
 //!             // Claims are the user's own text: escape them before they go into HTML.
-//!             let name = rocket_logto::html_escape(name);
+//!             let name = RawStr::new(name).html_escape();
 //!             format!(r#"Hello {name}, <a href="/logto/sign-out">Sign Out</a>"#)
 //!         }
 //!         None => r#"<a href="/logto/sign-in">Sign In</a>"#.to_string(),
@@ -93,9 +94,13 @@
 //! - **`Rocket.toml`**: put the keys under `[default.logto]`. Rocket profiles work as usual:
 //!   `[release.logto]` overrides `[default.logto]` when the release profile is selected (for
 //!   example to set the production `base_url`).
-//! - **Environment**: `LOGTO_ENDPOINT`, `LOGTO_APP_ID`, `LOGTO_APP_SECRET` and `LOGTO_BASE_URL`
+//! - **Environment**: with `rocket::build()`, `LOGTO_ENDPOINT`, `LOGTO_APP_ID`,
+//!   `LOGTO_APP_SECRET` and `LOGTO_BASE_URL` (and `LOGTO_REDIS_URL`, `LOGTO_SESSION_STORE`)
 //!   win over the file. Any key can also be given with Rocket's own variable,
-//!   `ROCKET_LOGTO={app_id="...", scopes=["email"]}`.
+//!   `ROCKET_LOGTO={app_id="...", scopes=["email"]}`. With `rocket::custom(figment)`, the
+//!   crate reads only that figment, as Rocket does: merge [`LogtoEnv`] into it for the
+//!   `LOGTO_*` variables (below). The [`testing`](crate::testing) helpers' figment never
+//!   reads them, so your tests never reach the tenant your shell points at.
 //! - **The secret**: keep `app_secret` out of files you commit and set `LOGTO_APP_SECRET`
 //!   instead.
 //!
@@ -103,11 +108,13 @@
 //! says how to fix it, for example
 //! ``logto config: `app_id` is missing: set it under [default.logto] in Rocket.toml or in LOGTO_APP_ID``.
 //!
-//! The configuration can also come from code, through the figment you give Rocket:
+//! The configuration can also come from code, through the figment you give Rocket. The
+//! crate then reads that figment only: merge [`LogtoEnv`] where the `LOGTO_*` variables
+//! should count (last, to win over the code and the file):
 //!
 //! ```no_run
 //! use rocket::launch;
-//! use rocket_logto::{Logto, UserScope};
+//! use rocket_logto::{Logto, LogtoEnv, UserScope};
 //!
 //! #[launch]
 //! fn rocket() -> _ {
@@ -115,14 +122,16 @@
 //!         .merge(("logto.endpoint", "http://localhost:3001"))
 //!         .merge(("logto.app_id", "<your-application-id>"))
 //!         .merge(("logto.base_url", "http://localhost:8000"))
-//!         .merge(("logto.scopes", [UserScope::Email.as_str(), UserScope::Phone.as_str()]));
-//!     // app_secret comes from LOGTO_APP_SECRET.
+//!         .merge(("logto.scopes", [UserScope::Email.as_str(), UserScope::Phone.as_str()]))
+//!         // app_secret comes from LOGTO_APP_SECRET.
+//!         .merge(LogtoEnv::new());
 //!     rocket::custom(figment).attach(Logto::fairing())
 //! }
 //! ```
 //!
-//! [`LogtoConfig::from_figment`] is what the fairing runs at launch; you can call it to
-//! check a configuration, for example in a test:
+//! [`LogtoConfig::from_figment`] is what the fairing runs at launch (on Rocket's figment,
+//! with [`LogtoEnv`] on top for `rocket::build()`); you can call it to check a
+//! configuration, for example in a test. It reads only the figment it is given:
 //!
 //! ```
 //! use rocket::figment::Figment;
@@ -223,7 +232,7 @@
 //!         let claims = user.claims().expect("signed in");
 //!         let name = claims.name.as_deref().unwrap_or(&claims.sub);
 //!         format!(r#"<div>Hello {}, <a href="/logto/sign-out">Sign Out</a></div>"#,
-//!             rocket_logto::html_escape(name))
+//!             RawStr::new(name).html_escape())
 //!     } else {
 //!         // Come back to /orders?page=2 after signing in.
 //!         let return_to = RawStr::new("/orders?page=2").percent_encode();
@@ -527,8 +536,9 @@
 //! /// 401 when signed out, 403 without `shopping:read`.
 //! #[get("/fetch-access-token")]
 //! fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-//!     // token.access_token() is the bearer token; token.claims() its decoded claims.
-//!     Json(token.token().clone())
+//!     // token.secret() is the bearer token; token.claims() its decoded claims. As JSON,
+//!     // the token shows what it grants, not itself.
+//!     Json(token.into_inner())
 //! }
 //!
 //! /// The same for a resource named at run time, e.g. from the path: one that is not in
@@ -640,47 +650,67 @@
 //!
 //! [`Logto::on_sign_in`] runs your async code after each successful sign-in, once the ID
 //! token is verified and before the session starts. It receives [`SignedIn`] (the claims,
-//! the userinfo answer with `fetch_user_info = true`, the return path) and can:
+//! the userinfo answer with `fetch_user_info = true`, the return path) and the callback's
+//! request, through which it reaches what a handler reaches: managed state, a
+//! `rocket_db_pools` database, request guards. It can:
 //!
 //! - create or update your own user record;
-//! - refuse the sign-in by returning `Err(LogtoError)`: the user sees your error with its
-//!   status, no session starts, and the refresh token is revoked;
+//! - refuse the sign-in with a [`SignInRefusal`]: the user sees 403 with your message, no
+//!   session starts, and the refresh token is revoked (the browser is not sent back to
+//!   sign-in, so a refusal cannot loop);
 //! - choose where the browser lands with [`SignInDecision::RedirectTo`].
 //!
-//! The hook is a `'static` closure, so give it what it needs by cloning a handle (a
-//! database pool, an `Arc`) into it:
+//! The hook returns a boxed future that may borrow the request, as Rocket's `AdHoc`
+//! fairings do. With a `rocket_db_pools` database (the sample app, `examples/sample`,
+//! keeps its users in SQLite this way):
 //!
 //! ```no_run
-//! use std::collections::HashSet;
-//! use std::sync::{Arc, Mutex};
-//!
+//! use rocket::fairing::AdHoc;
 //! use rocket::launch;
-//! use rocket_logto::{Logto, LogtoError, ReturnPath, SignInDecision, SignedIn};
+//! use rocket_db_pools::{sqlx, Database};
+//! use rocket_logto::{Logto, ReturnPath, SignInDecision, SignInRefusal, SignedIn};
 //!
-//! /// Your own user table.
-//! #[derive(Clone, Default)]
-//! struct Users(Arc<Mutex<HashSet<String>>>);
+//! /// Your own user table (`[default.databases.users]` in Rocket.toml).
+//! #[derive(Database)]
+//! #[database("users")]
+//! struct Users(sqlx::SqlitePool);
 //!
 //! #[launch]
 //! fn rocket() -> _ {
-//!     let users = Users::default();
-//!     let known = users.clone();
-//!     let logto = Logto::fairing().on_sign_in(move |user: SignedIn| {
-//!         let users = known.clone();
-//!         async move {
+//!     let logto = Logto::fairing().on_sign_in(|user: SignedIn, request| {
+//!         Box::pin(async move {
 //!             if user.claims.email_verified == Some(false) {
-//!                 return Err(LogtoError::Forbidden("Verify your email address first.".into()));
+//!                 return Err(SignInRefusal::new("Verify your email address first."));
 //!             }
-//!             let is_new = users.0.lock().unwrap().insert(user.claims.sub.clone());
-//!             if is_new {
+//!             let Some(db) = Users::fetch(request.rocket()) else {
+//!                 return Err(SignInRefusal::new("Sign-in is not available right now."));
+//!             };
+//!             let inserted = sqlx::query("INSERT OR IGNORE INTO users (sub) VALUES (?)")
+//!                 .bind(&user.claims.sub)
+//!                 .execute(&**db)
+//!                 .await
+//!                 .map_err(|_| SignInRefusal::new("Your account could not be saved; try again."))?;
+//!             if inserted.rows_affected() == 1 {
 //!                 // First visit: show the welcome page instead of the return path.
 //!                 let welcome = ReturnPath::parse("/welcome").expect("a relative path");
 //!                 return Ok(SignInDecision::RedirectTo(welcome));
 //!             }
 //!             Ok(SignInDecision::Continue)
-//!         }
+//!         })
 //!     });
-//!     rocket::build().manage(users).attach(logto)
+//!     rocket::build()
+//!         .attach(Users::init())
+//!         .attach(AdHoc::try_on_ignite("users table", |rocket| async move {
+//!             let Some(db) = Users::fetch(&rocket) else { return Err(rocket) };
+//!             let created = sqlx::query("CREATE TABLE IF NOT EXISTS users (sub TEXT PRIMARY KEY)")
+//!                 .execute(&**db)
+//!                 .await;
+//!             match created {
+//!                 Ok(_) => Ok(rocket),
+//!                 Err(_) => Err(rocket),
+//!             }
+//!         }))
+//!         .attach(logto)
 //! }
 //! ```
 //!
@@ -730,6 +760,13 @@
 //! | 500 | [`Config`](LogtoError::Config) | the app's configuration does not allow the call: an organization token without the organizations scope in `scopes`; a session too large for the cookies |
 //! | 502 | [`BadGateway`](LogtoError::BadGateway) | Logto answered with something unusable: HTML, truncated JSON, an HTTP 5xx, a refusal, userinfo about another user |
 //! | 503 | [`Unavailable`](LogtoError::Unavailable) | Logto cannot be reached or did not answer within `http_timeout_secs`; or it rate-limited us (HTTP 429), then with `Retry-After` when Logto sent one |
+//!
+//! An error has two texts. [`LogtoError::message`] is for the end user, and is what the
+//! page shows: for a 500 or a 502 it is a generic sentence, so a page never shows the app's
+//! setup. `Display` is the developer's message, for logs: lower-case, without a trailing
+//! period, naming what went wrong. A failed call to Logto also carries a typed
+//! [`ProviderFailure`] ([`LogtoError::provider_failure`], and the error's `source()`): a
+//! timeout, a refusal with its [`OAuthErrorCode`], or Logto's HTTP status.
 //!
 //! What only the configuration decides is checked at launch instead: a [`ResourceToken<R>`]
 //! whose `R::INDICATOR` is not in `resources`, or a guard without the fairing, stops the
@@ -1054,7 +1091,8 @@
 //! organization) opens only [`OrganizationResourceToken`] routes. The guards deref to
 //! [`VerifiedToken`]: `sub()`, `client_id()`, `user_id()` (`None` for a machine-to-machine
 //! token: Logto's client credentials give `sub` = `client_id`), `scopes()`, `has_scope()`,
-//! `organization_id()`, `exp()`, `token()` and `claims()`.
+//! `organization_id()`, `expires_at()`, `secret()` and `claims()`: the same names as
+//! [`AccessToken`], which [`ResourceToken<R>`] derefs to.
 //!
 //! **The route's organization.** [`OrganizationToken`] and [`OrganizationResourceToken`]
 //! read the organization from the route's `<organization_id>` path segment and check the
@@ -1107,12 +1145,12 @@
 //! async fn my_orders(token: ResourceToken<Shopping>) -> Result<String, LogtoError> {
 //!     let answer = reqwest::Client::new()
 //!         .get("https://shopping.your-app.com/api/orders")
-//!         .bearer_auth(token.access_token())
+//!         .bearer_auth(token.secret())
 //!         .send()
 //!         .await
 //!         .and_then(|r| r.error_for_status())
-//!         .map_err(|e| LogtoError::BadGateway(format!("the shopping API: {e}")))?;
-//!     answer.text().await.map_err(|e| LogtoError::BadGateway(e.to_string()))
+//!         .map_err(|e| LogtoError::bad_gateway(format!("the shopping API: {e}")))?;
+//!     answer.text().await.map_err(|e| LogtoError::bad_gateway(e.to_string()))
 //! }
 //! ```
 //!
@@ -1164,8 +1202,10 @@
 //! # Configuration
 //!
 //! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The six
-//! variables in the last column win over the file; any key can also be set through
-//! `ROCKET_LOGTO={key=value, ...}`.
+//! variables in the last column win over the file with `rocket::build()`, and with a
+//! figment of your own (`rocket::custom`) when it merges [`LogtoEnv`]; any key can also be
+//! set through `ROCKET_LOGTO={key=value, ...}`. The loaded configuration is
+//! [`LogtoConfig`] ([`Logto::config`]), read through its methods.
 //!
 //! | key | type | default | environment |
 //! |---|---|---|---|
@@ -1668,11 +1708,13 @@ mod util;
 mod web;
 
 pub use claims::{
-    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, UserInfo, UserScope,
-    ORGANIZATIONS_RESOURCE,
+    organization_urn, Address, IdTokenClaims, OrganizationData, ProfileClaims, Scopes, UserInfo,
+    UserScope, ORGANIZATIONS_RESOURCE,
 };
-pub use config::{AppSecret, ConfigError, LogtoConfig, RedisSettings, RedisUrl, SessionStoreKind};
-pub use error::{html_escape, LogtoError};
+pub use config::{
+    AppSecret, ConfigError, LogtoConfig, LogtoEnv, RedisSettings, RedisUrl, SessionStoreKind,
+};
+pub use error::{LogtoError, OAuthErrorCode, ProviderFailure};
 pub use return_path::{InvalidReturnPath, ReturnPath};
 pub use sign_in_options::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
 pub use web::bearer::rejection::BearerError;
@@ -1681,7 +1723,7 @@ pub use web::bearer::{
 };
 pub use web::fairing::Logto;
 pub use web::guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
-pub use web::hooks::{SignInDecision, SignedIn};
+pub use web::hooks::{SignInDecision, SignInFuture, SignInRefusal, SignedIn};
 pub use web::sessions_admin::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
 pub use web::user_tokens::AccessToken;
 
@@ -1689,7 +1731,3 @@ pub use web::user_tokens::AccessToken;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-/// The userinfo answer: the old name of [`UserInfo`].
-#[deprecated(note = "renamed `UserInfo`; the guard that fetches it is `FetchedUserInfo`")]
-pub type UserInfoClaims = UserInfo;

@@ -57,6 +57,11 @@ fn check_shape(path: &str) -> Result<(), InvalidReturnPath> {
 
 impl ReturnPath {
     /// Checks `path` (a value already taken out of its query string, so decoded once).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidReturnPath`] saying why, for anything but a same-origin relative path (see
+    /// the type's docs for the list).
     pub fn parse(path: &str) -> Result<ReturnPath, InvalidReturnPath> {
         if path.len() > MAX_RETURN_PATH {
             return Err(InvalidReturnPath("is too long"));
@@ -141,6 +146,24 @@ impl From<ReturnPath> for String {
 impl fmt::Display for ReturnPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ReturnPath {
+    type Err = InvalidReturnPath;
+
+    fn from_str(path: &str) -> Result<ReturnPath, InvalidReturnPath> {
+        ReturnPath::parse(path)
+    }
+}
+
+/// A query or form field (`/go?<next>` with `next: ReturnPath`): a refused path fails the
+/// field with the reason, as any form field that does not parse does (Rocket answers 422
+/// unless the route takes `Result<ReturnPath, _>` or `Option<ReturnPath>`).
+impl<'v> rocket::form::FromFormField<'v> for ReturnPath {
+    fn from_value(field: rocket::form::ValueField<'v>) -> rocket::form::Result<'v, ReturnPath> {
+        ReturnPath::parse(field.value)
+            .map_err(|e| rocket::form::Error::validation(format!("the return path {e}")).into())
     }
 }
 

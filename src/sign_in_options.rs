@@ -34,7 +34,7 @@ pub enum FirstScreen {
 
 impl FirstScreen {
     /// Every screen, in the order of Logto's docs.
-    pub const ALL: [FirstScreen; 6] = [
+    pub const ALL: &'static [FirstScreen] = &[
         FirstScreen::SignIn,
         FirstScreen::Register,
         FirstScreen::ResetPassword,
@@ -56,9 +56,14 @@ impl FirstScreen {
     }
 
     /// The screen named `value`, as Logto spells it.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] naming the screens Logto knows, for any other value.
     pub fn parse(value: &str) -> Result<FirstScreen, InvalidSignInOption> {
         FirstScreen::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|s| s.as_str() == value)
             .ok_or_else(|| {
                 let names: Vec<&str> = FirstScreen::ALL.iter().map(|s| s.as_str()).collect();
@@ -67,6 +72,21 @@ impl FirstScreen {
                     names.join(", ")
                 ))
             })
+    }
+}
+
+impl fmt::Display for FirstScreen {
+    /// Logto's spelling, as [`FirstScreen::as_str`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FirstScreen {
+    type Err = InvalidSignInOption;
+
+    fn from_str(value: &str) -> Result<FirstScreen, InvalidSignInOption> {
+        FirstScreen::parse(value)
     }
 }
 
@@ -147,18 +167,32 @@ pub struct DirectSignIn(String);
 
 impl DirectSignIn {
     /// Straight to a social connector, e.g. `DirectSignIn::social("google")`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] for an empty target, one over 128 characters, or one with
+    /// characters other than letters, digits, `-`, `_` and `.`.
     pub fn social(target: &str) -> Result<DirectSignIn, InvalidSignInOption> {
         check_name("direct_sign_in", target)?;
         Ok(DirectSignIn(format!("social:{target}")))
     }
 
     /// Straight to an enterprise SSO connector, by its id.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`], as for [`social`](Self::social).
     pub fn sso(connector_id: &str) -> Result<DirectSignIn, InvalidSignInOption> {
         check_name("direct_sign_in", connector_id)?;
         Ok(DirectSignIn(format!("sso:{connector_id}")))
     }
 
     /// Reads `social:<target>` or `sso:<connector-id>`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] for another shape, or a target that
+    /// [`social`](Self::social) refuses.
     pub fn parse(value: &str) -> Result<DirectSignIn, InvalidSignInOption> {
         match value.split_once(':') {
             Some(("social", target)) => DirectSignIn::social(target),
@@ -172,6 +206,21 @@ impl DirectSignIn {
     /// The value sent to Logto.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl fmt::Display for DirectSignIn {
+    /// The value sent to Logto, as [`DirectSignIn::as_str`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for DirectSignIn {
+    type Err = InvalidSignInOption;
+
+    fn from_str(value: &str) -> Result<DirectSignIn, InvalidSignInOption> {
+        DirectSignIn::parse(value)
     }
 }
 
@@ -289,6 +338,7 @@ impl SignInOptions {
 /// }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use = "a SignIn does nothing until a route returns it"]
 pub struct SignIn {
     options: SignInOptions,
 }
@@ -313,6 +363,10 @@ impl SignIn {
 
     /// Pre-fills the identifier (an email address, phone number or username). At most
     /// [`MAX_LOGIN_HINT`] characters, no control characters.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] for an empty or longer hint, or one with control characters.
     pub fn login_hint(mut self, hint: &str) -> Result<SignIn, InvalidSignInOption> {
         check_login_hint(hint)?;
         self.options.login_hint = Some(hint.to_string());
@@ -326,6 +380,11 @@ impl SignIn {
     }
 
     /// Signs in to an organization's sign-in experience (Logto's `organization_id`).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] for an empty id, one over 128 characters, or one with
+    /// characters other than letters, digits, `-`, `_` and `.`.
     pub fn organization_id(mut self, id: &str) -> Result<SignIn, InvalidSignInOption> {
         check_name("organization_id", id)?;
         self.options.organization_id = Some(id.to_string());
@@ -333,6 +392,10 @@ impl SignIn {
     }
 
     /// The languages of Logto's pages, most preferred first (`"fr-CA en"`).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] unless `locales` is language tags separated by single spaces.
     pub fn ui_locales(mut self, locales: &str) -> Result<SignIn, InvalidSignInOption> {
         check_ui_locales(locales)?;
         self.options.ui_locales = Some(locales.to_string());

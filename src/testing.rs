@@ -123,6 +123,11 @@ const TEST_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 /// instead of reaching a real tenant. Merge your own keys on top (`resources`, `scopes`,
 /// ...).
 ///
+/// The `LOGTO_*` environment variables never override it: the fairing reads them only on
+/// `rocket::build()`'s figment, or on one that merges [`LogtoEnv`](crate::LogtoEnv). So a
+/// developer whose shell points `LOGTO_ENDPOINT` and `LOGTO_APP_SECRET` at a tenant still
+/// runs the tests offline.
+///
 /// The key is the same for every call in one process (so that two apps of one test share
 /// cookies) and never the same in two processes: an app that used this configuration
 /// outside its tests would not have sessions that anyone can forge with a key published
@@ -405,9 +410,10 @@ pub(crate) fn debug_build() -> bool {
     cfg!(debug_assertions)
 }
 
-/// How many verified access tokens the API guards of `rocket` keep in memory (bounded by
-/// `bearer_cache_entries`): for tests of what is cached.
-pub fn cached_bearer_tokens(rocket: &Rocket<Orbit>) -> usize {
+/// How many verified access tokens the API guards of `rocket` keep in memory. Not part of
+/// the API (hidden, exempt from semver): the crate's own tests of what is cached use it.
+#[doc(hidden)]
+pub fn __cached_bearer_tokens(rocket: &Rocket<Orbit>) -> usize {
     rocket.state::<ApiState>().map_or(0, ApiState::cached)
 }
 

@@ -19,7 +19,7 @@ use rocket::figment::Figment;
 use rocket::http::{Header, Status};
 use rocket::local::asynchronous::Client;
 use rocket::{get, routes};
-use rocket_logto::testing::cached_bearer_tokens;
+use rocket_logto::testing::__cached_bearer_tokens as cached_bearer_tokens;
 use rocket_logto::{BearerToken, Logto, Resource};
 use serde_json::json;
 

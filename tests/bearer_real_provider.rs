@@ -42,16 +42,12 @@ const SCOPES: [&str; 5] = [
 
 #[get("/token/shopping")]
 fn shopping_token(token: ResourceToken<Shopping>) -> String {
-    token.access_token().to_string()
+    token.secret().to_string()
 }
 
 #[get("/token/organizations/<id>")]
 async fn organization_token(user: AuthenticatedUser<'_>, id: &str) -> Result<String, LogtoError> {
-    Ok(user
-        .organization_token(id)
-        .await?
-        .access_token()
-        .to_string())
+    Ok(user.organization_token(id).await?.secret().to_string())
 }
 
 #[get("/token/organizations/<id>/shopping")]
@@ -60,7 +56,7 @@ async fn organization_shopping_token(
     id: &str,
 ) -> Result<String, LogtoError> {
     let token = user.organization_resource_token(id, SHOPPING).await?;
-    Ok(token.access_token().to_string())
+    Ok(token.secret().to_string())
 }
 
 /// A web app and its API at once, like the sample: sign-in routes, the token routes above,

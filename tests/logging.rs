@@ -245,3 +245,41 @@ async fn the_back_channel_logout_line_does_not_show_the_session_id() {
         );
     }
 }
+
+/// Issue 27: a second `on_sign_in` on one fairing says that it replaces the first; and a
+/// `LOGTO_*` variable that a figment of the app's own does not read is named, never shown.
+#[rocket::async_test]
+async fn a_second_sign_in_hook_and_unread_logto_variables_are_logged() {
+    install_capture();
+    let count = |word: &str| lines_with(word).len();
+    let before = count("`on_sign_in` was set twice");
+    let _fairing = rocket_logto::Logto::fairing()
+        .on_sign_in(|_, _| Box::pin(async { Ok(rocket_logto::SignInDecision::Continue) }))
+        .on_sign_in(|_, _| Box::pin(async { Ok(rocket_logto::SignInDecision::Continue) }));
+    assert_eq!(count("`on_sign_in` was set twice"), before + 1);
+
+    // Only this binary's apps see it, and they run on figments of their own.
+    std::env::set_var("LOGTO_APP_SECRET", "unread-env-secret-5Tq8");
+    let fp = FakeProvider::start().await;
+    let client =
+        rocket::local::asynchronous::Client::untracked(rocket_with(table(&fp), SECRET_KEY))
+            .await
+            .expect("valid rocket");
+    std::env::remove_var("LOGTO_APP_SECRET");
+    drop(client);
+    let lines = lines_with("set in the environment but not read");
+    assert!(
+        lines.iter().any(|(level, line)| *level == log::Level::Warn
+            && line.contains("LOGTO_APP_SECRET")
+            && line.contains("LogtoEnv")),
+        "{lines:#?}"
+    );
+    assert!(
+        LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, line)| !line.contains("unread-env-secret-5Tq8")),
+        "the value reached the log"
+    );
+}

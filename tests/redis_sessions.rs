@@ -659,13 +659,10 @@ async fn the_cookie_store_ends_all_sessions_of_a_user_across_instances() {
     // Listing needs the Redis store: a clear error.
     let list = dep.on(0, "/sessions", &first).await;
     assert_eq!(list.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(
-        list.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("session_store = \"redis\""),
-        "{list:?}"
-    );
+    // The app's setup is for its log (the developer's message), not for the page.
+    let message = list.body["message"].as_str().unwrap();
+    assert!(message.contains("problem in its setup"), "{list:?}");
+    assert!(!message.contains("session_store"), "{list:?}");
     let ended = dep
         .post_on(0, &format!("/admin/end-all/{ALICE_SUB}"), &Jar::default())
         .await;

@@ -39,7 +39,7 @@ fn dash_public(user: LogtoUser) -> Json<Value> {
 
 #[get("/shop")]
 fn shop_token(token: ResourceToken<Shopping>) -> String {
-    format!("token {}", token.scopes().join(" "))
+    format!("token {}", token.scopes().collect::<Vec<_>>().join(" "))
 }
 
 #[get("/shop", rank = 2)]
@@ -494,7 +494,7 @@ async fn no_refresh_token_asks_to_sign_in_again_without_a_redirect_loop() {
     let page = response.into_string().await.unwrap();
     assert!(page.contains("sign in again"), "{page}");
     assert!(
-        page.contains("href=\"/logto/sign-in?return_to=%2Fshopping\""),
+        page.contains("href=\"&#x2F;logto&#x2F;sign-in?return_to=%2Fshopping\""),
         "{page}"
     );
 }
@@ -547,7 +547,7 @@ impl rocket_logto::Resource for Unconfigured {
 
 #[get("/unconfigured")]
 fn unconfigured(token: ResourceToken<Unconfigured>) -> String {
-    token.access_token().len().to_string()
+    token.secret().len().to_string()
 }
 
 #[rocket::async_test]
@@ -566,13 +566,26 @@ async fn a_resource_token_for_an_unconfigured_resource_still_stops_the_launch() 
 // ---- 5. Names --------------------------------------------------------------------------------
 
 #[test]
-fn the_old_name_of_the_userinfo_data_still_compiles() {
-    #[allow(deprecated)]
-    fn old(info: rocket_logto::UserInfoClaims) -> UserInfo {
-        info
-    }
-    let info: UserInfo = serde_json::from_value(json!({ "sub": "user-1" })).unwrap();
-    assert_eq!(old(info).sub, "user-1");
+fn userinfo_has_every_claim_the_id_token_has() {
+    let info: UserInfo = serde_json::from_value(json!({
+        "sub": "user-1", "created_at": 1_700_000_000_123_i64, "updated_at": 1_700_000_000_456_i64,
+        "given_name": "Alice", "address": { "country": "FR" }, "custom": 1
+    }))
+    .unwrap();
+    assert_eq!(info.created_at, Some(1_700_000_000_123));
+    assert_eq!(info.updated_at, Some(1_700_000_000_456));
+    assert_eq!(info.profile.given_name.as_deref(), Some("Alice"));
+    assert_eq!(
+        info.address.as_ref().and_then(|a| a.country.as_deref()),
+        Some("FR")
+    );
+    assert_eq!(
+        info.extra.len(),
+        1,
+        "only the custom claim is left over: {:?}",
+        info.extra
+    );
+    assert_eq!(UserInfo::new("user-1").sub, "user-1");
 }
 
 // ---- Issue 9, item 6: rotations survive error answers ---------------------------------------
@@ -677,4 +690,44 @@ async fn a_rotation_before_a_failed_userinfo_call_reaches_the_browser() {
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+// ---- Issue 27: parsing and form fields ------------------------------------------------------
+
+#[get("/go?<next>")]
+fn go(next: rocket_logto::ReturnPath) -> String {
+    next.to_string()
+}
+
+#[rocket::async_test]
+async fn a_return_path_is_a_form_field_that_refuses_other_hosts() {
+    let client = Client::untracked(rocket::build().mount("/", routes![go]))
+        .await
+        .unwrap();
+    let ok = client.get("/go?next=%2Forders%3Fpage%3D2").dispatch().await;
+    assert_eq!(ok.status(), Status::Ok);
+    assert_eq!(ok.into_string().await.unwrap(), "/orders?page=2");
+    for bad in [
+        "https%3A%2F%2Fevil.example",
+        "%2F%2Fevil.example",
+        "%2F%5Cevil",
+    ] {
+        let refused = client.get(format!("/go?next={bad}")).dispatch().await;
+        assert_eq!(refused.status(), Status::UnprocessableEntity, "{bad}");
+    }
+}
+
+#[test]
+fn options_parse_with_from_str_and_print_as_logto_spells_them() {
+    use rocket_logto::{DirectSignIn, FirstScreen, ReturnPath};
+    let screen: FirstScreen = "identifier:register".parse().unwrap();
+    assert_eq!(screen, FirstScreen::IdentifierRegister);
+    assert_eq!(screen.to_string(), "identifier:register");
+    assert!("nope".parse::<FirstScreen>().is_err());
+    let direct: DirectSignIn = "social:google".parse().unwrap();
+    assert_eq!(direct.to_string(), "social:google");
+    assert!("social:".parse::<DirectSignIn>().is_err());
+    assert_eq!("/a".parse::<ReturnPath>().unwrap().as_str(), "/a");
+    assert!("//evil".parse::<ReturnPath>().is_err());
+    assert_eq!(FirstScreen::ALL.len(), 6);
 }

@@ -330,7 +330,7 @@ async fn callback_error_and_description_are_html_escaped() {
     assert_eq!(status, Status::BadRequest);
     assert!(!body.contains("<script>"), "{body}");
     assert!(
-        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        body.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
         "{body}"
     );
 }

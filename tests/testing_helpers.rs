@@ -161,3 +161,110 @@ fn the_test_figment_key_is_random_per_process() {
     assert_ne!(a, b, "each process has its own key");
     assert_ne!(a, PUBLISHED_KEY);
 }
+
+/// Every `LOGTO_*` variable, with the values of a developer's shell pointed at a live
+/// tenant (issue 27, item 1): none of them may reach an app built on a figment of its own.
+const LIVE_ENV: [(&str, &str); 6] = [
+    ("LOGTO_ENDPOINT", "https://tenant-live.logto.app"),
+    ("LOGTO_APP_ID", "live-app-id"),
+    ("LOGTO_APP_SECRET", "live-app-secret"),
+    ("LOGTO_BASE_URL", "https://shop.example.com"),
+    ("LOGTO_REDIS_URL", "redis://cache.example.com:6379"),
+    ("LOGTO_SESSION_STORE", "redis"),
+];
+/// Set on the copies of this test binary that run under [`LIVE_ENV`].
+const LIVE_ENV_RUN: &str = "ROCKET_LOGTO_TEST_LIVE_ENV";
+
+/// This test binary again, with [`LIVE_ENV`] (and nothing else of the caller's `LOGTO_*`),
+/// running `args`; its output when every test it ran passed.
+fn under_live_env(args: &[&str]) -> String {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    for (var, _) in LIVE_ENV {
+        command.env_remove(var);
+    }
+    let output = command
+        .args(args)
+        .envs(LIVE_ENV)
+        .env(LIVE_ENV_RUN, "1")
+        .output()
+        .expect("the test binary runs again");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "under LOGTO_* of a live tenant:\n{text}"
+    );
+    text
+}
+
+/// The number of tests a run passed, from libtest's summary line.
+fn passed(output: &str) -> usize {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary line: {output}"))
+}
+
+/// Issue 27, item 1: the helpers' tests (here, every other test of this file) pass with
+/// every `LOGTO_*` variable set to a live-looking value. Before, the variables won over
+/// the test figment: `iss` became the tenant's, and `LOGTO_REDIS_URL` sent the app to a
+/// Redis that does not exist.
+#[test]
+fn the_helpers_ignore_a_live_logto_environment() {
+    if std::env::var_os(LIVE_ENV_RUN).is_some() {
+        return; // the copy that runs the others
+    }
+    let output = under_live_env(&[
+        "--skip",
+        "the_helpers_ignore_a_live_logto_environment",
+        "--skip",
+        "a_rocket_build_app_reads_the_logto_environment",
+    ]);
+    assert!(passed(&output) >= 5, "{output}");
+}
+
+/// ... while an app on `rocket::build()` still reads them, and so does one whose own figment
+/// merges `LogtoEnv`. Runs in a copy of this binary, under [`LIVE_ENV`] without Redis (an
+/// ignited app would connect to it).
+#[test]
+fn a_rocket_build_app_reads_the_logto_environment() {
+    if std::env::var_os(LIVE_ENV_RUN).is_none() {
+        let output = under_live_env(&["--exact", "a_rocket_build_app_reads_the_logto_environment"]);
+        assert_eq!(passed(&output), 1, "{output}");
+        return;
+    }
+    use rocket_logto::{Logto, LogtoEnv};
+    std::env::remove_var("LOGTO_REDIS_URL");
+    std::env::remove_var("LOGTO_SESSION_STORE");
+    let endpoint_of = |rocket: rocket::Rocket<rocket::Build>| {
+        let rocket = rocket::execute(rocket.attach(Logto::fairing()).ignite()).expect("ignites");
+        let config = Logto::config(&rocket).expect("the fairing's configuration");
+        (config.endpoint().to_string(), config.app_id().to_string())
+    };
+    // rocket::build(): the repository's Rocket.toml (the sample's), with the variables on top.
+    assert_eq!(
+        endpoint_of(rocket::build()),
+        (
+            "https://tenant-live.logto.app/".into(),
+            "live-app-id".into()
+        )
+    );
+    let custom = rocket_logto::testing::figment();
+    assert_eq!(
+        endpoint_of(rocket::custom(custom.clone().merge(LogtoEnv::new()))),
+        (
+            "https://tenant-live.logto.app/".into(),
+            "live-app-id".into()
+        )
+    );
+    assert_eq!(
+        endpoint_of(rocket::custom(custom)).0,
+        "http://127.0.0.1:9/",
+        "the test figment reads no variable"
+    );
+}

@@ -1,3 +1,4 @@
+use rocket::http::RawStr;
 use rocket::response::content::RawHtml;
 use rocket::serde::json::Json;
 use rocket::{get, launch, routes, Build, Rocket};
@@ -27,7 +28,7 @@ fn home(user: LogtoUser) -> RawHtml<String> {
             // `name` may be empty: fall back to the user's id.
             let name = claims.name.as_deref().unwrap_or(&claims.sub);
             // Claims are the user's own text: escape them before they go into HTML.
-            let name = rocket_logto::html_escape(name);
+            let name = RawStr::new(name).html_escape();
             format!(r#"Hello {name}, <a href="/logto/sign-out">Sign Out</a>"#)
         }
         None => r#"<a href="/logto/sign-in">Sign In</a>"#.to_string(),

@@ -1,21 +1,25 @@
 //! The guide's sample app, in Rocket: `cargo run --example sample`.
 //!
 //! Configured by `Rocket.toml` (`[default.logto]`) and the `LOGTO_*` variables; the
-//! README's demo command starts a local Logto-like provider that matches it.
+//! README's demo command starts a local Logto-like provider that matches it. Its sign-in
+//! hook keeps the app's own users in SQLite (`[default.databases.sample_users]`, a file
+//! under `target/`), through `rocket_db_pools`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use rocket::fairing::AdHoc;
+use rocket::http::uri::Absolute;
 use rocket::http::ContentType;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::response::{Redirect, Responder};
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, launch, post, routes, Build, Rocket, State};
+use rocket_db_pools::sqlx::{self, Row};
+use rocket_db_pools::Database;
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
     AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, Resource,
-    ResourceToken, SessionStoreKind, Sessions, SignInDecision, SignedIn, UserInfo,
+    ResourceToken, SessionStoreKind, Sessions, SignInDecision, SignInRefusal, SignedIn, UserInfo,
 };
 
 /// This app's own copy of the API of `examples/api`, mounted at `/api`.
@@ -35,13 +39,13 @@ async fn call_api(
 ) -> Result<Json<Value>, LogtoError> {
     let response = reqwest::Client::new()
         .get(format!("{}/whoami", api.0))
-        .bearer_auth(token.access_token())
+        .bearer_auth(token.secret())
         .send()
         .await
-        .map_err(|e| LogtoError::BadGateway(format!("The API could not be reached: {e}")))?;
+        .map_err(|e| LogtoError::bad_gateway(format!("The API could not be reached: {e}")))?;
     let status = response.status().as_u16();
     let answer: Value = response.json().await.map_err(|e| {
-        LogtoError::BadGateway(format!("The API answered {status} without JSON: {e}"))
+        LogtoError::bad_gateway(format!("The API answered {status} without JSON: {e}"))
     })?;
     Ok(Json(json!({ "status": status, "answer": answer })))
 }
@@ -94,13 +98,11 @@ struct TokenSummary {
 
 impl TokenSummary {
     fn of(token: &AccessToken) -> TokenSummary {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let left = token.expires_at() - rocket::time::OffsetDateTime::now_utc();
         TokenSummary {
             audience: token.claims().get("aud").cloned().unwrap_or_default(),
-            scopes: token.scopes().into_iter().map(str::to_string).collect(),
-            expires_in_minutes: (token.expires_at() - now).max(0) / 60,
+            scopes: token.scopes().map(str::to_string).collect(),
+            expires_in_minutes: left.whole_minutes().max(0),
         }
     }
 }
@@ -158,7 +160,8 @@ impl<'r> FromRequest<'r> for SameOrigin {
     type Error = ();
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ()> {
         let ours = Logto::config(request.rocket())
-            .map(|c| c.base_url.origin().ascii_serialization())
+            .and_then(|c| Absolute::parse(c.base_url()).ok())
+            .and_then(|url| Some(format!("{}://{}", url.scheme(), url.authority()?)))
             .unwrap_or_default();
         let headers = request.headers();
         let same = match headers.get_one("Sec-Fetch-Site") {
@@ -223,22 +226,64 @@ fn userinfo(info: FetchedUserInfo) -> Json<UserInfo> {
     Json(info.into_inner())
 }
 
+/// A token as the guide's `getAccessToken` gives it: the token itself (`secret`, which
+/// `AccessToken`'s own serialisation leaves out) with what it grants.
+fn token_json(token: &AccessToken) -> serde_json::Value {
+    let mut json = serde_json::json!(token);
+    json["access_token"] = token.secret().into();
+    json
+}
+
 /// A token for the shopping API (the guide's `getAccessToken`).
 #[get("/fetch-access-token")]
-fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-    Json(token.token().clone())
+fn fetch_access_token(token: ResourceToken<Shopping>) -> Json<serde_json::Value> {
+    Json(token_json(&token))
 }
 
 /// Tokens of every organization of the user (the guide's `organizationTokens`).
 #[get("/fetch-organization-token")]
 async fn fetch_organization_token(
     user: AuthenticatedUser<'_>,
-) -> Result<Json<BTreeMap<String, AccessToken>>, LogtoError> {
-    Ok(Json(user.organization_tokens().await?))
+) -> Result<Json<BTreeMap<String, serde_json::Value>>, LogtoError> {
+    let tokens = user.organization_tokens().await?;
+    Ok(Json(
+        tokens
+            .iter()
+            .map(|(id, token)| (id.clone(), token_json(token)))
+            .collect(),
+    ))
 }
 
-/// The app's own user records, created at first sign-in (a database in a real app).
-type Users = Arc<Mutex<BTreeSet<String>>>;
+/// The app's own user records (`[default.databases.sample_users]` in Rocket.toml): created
+/// at the first sign-in, updated at each one, by the sign-in hook.
+#[derive(Database)]
+#[database("sample_users")]
+struct Users(sqlx::SqlitePool);
+
+/// The users table, created at launch once the pool exists.
+const USERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS users (
+    sub TEXT PRIMARY KEY NOT NULL,
+    name TEXT,
+    email TEXT,
+    sign_ins INTEGER NOT NULL
+)";
+
+/// After each sign-in: the user's record, created or brought up to date; the number of their
+/// sign-ins so far.
+async fn record_sign_in(users: &Users, user: &SignedIn) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO users (sub, name, email, sign_ins) VALUES (?, ?, ?, 1)
+         ON CONFLICT (sub) DO UPDATE
+         SET name = excluded.name, email = excluded.email, sign_ins = sign_ins + 1
+         RETURNING sign_ins",
+    )
+    .bind(&user.claims.sub)
+    .bind(&user.claims.name)
+    .bind(&user.claims.email)
+    .fetch_one(&**users)
+    .await?;
+    row.try_get(0)
+}
 
 #[launch]
 fn rocket() -> _ {
@@ -303,18 +348,27 @@ mod prometheus {
 /// The app with the `logto` fairing to use: `Logto::fairing()`, or in the route tests
 /// `Logto::fairing().trust_test_key()` (test mode, for the API routes' bearer tokens).
 fn app(logto: Logto) -> Rocket<Build> {
-    let users = Users::default();
-    let known = users.clone();
     let logto = logto
-        // After each sign-in: create the app's own record of the user.
-        .on_sign_in(move |signed_in: SignedIn| {
-            let users = known.clone();
-            async move {
-                if users.lock().unwrap().insert(signed_in.claims.sub.clone()) {
-                    rocket::info!("sample: first sign-in of {}", signed_in.claims.sub);
+        // After each sign-in: create or update the app's own record of the user, in the
+        // database the request reaches (a pool exists only once Rocket has ignited).
+        .on_sign_in(|signed_in: SignedIn, request| {
+            Box::pin(async move {
+                let unavailable =
+                    || SignInRefusal::new("Your account could not be saved; try signing in again.");
+                let users = Users::fetch(request.rocket()).ok_or_else(unavailable)?;
+                match record_sign_in(users, &signed_in).await {
+                    Ok(1) => rocket::info!("sample: first sign-in of {}", signed_in.claims.sub),
+                    Ok(_) => {}
+                    Err(e) => {
+                        rocket::error!(
+                            "sample: the users table refused {}: {e}",
+                            signed_in.claims.sub
+                        );
+                        return Err(unavailable());
+                    }
                 }
                 Ok(SignInDecision::Continue)
-            }
+            })
         })
         // The crate's error pages, in this app's own template.
         .error_page(|error, request| {
@@ -339,6 +393,19 @@ fn app(logto: Logto) -> Rocket<Build> {
         .mount("/", routes![prometheus::metrics]);
     rocket
         .attach(Template::fairing())
+        .attach(Users::init())
+        .attach(AdHoc::try_on_ignite("Users table", |rocket| async move {
+            let Some(users) = Users::fetch(&rocket) else {
+                return Err(rocket);
+            };
+            match sqlx::query(USERS_TABLE).execute(&**users).await {
+                Ok(_) => Ok(rocket),
+                Err(e) => {
+                    rocket::error!("sample: the users table could not be created: {e}");
+                    Err(rocket)
+                }
+            }
+        }))
         .attach(logto)
         // After the Logto fairing has read its configuration.
         .attach(AdHoc::on_ignite("Links", |rocket| async move {
@@ -349,12 +416,11 @@ fn app(logto: Logto) -> Rocket<Build> {
         }))
         .attach(AdHoc::on_ignite("API base", |rocket| async move {
             let base = Logto::config(&rocket)
-                .map(|c| format!("{}/api", c.base_url.as_str().trim_end_matches('/')))
+                .map(|c| format!("{}/api", c.base_url().trim_end_matches('/')))
                 .unwrap_or_default();
             rocket.manage(ApiBase(base))
         }))
         .mount("/api", api::routes())
-        .manage(users)
         // The crate's catchers: 401 sends browsers to sign-in, the others show its pages.
         .register("/", Logto::catchers())
         // For load balancers and Kubernetes probes: /health/live, /health/ready.

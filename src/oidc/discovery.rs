@@ -72,7 +72,7 @@ impl DiscoverySource {
         let doc: DiscoveryDocument =
             get_json(&self.http, &url, "discovery request", Endpoint::Discovery).await?;
         if doc.issuer != self.issuer {
-            return Err(LogtoError::BadGateway(format!(
+            return Err(LogtoError::bad_gateway(format!(
                 "Logto's discovery names the issuer {:?}, but the configured endpoint means {:?}; check `endpoint`.",
                 doc.issuer, self.issuer
             )));
@@ -232,13 +232,13 @@ impl DiscoveryCache {
                         log::warn!(
                             "logto: event=discovery outcome=failed cached=yes retry_in_s={}: discovery refresh failed, serving the cached copy: {}",
                             backoff.as_secs(),
-                            e.message()
+                            e.detail()
                         );
                     } else {
                         log::warn!(
                             "logto: event=discovery outcome=failed cached=no retry_in_s={}: discovery failed: {}",
                             backoff.as_secs(),
-                            e.message()
+                            e.detail()
                         );
                     }
                 }

@@ -393,11 +393,8 @@ pub(crate) enum TargetError<'s> {
 }
 
 /// The scopes of an access token (its space-separated `scope`).
-pub(crate) fn scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    text(claims, "scope")
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|s| !s.is_empty())
+pub(crate) fn scopes(claims: &Map<String, Value>) -> crate::claims::Scopes<'_> {
+    crate::claims::Scopes::new(text(claims, "scope").unwrap_or_default())
 }
 
 /// Checks the claims of a verified access token against what a route accepts: audience,
@@ -568,7 +565,7 @@ mod tests {
         match verify(token, kind, &expected(), jwks).await {
             Ok(_) => Ok(()),
             Err(JwtError::Rejected(why)) => Err(why),
-            Err(JwtError::Keys(e)) => Err(format!("keys: {}", e.message())),
+            Err(JwtError::Keys(e)) => Err(format!("keys: {}", e.detail())),
         }
     }
 

@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::claims::IdTokenClaims;
 use crate::config::LogtoConfig;
-use crate::error::LogtoError;
+use crate::error::{LogtoError, OAuthErrorCode, ProviderFailure};
 use crate::oidc::discovery::{DiscoveryCache, DiscoverySource};
 use crate::oidc::jwt::{self, Expected, JwtError, Kind};
 use crate::util::telemetry::{self, Endpoint};
@@ -114,7 +114,8 @@ impl ProviderError {
             ProviderError::NoAnswer { .. } => LogtoError::unavailable(format!(
                 "{}; you were signed out because Logto may have used up the refresh token: sign in again.",
                 self.without_advice()
-            )),
+            ))
+            .with_cause(self.failure()),
             other => other.into(),
         }
     }
@@ -136,45 +137,75 @@ impl ProviderError {
             ProviderError::NoAnswer { what, .. } => format!(
                 "Logto could not be reached for the {what}: the connection closed before its answer"
             ),
-            other => LogtoError::from(other.clone()).message().to_string(),
+            other => LogtoError::from(other.clone()).detail().to_string(),
+        }
+    }
+}
+
+impl ProviderError {
+    /// The public, typed account of this failure.
+    pub fn failure(&self) -> ProviderFailure {
+        match self {
+            ProviderError::NotSent { timed_out, .. } => ProviderFailure::NotReached {
+                timed_out: *timed_out,
+            },
+            ProviderError::NoAnswer { timed_out, .. } => ProviderFailure::NoAnswer {
+                timed_out: *timed_out,
+            },
+            ProviderError::RateLimited { .. } => ProviderFailure::RateLimited,
+            ProviderError::Malformed(_) => ProviderFailure::Malformed,
+            ProviderError::ServerError { status, .. } => ProviderFailure::Status(*status),
+            ProviderError::Refused { status, error, .. } => ProviderFailure::Refused {
+                status: *status,
+                error: OAuthErrorCode::from(error.as_str()),
+            },
         }
     }
 }
 
 impl From<ProviderError> for LogtoError {
     fn from(e: ProviderError) -> LogtoError {
-        match e {
+        let failure = e.failure();
+        let error = match e {
             ProviderError::NotSent { .. } | ProviderError::NoAnswer { .. } => {
                 LogtoError::unavailable(format!("{}; try again.", e.without_advice()))
             }
-            ProviderError::RateLimited { what, retry_after } => LogtoError::Unavailable {
-                message: format!("Logto is rate-limiting the {what}; try again shortly."),
-                retry_after,
-            },
-            ProviderError::Malformed(m) => LogtoError::BadGateway(m),
-            ProviderError::ServerError { what, status } => LogtoError::BadGateway(format!(
+            ProviderError::RateLimited { what, retry_after } => {
+                let error = LogtoError::unavailable(format!(
+                    "Logto is rate-limiting the {what}; try again shortly."
+                ));
+                match retry_after {
+                    Some(secs) => error.retry_after(secs),
+                    None => error,
+                }
+            }
+            ProviderError::Malformed(m) => LogtoError::bad_gateway(m),
+            ProviderError::ServerError { what, status } => LogtoError::bad_gateway(format!(
                 "Logto answered the {what} with HTTP {status}; try again later."
             )),
             ProviderError::Refused {
                 status: 403,
                 description,
                 ..
-            } => LogtoError::Forbidden(if description.is_empty() {
-                "Logto denied access.".into()
-            } else {
-                format!("Logto denied access: {description}.")
-            }),
+            } => {
+                return LogtoError::Forbidden(if description.is_empty() {
+                    "Logto denied access.".into()
+                } else {
+                    format!("Logto denied access: {description}.")
+                })
+            }
             ProviderError::Refused {
                 what,
                 error,
                 description,
                 ..
-            } => LogtoError::BadGateway(
+            } => LogtoError::bad_gateway(
                 format!("Logto refused the {what}: {error} {description}")
                     .trim_end()
                     .to_string(),
             ),
-        }
+        };
+        error.with_cause(failure)
     }
 }
 
@@ -381,7 +412,7 @@ impl Provider {
                 log::warn!(
                     "logto: event=logto_call endpoint=revocation outcome={}: revoking the refresh token failed: {}",
                     e.label(),
-                    e.message()
+                    e.detail()
                 )
             }
         }
@@ -412,8 +443,8 @@ impl Provider {
 }
 
 impl ProviderError {
-    fn message(&self) -> String {
-        LogtoError::from(self.clone()).message().to_string()
+    fn detail(&self) -> String {
+        LogtoError::from(self.clone()).detail().to_string()
     }
 }
 

@@ -168,7 +168,7 @@ pub(crate) async fn accept(
         .await
         .map_err(|e| match e {
             JwtError::Rejected(why) => why,
-            JwtError::Keys(e) => e.message().to_string(),
+            JwtError::Keys(e) => e.detail().to_string(),
         })?;
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
     let logout = LogoutToken {

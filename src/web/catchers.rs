@@ -42,8 +42,8 @@ fn generic(status: Status) -> LogtoError {
         400 => LogtoError::BadRequest("The request could not be understood.".into()),
         401 => LogtoError::Unauthenticated,
         403 => LogtoError::Forbidden("You are not allowed to see this page.".into()),
-        502 => LogtoError::BadGateway(
-            "A service this site depends on answered with an error; try again later.".into(),
+        502 => LogtoError::bad_gateway(
+            "A service this site depends on answered with an error; try again later.",
         ),
         503 => LogtoError::unavailable("This service is unavailable right now; try again later."),
         _ => LogtoError::Config("The server could not answer this request.".into()),

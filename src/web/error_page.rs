@@ -10,18 +10,19 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 
 use crate::config::LogtoConfig;
-use crate::error::{html_escape, LogtoError};
+use crate::error::LogtoError;
+
+/// `text` escaped for HTML element content and attribute values.
+pub(crate) fn html_escape(text: &str) -> std::borrow::Cow<'_, str> {
+    rocket::http::RawStr::new(text).html_escape()
+}
 
 impl LogtoError {
     /// Renders the built-in page for `self`: HTML, or JSON when `wants_json`, with the
     /// error's status, `Cache-Control: no-store`, `Referrer-Policy: no-referrer` and, for a
-    /// rate limit, `Retry-After`. Its links assume an app served at `/`; the crate's
-    /// catchers and the `LogtoError` responder use the configured base path, the app's
-    /// [`error_page`](crate::Logto::error_page), and the redirect to sign-in.
-    pub fn render(&self, wants_json: bool) -> Response<'static> {
-        self.render_page(wants_json, &PageLinks::default())
-    }
-
+    /// rate limit, `Retry-After`. The crate's catchers and the `LogtoError` responder call
+    /// it with the configured base path, after the app's
+    /// [`error_page`](crate::Logto::error_page) and the redirect to sign-in.
     fn render_page(&self, wants_json: bool, links: &PageLinks) -> Response<'static> {
         let status = self.status();
         let (content_type, body) = if wants_json {
@@ -95,6 +96,11 @@ impl PageLinks {
 
 impl<'r> Responder<'r, 'static> for LogtoError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        // A route's own 5xx: the page shows a generic text, so the developer's message
+        // goes to the log (the guards log theirs where they fail).
+        if self.status().code >= 500 {
+            log::warn!("logto: {}: {self}", request.uri().path());
+        }
         Ok(render_for(&self, request))
     }
 }
@@ -189,4 +195,44 @@ pub(crate) fn wants_html(request: &Request<'_>) -> bool {
     request
         .accept()
         .is_some_and(|accept| accept.media_types().any(|m| m.is_html()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(error: &LogtoError, json: bool) -> String {
+        let mut response = error.render_page(json, &PageLinks::default());
+        let mut body = response.body_mut().take();
+        rocket::async_test(async move { body.to_string().await.unwrap() })
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            html_escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2F;script&gt;&amp;&quot;"
+        );
+        let page = body(&LogtoError::BadRequest("<b>bold</b>".into()), false);
+        assert!(page.contains("&lt;b&gt;bold"), "{page}");
+        assert!(!page.contains("<b>bold"), "{page}");
+    }
+
+    #[test]
+    fn a_500_or_502_page_never_shows_the_developers_message() {
+        for error in [
+            LogtoError::Config("Sessions::list needs session_store = \"redis\"".into()),
+            LogtoError::bad_gateway("Logto's discovery names the issuer \"http://evil\""),
+        ] {
+            for json in [false, true] {
+                let page = body(&error, json);
+                assert!(!page.contains("session_store"), "{page}");
+                assert!(!page.contains("evil"), "{page}");
+                assert!(
+                    page.contains(&html_escape(error.message()).to_string()) || json,
+                    "{page}"
+                );
+            }
+        }
+    }
 }

@@ -7,12 +7,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::figment::Figment;
 use rocket::http::Cookie;
 use rocket::request::Request;
 use rocket::response::Response;
 use rocket::{Build, Catcher, Orbit, Rocket};
 
-use crate::config::LogtoConfig;
+use crate::config::{LogtoConfig, LogtoEnv, LOGTO_ENV_NAME};
 use crate::error::LogtoError;
 use crate::oidc::provider::Provider;
 use crate::session::cache::DecodedSessions;
@@ -20,7 +21,7 @@ use crate::store::{Ended, Store};
 use crate::tokens::logout::Logouts;
 use crate::tokens::refresh::RefreshCoordinator;
 use crate::web::context::{RequestSession, SessionCookie};
-use crate::web::hooks::{ErrorPage, SignInDecision, SignInHook, SignedIn};
+use crate::web::hooks::{ErrorPage, SignInFuture, SignInHook, SignedIn};
 use crate::web::sessions_admin::Sessions;
 use crate::web::state::LogtoState;
 use crate::web::transaction::SpentStates;
@@ -51,31 +52,60 @@ impl std::fmt::Debug for Logto {
 
 impl Logto {
     /// The fairing that reads `[default.logto]` and mounts the auth routes.
+    #[must_use = "a fairing does nothing until it is attached: `rocket.attach(Logto::fairing())`"]
     pub fn fairing() -> Logto {
         Logto::default()
     }
 
-    /// Runs `hook` after every successful sign-in, before the session is created: to
-    /// create the app's own user record, to refuse the user (return `Err`: the page shows
-    /// your error, no session starts and the refresh token is revoked), or to choose
-    /// where the browser lands ([`SignInDecision::RedirectTo`](crate::SignInDecision::RedirectTo)).
+    /// Runs `hook` after every successful sign-in, once the ID token is verified and before
+    /// the session starts: to create or update the app's own user record, to refuse the
+    /// user, or to choose where the browser lands.
+    ///
+    /// The hook gets [`SignedIn`] and the callback's request, so it reaches what a handler
+    /// reaches: managed state (`request.rocket().state::<T>()`), a `rocket_db_pools`
+    /// database (`Db::fetch(request.rocket())`), any request guard (`request.guard::<G>()`).
+    /// It returns a boxed future that may borrow the request (`Box::pin(async move {..})`,
+    /// as Rocket's [`AdHoc`](rocket::fairing::AdHoc) fairings do), with:
+    ///
+    /// - `Ok(`[`SignInDecision::Continue`](crate::SignInDecision::Continue)`)`: go on to the return path;
+    /// - `Ok(`[`SignInDecision::RedirectTo`](crate::SignInDecision::RedirectTo)`)`: land there instead;
+    /// - `Err(`[`SignInRefusal`](crate::SignInRefusal)`)`: the user gets 403 with your
+    ///   message, no session starts and the refresh token is revoked. The browser is never
+    ///   sent back to sign-in, so a refusal cannot loop.
+    ///
+    /// One hook per fairing: setting another replaces the first, with a warning in the log.
     ///
     /// ```
-    /// use rocket_logto::{Logto, LogtoError, SignInDecision, SignedIn};
+    /// use rocket_logto::{Logto, SignInDecision, SignInRefusal, SignedIn};
     ///
-    /// let fairing = Logto::fairing().on_sign_in(|user: SignedIn| async move {
-    ///     if user.claims.email_verified == Some(false) {
-    ///         return Err(LogtoError::Forbidden("Verify your email address first.".into()));
-    ///     }
-    ///     Ok(SignInDecision::Continue)
+    /// /// The app's own record of who signed in, in managed state.
+    /// #[derive(Default)]
+    /// struct Visits(std::sync::atomic::AtomicU64);
+    ///
+    /// let fairing = Logto::fairing().on_sign_in(|user: SignedIn, request| {
+    ///     Box::pin(async move {
+    ///         if user.claims.email_verified == Some(false) {
+    ///             return Err(SignInRefusal::new("Verify your email address first."));
+    ///         }
+    ///         if let Some(visits) = request.rocket().state::<Visits>() {
+    ///             visits.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ///         }
+    ///         Ok(SignInDecision::Continue)
+    ///     })
     /// });
+    /// let rocket = rocket::build().manage(Visits::default()).attach(fairing);
     /// ```
-    pub fn on_sign_in<F, Fut>(mut self, hook: F) -> Logto
+    #[must_use = "the builder returns the fairing with the hook: attach the returned value"]
+    pub fn on_sign_in<F>(mut self, hook: F) -> Logto
     where
-        F: Fn(SignedIn) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<SignInDecision, LogtoError>> + Send + 'static,
+        F: for<'r> Fn(SignedIn, &'r Request<'_>) -> SignInFuture<'r> + Send + Sync + 'static,
     {
-        self.on_sign_in = Some(crate::web::hooks::sign_in_hook(hook));
+        if self.on_sign_in.is_some() {
+            log::warn!(
+                "logto: `on_sign_in` was set twice on one fairing; the second hook replaces the first"
+            );
+        }
+        self.on_sign_in = Some(Arc::new(hook));
         self
     }
 
@@ -93,10 +123,11 @@ impl Logto {
     /// use rocket_logto::Logto;
     ///
     /// let fairing = Logto::fairing().error_page(|error, request| {
-    ///     RawHtml(format!("<h1>Oops</h1><p>{}</p>", rocket_logto::html_escape(error.message())))
+    ///     RawHtml(format!("<h1>Oops</h1><p>{}</p>", rocket::http::RawStr::new(error.message()).html_escape()))
     ///         .respond_to(request)
     /// });
     /// ```
+    #[must_use = "the builder returns the fairing with the error page: attach the returned value"]
     pub fn error_page<F>(mut self, render: F) -> Logto
     where
         F: for<'r> Fn(&LogtoError, &'r Request<'_>) -> rocket::response::Result<'static>
@@ -200,6 +231,7 @@ impl Logto {
     /// ```
     #[cfg(any(feature = "testing", doc))]
     #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    #[must_use = "the builder returns the fairing in test mode: attach the returned value"]
     pub fn trust_test_key(mut self) -> Logto {
         self.trust_test_key = true;
         self
@@ -222,7 +254,7 @@ impl Fairing for Logto {
 
     async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
         crate::util::telemetry::describe();
-        let config = match LogtoConfig::from_figment(rocket.figment()) {
+        let config = match LogtoConfig::from_figment(&config_figment(rocket.figment())) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("{e}");
@@ -365,6 +397,50 @@ impl Fairing for Logto {
         }
         restore_session_cookies(request, response, state, session);
     }
+}
+
+/// The figment the `logto` table is read from: Rocket's, with [`LogtoEnv`] on top when it is
+/// Rocket's default figment (`rocket::build()`), so that the `LOGTO_*` variables work there
+/// with nothing to write. A figment of the app's own (`rocket::custom`, the `testing`
+/// helpers) is read as it is, as Rocket and its other extensions read theirs.
+fn config_figment(figment: &Figment) -> Figment {
+    let has_env = figment.metadata().any(|m| m.name == LOGTO_ENV_NAME);
+    let set = LogtoEnv::new().set_names();
+    if !has_env && is_rockets_default(figment) {
+        if !set.is_empty() {
+            log::info!("logto: {} read from the environment", set.join(", "));
+        }
+        return figment.clone().merge(LogtoEnv::new());
+    }
+    if !has_env && !set.is_empty() {
+        // The names only, never a value. Said once at launch: a developer who exported
+        // them expects them to count.
+        log::warn!(
+            "logto: {} set in the environment but not read: this Rocket runs on a figment of its own \
+             (rocket::custom), which gets the LOGTO_* variables only by merging rocket_logto::LogtoEnv",
+            set.join(", ")
+        );
+    }
+    figment.clone()
+}
+
+/// Whether `figment` is made of exactly the providers of Rocket's default figment
+/// ([`rocket::Config::figment`], what `rocket::build()` runs on): the same sources, in the
+/// same order, and nothing merged since. Rocket has no marker for its default figment, and
+/// comparing the providers' names and sources is what tells it from one an app assembled.
+fn is_rockets_default(figment: &Figment) -> bool {
+    let sources = |f: &Figment| {
+        f.metadata()
+            .map(|m| {
+                (
+                    m.name.to_string(),
+                    m.source.as_ref().map(ToString::to_string),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Wrapped as `rocket::custom` wraps the provider it is given.
+    sources(figment) == sources(&Figment::from(rocket::Config::figment()))
 }
 
 /// Puts back the session cookies this request set or removed when the response lacks

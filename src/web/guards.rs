@@ -201,12 +201,33 @@ impl<'r> AuthenticatedUser<'r> {
 
     /// A valid access token for the API resource `indicator` (one of the configured
     /// `resources`); refreshed when it has less than the margin of life left.
+    ///
+    /// # Errors
+    ///
+    /// [`LogtoError::NotFound`] (404) when `indicator` is not in `resources`;
+    /// [`LogtoError::Forbidden`] (403) when Logto refuses the resource to this user;
+    /// [`LogtoError::SignInAgain`] (401) when the session has no refresh token;
+    /// [`LogtoError::Unauthenticated`] (401) when Logto refused the refresh token (the
+    /// session ended); [`LogtoError::BadGateway`] (502) or [`LogtoError::Unavailable`]
+    /// (503) when Logto answered with something unusable or could not be reached (see
+    /// [`LogtoError::provider_failure`]).
     pub async fn access_token(&self, indicator: &str) -> Result<AccessToken, LogtoError> {
         user_tokens::token_for(&self.ctx, Some(indicator), None, false).await
     }
 
     /// An organization token (`aud = urn:logto:organization:<id>`). Needs the
     /// organizations scope; 403 when the user is not a member.
+    ///
+    /// # Errors
+    ///
+    /// [`LogtoError::Forbidden`] (403) when the user is not a member;
+    /// [`LogtoError::BadRequest`] (400) for a malformed organization id;
+    /// [`LogtoError::Config`] (500) without the organizations scope in `scopes`;
+    /// [`LogtoError::SignInAgain`] (401) when the session has no refresh token;
+    /// [`LogtoError::Unauthenticated`] (401) when Logto refused the refresh token (the
+    /// session ended); [`LogtoError::BadGateway`] (502) or [`LogtoError::Unavailable`]
+    /// (503) when Logto answered with something unusable or could not be reached (see
+    /// [`LogtoError::provider_failure`]).
     pub async fn organization_token(
         &self,
         organization_id: &str,
@@ -221,8 +242,8 @@ impl<'r> AuthenticatedUser<'r> {
             _ => true, // an opaque token: nothing to check
         };
         if !aud_ok {
-            return Err(LogtoError::BadGateway(
-                "Logto's organization token is for another audience.".into(),
+            return Err(LogtoError::bad_gateway(
+                "Logto's organization token is for another audience.",
             ));
         }
         Ok(token)
@@ -230,6 +251,16 @@ impl<'r> AuthenticatedUser<'r> {
 
     /// A token for the API resource `indicator`, narrowed to the roles the user has in
     /// the organization (it carries an `organization_id` claim).
+    ///
+    /// # Errors
+    ///
+    /// As [`access_token`](Self::access_token) and
+    /// [`organization_token`](Self::organization_token): 404, 400, 403 or 500 for the
+    /// resource or organization; [`LogtoError::SignInAgain`] (401) when the session has no refresh token;
+    /// [`LogtoError::Unauthenticated`] (401) when Logto refused the refresh token (the
+    /// session ended); [`LogtoError::BadGateway`] (502) or [`LogtoError::Unavailable`]
+    /// (503) when Logto answered with something unusable or could not be reached (see
+    /// [`LogtoError::provider_failure`]).
     pub async fn organization_resource_token(
         &self,
         organization_id: &str,
@@ -240,6 +271,11 @@ impl<'r> AuthenticatedUser<'r> {
 
     /// Tokens for every organization in the user's `organizations` claim, fetched one
     /// after the other (never several refreshes at once), keyed by organization id.
+    ///
+    /// # Errors
+    ///
+    /// The first error of [`organization_token`](Self::organization_token), which stops
+    /// the rest.
     pub async fn organization_tokens(&self) -> Result<BTreeMap<String, AccessToken>, LogtoError> {
         let mut tokens = BTreeMap::new();
         for org in self.claims.organizations.iter().flatten() {
@@ -250,6 +286,15 @@ impl<'r> AuthenticatedUser<'r> {
 
     /// The userinfo answer (`custom_data`, `identities`, `organization_data`, ...). With
     /// `fetch_user_info = true` the copy fetched at sign-in is returned without a request.
+    ///
+    /// # Errors
+    ///
+    /// [`LogtoError::BadGateway`] (502) also when the answer is about another user;
+    /// [`LogtoError::SignInAgain`] (401) when the session has no refresh token;
+    /// [`LogtoError::Unauthenticated`] (401) when Logto refused the refresh token (the
+    /// session ended); [`LogtoError::BadGateway`] (502) or [`LogtoError::Unavailable`]
+    /// (503) when Logto answered with something unusable or could not be reached (see
+    /// [`LogtoError::provider_failure`]).
     pub async fn user_info(&self) -> Result<UserInfo, LogtoError> {
         if self.ctx.state.config.fetch_user_info {
             if let Some(info) = stored_user_info(self.ctx.session, self.claims).await {
@@ -262,6 +307,14 @@ impl<'r> AuthenticatedUser<'r> {
     /// Refreshes now, ignoring cached tokens: after a change of roles or organizations,
     /// to get tokens and an ID token that show it. Returns the new access token for
     /// `indicator` (or the userinfo token with `None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`access_token`](Self::access_token); [`LogtoError::SignInAgain`] (401) when the session has no refresh token;
+    /// [`LogtoError::Unauthenticated`] (401) when Logto refused the refresh token (the
+    /// session ended); [`LogtoError::BadGateway`] (502) or [`LogtoError::Unavailable`]
+    /// (503) when Logto answered with something unusable or could not be reached (see
+    /// [`LogtoError::provider_failure`]).
     pub async fn force_refresh(&self, indicator: Option<&str>) -> Result<AccessToken, LogtoError> {
         user_tokens::token_for(&self.ctx, indicator, None, true).await
     }
@@ -354,23 +407,19 @@ pub struct ResourceToken<R: Resource> {
 }
 
 impl<R: Resource> ResourceToken<R> {
-    /// The bearer token.
-    pub fn access_token(&self) -> &str {
-        self.token.access_token()
+    /// The token, to keep beyond the request.
+    pub fn into_inner(self) -> AccessToken {
+        self.token
     }
+}
 
-    /// The granted scopes.
-    pub fn scopes(&self) -> Vec<&str> {
-        self.token.scopes()
-    }
+/// The token's [`secret`](AccessToken::secret), [`scopes`](AccessToken::scopes),
+/// [`claims`](AccessToken::claims) and [`expires_at`](AccessToken::expires_at), named as
+/// the API guards' [`VerifiedToken`](crate::VerifiedToken) names them.
+impl<R: Resource> std::ops::Deref for ResourceToken<R> {
+    type Target = AccessToken;
 
-    /// The decoded claims of the token.
-    pub fn claims(&self) -> &serde_json::Value {
-        self.token.claims()
-    }
-
-    /// The token with its expiry.
-    pub fn token(&self) -> &AccessToken {
+    fn deref(&self) -> &AccessToken {
         &self.token
     }
 }

@@ -84,10 +84,10 @@ fn restamp_after(config: &crate::config::LogtoConfig) -> i64 {
 
 /// The error of a guard when the session could not be read (Redis unreachable).
 pub(crate) fn unavailable_error() -> crate::error::LogtoError {
-    crate::error::LogtoError::Unavailable {
-        message: "Your session cannot be read right now; try again in a moment.".into(),
-        retry_after: Some(1),
-    }
+    crate::error::LogtoError::unavailable(
+        "Your session cannot be read right now; try again in a moment.",
+    )
+    .retry_after(1)
 }
 
 /// Loads the request's session with `session_store = "redis"`.

@@ -197,16 +197,18 @@ fn authorize_url(
         if let Some(hint) = options.login_hint.as_ref().or(config.login_hint.as_ref()) {
             q.append_pair("login_hint", hint);
         }
-        let direct = options.direct_sign_in.as_ref().map(DirectSignIn::as_str);
-        if let Some(direct) = direct.or(config.direct_sign_in.as_deref()) {
+        let direct = options
+            .direct_sign_in
+            .as_ref()
+            .or(config.direct_sign_in.as_ref());
+        if let Some(direct) = direct.map(DirectSignIn::as_str) {
             q.append_pair("direct_sign_in", direct);
         }
         for resource in &config.resources {
             q.append_pair("resource", resource);
         }
-        let screen = options.first_screen.map(FirstScreen::as_str);
-        if let Some(screen) = screen.or(config.first_screen.as_deref()) {
-            q.append_pair("first_screen", screen);
+        if let Some(screen) = options.first_screen.or(config.first_screen) {
+            q.append_pair("first_screen", screen.as_str());
         }
         if !config.identifiers.is_empty() {
             q.append_pair("identifier", &config.identifiers.join(" "));
@@ -238,10 +240,11 @@ async fn sign_in_callback(
     state: &State<LogtoState>,
     jar: &CookieJar<'_>,
     agent: UserAgent,
+    request: TheRequest<'_>,
 ) -> Result<AuthRedirect, LogtoError> {
     // Set before each step, so that a failure is counted under the step that failed.
     let mut step = SignInFailure::BadAnswer;
-    let result = complete_sign_in(&query, state, jar, agent.0, &mut step).await;
+    let result = complete_sign_in(&query, state, jar, agent.0, request.0, &mut step).await;
     match &result {
         Ok(_) => telemetry::sign_in_completed(),
         Err(e) => {
@@ -252,7 +255,7 @@ async fn sign_in_callback(
                 warn,
                 "logto: event=sign_in outcome=refused reason={}: sign-in callback refused: {}",
                 step.label(),
-                for_log(e.message())
+                for_log(e.detail())
             );
         }
     }
@@ -263,6 +266,17 @@ async fn sign_in_callback(
 static CALLBACK_REFUSED: LogLimit = LogLimit::new("sign_in_refused");
 /// The log lines of refused back-channel logouts.
 static LOGOUT_REFUSED: LogLimit = LogLimit::new("backchannel_logout_refused");
+
+/// The request itself, for the app's sign-in hook (which reaches state and guards through it).
+struct TheRequest<'r>(&'r Request<'r>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for TheRequest<'r> {
+    type Error = std::convert::Infallible;
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(TheRequest(request))
+    }
+}
 
 /// The browser's `User-Agent` (200 characters at most), kept with a Redis session.
 struct UserAgent(Option<String>);
@@ -280,6 +294,7 @@ async fn complete_sign_in(
     state: &LogtoState,
     jar: &CookieJar<'_>,
     user_agent: Option<String>,
+    request: &Request<'_>,
     step: &mut SignInFailure,
 ) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
@@ -357,7 +372,7 @@ async fn complete_sign_in(
         })?;
     *step = SignInFailure::IdToken;
     let id_token = tokens.id_token.ok_or_else(|| {
-        LogtoError::BadGateway("Logto returned no ID token; is the `openid` scope granted?".into())
+        LogtoError::bad_gateway("Logto returned no ID token; is the `openid` scope granted?")
     })?;
     let claims = state
         .provider
@@ -390,11 +405,11 @@ async fn complete_sign_in(
         match state.provider.userinfo(&discovery, &token).await {
             Ok(value) => match user_tokens::user_info_for(value.clone(), &claims) {
                 Ok(_) => new_session.user_info = Some(value),
-                Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.message()),
+                Err(e) => log::warn!("logto: user info after sign-in discarded: {}", e.detail()),
             },
             Err(e) => log::warn!(
                 "logto: fetching user info after sign-in failed: {}",
-                LogtoError::from(e).message()
+                LogtoError::from(e).detail()
             ),
         }
     }
@@ -409,7 +424,7 @@ async fn complete_sign_in(
             return_to: return_to.clone(),
             has_refresh_token: new_session.refresh_token.is_some(),
         };
-        match hook(signed_in).await {
+        match hook(signed_in, request).await {
             Ok(SignInDecision::Continue) => {}
             Ok(SignInDecision::RedirectTo(path)) => return_to = path,
             Err(refusal) => {
@@ -422,7 +437,9 @@ async fn complete_sign_in(
                 if let Some(rt) = &new_session.refresh_token {
                     state.provider.revoke(&discovery, rt).await;
                 }
-                return Err(refusal);
+                // Its own status (403): a 401 would send the browser back to sign-in, and
+                // so back to this refusal.
+                return Err(refusal.into());
             }
         }
     }
@@ -522,7 +539,7 @@ async fn end_session(
         Err(e) => {
             log::warn!(
                 "logto: sign-out could not reach Logto ({}); signed out locally only",
-                e.message()
+                e.detail()
             );
             return SignOutAnswer::Redirect(AuthRedirect(
                 config.post_sign_out_redirect.to_string(),
@@ -610,7 +627,7 @@ impl<'r> Responder<'r, 'static> for SignOutAnswer {
              <body><h1>Sign out?</h1><p>Another site asked to sign you out of this app.</p>\
              <form method=\"post\" action=\"{action}\"><button type=\"submit\" id=\"confirm-sign-out\">Sign out</button></form>\
              <p><a href=\"/\">Stay signed in</a></p></body></html>",
-            action = crate::error::html_escape(&action)
+            action = crate::web::error_page::html_escape(&action)
         );
         Response::build()
             .status(Status::Ok)
@@ -692,7 +709,7 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
         Ok(d) => d,
         Err(e) => {
             telemetry::backchannel_logout(Some("unavailable"));
-            return LogoutAnswer(Err(e.message().to_string()));
+            return LogoutAnswer(Err(e.detail().to_string()));
         }
     };
     let result = crate::tokens::logout::accept(

@@ -95,7 +95,9 @@ pub struct SessionHandle(String);
 
 /// A text that is no [`SessionHandle`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidSessionHandle;
+pub struct InvalidSessionHandle {
+    _private: (),
+}
 
 impl fmt::Display for InvalidSessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -138,7 +140,7 @@ impl FromStr for SessionHandle {
         if ok {
             Ok(SessionHandle(s.to_string()))
         } else {
-            Err(InvalidSessionHandle)
+            Err(InvalidSessionHandle { _private: () })
         }
     }
 }
@@ -175,10 +177,8 @@ fn needs_redis_store(what: &str) -> LogtoError {
 
 #[cfg(feature = "redis")]
 fn unavailable() -> LogtoError {
-    LogtoError::Unavailable {
-        message: "The session store cannot be reached; try again in a moment.".into(),
-        retry_after: Some(1),
-    }
+    LogtoError::unavailable("The session store cannot be reached; try again in a moment.")
+        .retry_after(1)
 }
 
 impl Sessions {
@@ -212,6 +212,10 @@ impl Sessions {
     /// either store; sessions started afterwards (the user signs in again) are not
     /// affected. With the Redis session store, an error means Redis could not be reached
     /// (503): the cookie-side record is made anyway, so those sessions end too.
+    ///
+    /// # Errors
+    ///
+    /// [`LogtoError::Unavailable`] (503) when the Redis session store cannot be reached.
     pub async fn end_all(&self, sub: &str) -> Result<(), LogtoError> {
         let record = EndedRecord {
             kind: EndedKind::Sub,
@@ -240,6 +244,11 @@ impl Sessions {
     }
 
     /// The sessions of the user `sub`, oldest first. Needs `session_store = "redis"`.
+    ///
+    /// # Errors
+    ///
+    /// [`LogtoError::Config`] (500) with the cookie session store, where sessions cannot
+    /// be listed; [`LogtoError::Unavailable`] (503) when Redis cannot be reached.
     pub async fn list(&self, sub: &str) -> Result<Vec<SessionInfo>, LogtoError> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis_store() {
@@ -264,6 +273,11 @@ impl Sessions {
     /// Ends one session, on every instance; whether it still existed. Needs
     /// `session_store = "redis"`. The handle may come from a form: check that it is one of
     /// [`list`](Sessions::list)'s for the signed-in user before ending it on their behalf.
+    ///
+    /// # Errors
+    ///
+    /// As [`list`](Sessions::list): 500 with the cookie session store, 503 when Redis
+    /// cannot be reached.
     pub async fn end(&self, handle: &SessionHandle) -> Result<bool, LogtoError> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis_store() {
@@ -319,7 +333,7 @@ mod tests {
             Arc::new(Ended::new(std::time::Duration::from_secs(60), 10)),
         );
         let e = sessions.list("u").await.unwrap_err();
-        assert!(e.message().contains("session_store = \"redis\""), "{e}");
+        assert!(e.to_string().contains("session_store = \"redis\""), "{e}");
         let h = "A".repeat(43).parse().unwrap();
         assert!(sessions.end(&h).await.is_err());
         sessions.end_all("u").await.unwrap();

@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde_json::Value;
+use rocket::time::OffsetDateTime;
+use serde_json::{Map, Value};
 
 use crate::claims::{IdTokenClaims, UserInfo};
 use crate::error::LogtoError;
@@ -31,7 +32,7 @@ pub struct AccessToken {
 /// A token with its claims read once: shared between the requests that use it.
 pub(crate) struct DecodedToken {
     token: String,
-    claims: Value,
+    claims: Map<String, Value>,
 }
 
 /// Decoded access tokens, by the end of the token (its signature); the whole token is
@@ -51,7 +52,7 @@ impl DecodedTokens {
         let decoded = match self.0.get(key).filter(|d| d.token == token) {
             Some(hit) => hit,
             None => {
-                let claims = decode_jwt_payload(token).unwrap_or(Value::Null);
+                let claims = decode_jwt_payload::<Map<String, Value>>(token).unwrap_or_default();
                 let decoded = Arc::new(DecodedToken {
                     token: token.to_string(),
                     claims,
@@ -68,34 +69,30 @@ impl DecodedTokens {
 }
 
 impl AccessToken {
-    /// The token, for an `Authorization: Bearer` header.
-    pub fn access_token(&self) -> &str {
+    /// The token itself, for an `Authorization: Bearer` header. Keep it out of logs,
+    /// URLs and pages; `Debug` and `Serialize` leave it out.
+    pub fn secret(&self) -> &str {
         &self.decoded.token
     }
 
-    /// When it expires, in seconds since the Unix epoch.
-    pub fn expires_at(&self) -> i64 {
-        self.expires_at
+    /// When it expires.
+    pub fn expires_at(&self) -> OffsetDateTime {
+        crate::util::clock::datetime(self.expires_at)
     }
 
-    /// Its granted scopes (the JWT's `scope` claim).
-    pub fn scopes(&self) -> Vec<&str> {
-        self.decoded
-            .claims
-            .get("scope")
-            .and_then(Value::as_str)
-            .map(|s| s.split(' ').filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default()
+    /// Its granted scopes (the JWT's space-separated `scope` claim).
+    pub fn scopes(&self) -> crate::claims::Scopes<'_> {
+        crate::oidc::jwt::scopes(&self.decoded.claims)
     }
 
-    /// Whether it carries `scope`.
+    /// Whether `scope` is one of its granted scopes.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes().contains(&scope)
+        self.scopes().any(|s| s == scope)
     }
 
     /// Its decoded claims (`aud`, `scope`, `sub`, `exp`, ...), read without verification:
-    /// the token came straight from Logto's token endpoint. `Null` if it is not a JWT.
-    pub fn claims(&self) -> &Value {
+    /// the token came straight from Logto's token endpoint. Empty if it is not a JWT.
+    pub fn claims(&self) -> &Map<String, Value> {
         &self.decoded.claims
     }
 }
@@ -110,13 +107,15 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// `{"expires_at": <seconds since the epoch>, "scopes": [...], "claims": {...}}`: what the
+/// token grants, without the token itself, so that serde-based logging cannot leak it.
+/// Serialise [`AccessToken::secret`] yourself where a client needs the token.
 impl serde::Serialize for AccessToken {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("AccessToken", 4)?;
-        out.serialize_field("access_token", self.access_token())?;
+        let mut out = s.serialize_struct("AccessToken", 3)?;
         out.serialize_field("expires_at", &self.expires_at)?;
-        out.serialize_field("scopes", &self.scopes())?;
+        out.serialize_field("scopes", &self.scopes().collect::<Vec<_>>())?;
         out.serialize_field("claims", self.claims())?;
         out.end()
     }
@@ -256,7 +255,7 @@ async fn refresh_into(
                         .provider
                         .verify_id_token(&discovery, id_token, None)
                         .await
-                        .map_err(|e| ProviderError::Malformed(e.message().to_string()))?;
+                        .map_err(|e| ProviderError::Malformed(e.detail().to_string()))?;
                     if !same_user_and_app(&new, old_claims) {
                         return Err(ProviderError::Malformed(
                             "Logto's refreshed ID token names another user or app; the session was ended.".into(),
@@ -293,10 +292,10 @@ async fn refresh_into(
                 .redis
                 .as_ref()
                 .map_or(1, |r| r.timeout.as_secs().max(1));
-            return Err(LogtoError::Unavailable {
-                message: "Signing in is briefly unavailable; try again in a moment.".into(),
-                retry_after: Some(retry_after),
-            });
+            return Err(LogtoError::unavailable(
+                "Signing in is briefly unavailable; try again in a moment.",
+            )
+            .retry_after(retry_after));
         }
         Err(RefreshError::Spent) => {
             telemetry::session_refused(SessionRefusal::Rotated);
@@ -349,9 +348,8 @@ async fn refresh_into(
                 old.sub
             );
             ctx.session.sign_out(guard, ctx.jar, ctx.state).await;
-            return Err(LogtoError::BadGateway(
-                "Logto's refreshed ID token names another user or app; the session was ended."
-                    .into(),
+            return Err(LogtoError::bad_gateway(
+                "Logto's refreshed ID token names another user or app; the session was ended.",
             ));
         }
         Arc::make_mut(session).id_token = id_token.into();
@@ -420,7 +418,7 @@ fn log_refresh_failure(e: &ProviderError, resource: Option<&str>, organization: 
     log::warn!(
         "logto: event=refresh outcome=failed reason={}: token refresh for resource {resource:?}, organization {organization:?} failed: {}",
         e.label(),
-        crate::error::LogtoError::from(e.clone()).message()
+        crate::error::LogtoError::from(e.clone()).detail()
     );
 }
 
@@ -472,15 +470,15 @@ pub(crate) async fn fetch_user_info(
 /// Types a userinfo answer, refusing one about another user.
 pub(crate) fn user_info_for(value: Value, claims: &IdTokenClaims) -> Result<UserInfo, LogtoError> {
     let info: UserInfo = serde_json::from_value(value).map_err(|_| {
-        LogtoError::BadGateway("Logto's userinfo answer is not the JSON it should be.".into())
+        LogtoError::bad_gateway("Logto's userinfo answer is not the JSON it should be.")
     })?;
     if info.sub != claims.sub {
         log::warn!(
             "logto: userinfo answered for another subject than {}; discarded",
             claims.sub
         );
-        return Err(LogtoError::BadGateway(
-            "Logto's userinfo answer is about another user; it was discarded.".into(),
+        return Err(LogtoError::bad_gateway(
+            "Logto's userinfo answer is about another user; it was discarded.",
         ));
     }
     Ok(info)

@@ -45,32 +45,43 @@ fn me(user: AuthenticatedUser<'_>) -> Json<&IdTokenClaims> {
     Json(user.claims())
 }
 
+/// A token as JSON for the tests to read: what it grants (`AccessToken`'s own
+/// serialisation, which leaves the token out) and the token itself.
+fn token_json(token: &AccessToken) -> Json<Value> {
+    let mut json = json!(token);
+    json["access_token"] = token.secret().into();
+    Json(json)
+}
+
 #[get("/shopping")]
-fn shopping(token: ResourceToken<Shopping>) -> Json<AccessToken> {
-    Json(token.token().clone())
+fn shopping(token: ResourceToken<Shopping>) -> Json<Value> {
+    token_json(&token)
 }
 
 #[get("/shopping-write")]
-fn shopping_write(token: ResourceToken<ShoppingWriter>) -> Json<AccessToken> {
-    Json(token.token().clone())
+fn shopping_write(token: ResourceToken<ShoppingWriter>) -> Json<Value> {
+    token_json(&token)
 }
 
 #[get("/token?<resource>")]
-async fn token(
-    user: AuthenticatedUser<'_>,
-    resource: &str,
-) -> Result<Json<AccessToken>, LogtoError> {
-    Ok(Json(user.access_token(resource).await?))
+async fn token(user: AuthenticatedUser<'_>, resource: &str) -> Result<Json<Value>, LogtoError> {
+    Ok(token_json(&user.access_token(resource).await?))
 }
 
 #[get("/org/<id>")]
-async fn org(user: AuthenticatedUser<'_>, id: &str) -> Result<Json<AccessToken>, LogtoError> {
-    Ok(Json(user.organization_token(id).await?))
+async fn org(user: AuthenticatedUser<'_>, id: &str) -> Result<Json<Value>, LogtoError> {
+    Ok(token_json(&user.organization_token(id).await?))
 }
 
 #[get("/orgs")]
 async fn orgs(user: AuthenticatedUser<'_>) -> Result<Json<Value>, LogtoError> {
-    Ok(Json(json!(user.organization_tokens().await?)))
+    let tokens = user.organization_tokens().await?;
+    Ok(Json(Value::Object(
+        tokens
+            .iter()
+            .map(|(id, token)| (id.clone(), token_json(token).0))
+            .collect(),
+    )))
 }
 
 #[get("/userinfo")]
@@ -79,8 +90,8 @@ fn userinfo(info: FetchedUserInfo) -> Json<Value> {
 }
 
 #[get("/force-refresh")]
-async fn force_refresh(user: AuthenticatedUser<'_>) -> Result<Json<AccessToken>, LogtoError> {
-    Ok(Json(user.force_refresh(Some(SHOPPING)).await?))
+async fn force_refresh(user: AuthenticatedUser<'_>) -> Result<Json<Value>, LogtoError> {
+    Ok(token_json(&user.force_refresh(Some(SHOPPING)).await?))
 }
 
 #[get("/org/<id>/resource?<resource>")]
@@ -88,8 +99,10 @@ async fn org_resource(
     user: AuthenticatedUser<'_>,
     id: &str,
     resource: &str,
-) -> Result<Json<AccessToken>, LogtoError> {
-    Ok(Json(user.organization_resource_token(id, resource).await?))
+) -> Result<Json<Value>, LogtoError> {
+    Ok(token_json(
+        &user.organization_resource_token(id, resource).await?,
+    ))
 }
 
 /// The signed-in user's sessions (Redis session store), this one marked.

@@ -86,7 +86,8 @@ pub struct VerifiedToken(Arc<Verified>);
 
 impl VerifiedToken {
     /// The token itself, as received (to call another API on the caller's behalf, say).
-    pub fn token(&self) -> &str {
+    /// Keep it out of logs, URLs and pages; `Debug` leaves it out.
+    pub fn secret(&self) -> &str {
         &self.0.token
     }
 
@@ -127,8 +128,8 @@ impl VerifiedToken {
     }
 
     /// The granted scopes (the space-separated `scope` claim).
-    pub fn scopes(&self) -> Vec<&str> {
-        jwt::scopes(&self.0.claims).collect()
+    pub fn scopes(&self) -> crate::claims::Scopes<'_> {
+        jwt::scopes(&self.0.claims)
     }
 
     /// Whether `scope` is one of the granted scopes.
@@ -155,9 +156,9 @@ impl VerifiedToken {
         }
     }
 
-    /// When it expires (`exp`), in seconds since the Unix epoch.
-    pub fn exp(&self) -> i64 {
-        self.0.exp
+    /// When it expires (`exp`).
+    pub fn expires_at(&self) -> rocket::time::OffsetDateTime {
+        crate::util::clock::datetime(self.0.exp)
     }
 }
 
@@ -736,7 +737,7 @@ impl<R: Resource> Sentinel for OrganizationResourceToken<R> {
             "OrganizationResourceToken",
             Some(R::INDICATOR),
             R::REQUIRED_SCOPES,
-        )
+        ) || no_organization_segment(rocket, "OrganizationResourceToken")
     }
 }
 
@@ -750,7 +751,49 @@ impl<R: Resource> Sentinel for OrganizationToken<R> {
             return true;
         }
         sentinel(rocket, "OrganizationToken", None, R::REQUIRED_SCOPES)
+            || no_organization_segment(rocket, "OrganizationToken")
     }
+}
+
+/// The organization guards' launch check: some route has the `<organization_id>` segment
+/// they read. Rocket tells a Sentinel only that some route uses its type, not which: when
+/// no route has the segment, every route with the guard names it otherwise (Rocket's abort
+/// message then gives each one's file and line); a route that misnames it next to routes
+/// that have it is caught at its first request instead (`route_organization`, a 500).
+fn no_organization_segment(rocket: &Rocket<Ignite>, guard: &str) -> bool {
+    let dynamic = |route: &&rocket::Route| {
+        route
+            .uri
+            .unmounted_origin
+            .path()
+            .segments()
+            .any(|segment| segment.starts_with('<'))
+    };
+    let named = rocket.routes().any(|route| {
+        route
+            .uri
+            .unmounted_origin
+            .path()
+            .segments()
+            .any(|segment| segment == ORGANIZATION_PARAM)
+    });
+    if !named {
+        let candidates: Vec<String> = rocket
+            .routes()
+            .filter(dynamic)
+            .map(|route| format!("{} {}", route.method, route.uri))
+            .collect();
+        log::error!(
+            "rocket_logto: `{guard}` checks the token against the route's `{ORGANIZATION_PARAM}` \
+             path segment, and no route has one: name the organization segment of its routes \
+             `{ORGANIZATION_PARAM}` (routes with dynamic segments: {})",
+            match candidates.is_empty() {
+                true => "none".to_string(),
+                false => candidates.join(", "),
+            }
+        );
+    }
+    !named
 }
 
 #[cfg(test)]
@@ -814,7 +857,7 @@ mod tests {
             token(json!({ "sub": "u1", "client_id": "app", "aud": "https://api", "scope": "a b" }));
         assert_eq!(user.user_id(), Some("u1"));
         assert!(!user.is_machine_to_machine());
-        assert_eq!(user.scopes(), ["a", "b"]);
+        assert_eq!(user.scopes().collect::<Vec<_>>(), ["a", "b"]);
         assert!(user.has_scope("b") && !user.has_scope("c"));
         assert_eq!(user.organization_id(), None);
         let machine = token(json!({ "sub": "app", "client_id": "app", "aud": ["https://api"] }));

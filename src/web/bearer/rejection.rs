@@ -34,6 +34,7 @@ use crate::error::LogtoError;
 #[non_exhaustive]
 pub enum BearerError {
     /// No bearer token: no `Authorization` header, or one with another scheme.
+    #[non_exhaustive]
     Missing {
         /// The resource the route protects (the realm).
         resource: &'static str,
@@ -41,6 +42,7 @@ pub enum BearerError {
     /// A token that is malformed, opaque, too long, forged, expired, not yet valid, from
     /// another issuer, for another audience or organization, or several `Authorization`
     /// headers.
+    #[non_exhaustive]
     InvalidToken {
         /// The resource the route protects (the realm).
         resource: &'static str,
@@ -48,6 +50,7 @@ pub enum BearerError {
         reason: String,
     },
     /// A valid token for this route that lacks some of its required scopes.
+    #[non_exhaustive]
     InsufficientScope {
         /// The resource the route protects (the realm).
         resource: &'static str,
@@ -101,7 +104,11 @@ impl BearerError {
                 missing.join(", ")
             ),
             BearerError::Unavailable(e) => e.message().to_string(),
-            BearerError::Config(m) => m.clone(),
+            // The app's own mistake: the client cannot act on it, and the route's
+            // setup is not its business (the message is logged where it happens).
+            BearerError::Config(_) => {
+                "This API cannot check access tokens right now; the server's log says why.".into()
+            }
         }
     }
 
@@ -173,12 +180,39 @@ fn quoted(text: &str) -> String {
 }
 
 impl fmt::Display for BearerError {
+    /// `<what>: <why>`, lower-case without a trailing period (the developer's message;
+    /// the answer's `error_description` is for the client).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status(), self.description())
+        match self {
+            BearerError::Missing { resource } => write!(f, "no bearer token for {resource}"),
+            BearerError::InvalidToken { reason, .. } => {
+                f.write_str("invalid token: ")?;
+                crate::error::write_sentence_tail(f, reason)
+            }
+            BearerError::InsufficientScope { missing, .. } => {
+                write!(
+                    f,
+                    "insufficient scope: the token lacks the scopes: {}",
+                    missing.join(", ")
+                )
+            }
+            BearerError::Unavailable(e) => write!(f, "cannot check the token: {e}"),
+            BearerError::Config(m) => {
+                f.write_str("configuration: ")?;
+                crate::error::write_sentence_tail(f, m)
+            }
+        }
     }
 }
 
-impl std::error::Error for BearerError {}
+impl std::error::Error for BearerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BearerError::Unavailable(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl<'r> Responder<'r, 'static> for BearerError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
@@ -225,10 +259,9 @@ mod tests {
             "{challenge}"
         );
         assert!(challenge.ends_with("scope=\"read write\""), "{challenge}");
-        let down = BearerError::Unavailable(LogtoError::Unavailable {
-            message: "Logto is rate-limiting".into(),
-            retry_after: Some(7),
-        });
+        let down = BearerError::Unavailable(
+            LogtoError::unavailable("Logto is rate-limiting").retry_after(7),
+        );
         assert_eq!(down.status(), Status::ServiceUnavailable);
         assert_eq!(header(&down), None);
         assert_eq!(down.render().headers().get_one("Retry-After"), Some("7"));
