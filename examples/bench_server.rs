@@ -328,6 +328,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Built with the `metrics` feature (`BENCH_FEATURES=redis,metrics bench/run`): the crate
+/// records into a Prometheus recorder, installed before the app serves, as an app would, to
+/// measure what recording costs the hot paths. Without the feature: nothing.
+fn install_recorder() {
+    #[cfg(feature = "metrics")]
+    {
+        let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap_or_else(|e| die(&format!("Prometheus recorder: {e}")));
+        eprintln!("bench_server: recording metrics (Prometheus recorder installed)");
+    }
+}
+
 fn serve() {
     let port: u16 = env("BENCH_PORT")
         .and_then(|p| p.parse().ok())
@@ -338,6 +351,7 @@ fn serve() {
         .map(|f| std::fs::read_to_string(&f).unwrap_or_else(|e| die(&format!("{f}: {e}"))))
         .unwrap_or_else(|| "{}".into());
     let inactivity = env("BENCH_SESSION_INACTIVITY").and_then(|s| s.parse().ok());
+    install_recorder();
     let launched = rocket::execute(async {
         let baseline = baseline_keys(&endpoint).await;
         rocket_app(
@@ -779,6 +793,7 @@ fn jwt_payload(jwt: &str) -> Vec<u8> {
 fn micro(args: &[String]) {
     use rocket::local::blocking::Client;
     use std::hint::black_box;
+    install_recorder();
     let dir = std::path::PathBuf::from(need(args, "--dir"));
     let cookie_file = dir.join("cookie");
     let header = std::fs::read_to_string(&cookie_file).expect("DIR/cookie (written by prepare)");
@@ -955,6 +970,20 @@ fn micro(args: &[String]) {
             }),
         ),
     ];
+    // What recording costs (built with `metrics`, the Prometheus recorder installed): the
+    // hot paths keep a handle; a lookup per call is what they avoid.
+    #[cfg(feature = "metrics")]
+    {
+        let kept = metrics::counter!("bench_kept_total");
+        parts.push((
+            "metrics: increment a counter through a kept handle (the hot paths)".into(),
+            Box::new(move || kept.increment(1)),
+        ));
+        parts.push((
+            "metrics: look a labelled counter up, then increment it".into(),
+            Box::new(|| metrics::counter!("bench_lookup_total", "outcome" => "ok").increment(1)),
+        ));
+    }
     let part_times = time_all(iters * 5, &mut parts);
 
     println!("{:<76} {:>10} {:>10}", "operation (ns/op)", "median", "min");

@@ -1299,6 +1299,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `redis` | several instances of the app share refreshes and sign-outs through Redis or Redis Cluster ([Running several instances](#running-several-instances)). Without it, a configured `redis_url` refuses to launch. |
+//! | `metrics` | records what the crate does (sign-ins, calls to Logto, caches, bearer tokens, Redis) through the `metrics` facade, for the exporter the app installs ([Operating it](#operating-it)). |
 //! | `testing` | [`testing`]: helpers for an app's own route tests, signed-in users and bearer tokens (see "Testing your routes"). Use it from `[dev-dependencies]`. |
 //!
 //! The crate enables Rocket's `secrets` (private cookies) and `json` features, and uses
@@ -1606,6 +1607,87 @@
 //! own session, to mark it in a list. The sample app's `/sessions` page lists the user's
 //! sessions with "sign out other sessions".
 
+//!
+//! # Operating it
+//!
+//! Three things for whoever runs the app: metrics, health routes, and log lines.
+//!
+//! ## Metrics
+//!
+//! With the cargo feature `metrics`, the crate records through the
+//! [`metrics`](https://docs.rs/metrics) facade, into whatever recorder the app installs
+//! (`metrics-exporter-prometheus`, OpenTelemetry, statsd, ...). Without the feature nothing is
+//! recorded and nothing of it is compiled in. Install the recorder before the app serves
+//! requests (at the top of `main` or of the `#[launch]` function): the crate keeps handles to
+//! its hot-path metrics from their first use. The sample app (`examples/sample`, built with
+//! `--features metrics`) serves them as Prometheus text at `/metrics`.
+//!
+//! Names are stable. Labels take values from the short lists below only (never a user id, a
+//! token or a URL path), so every metric has a bounded number of series.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `logto_sign_ins_started_total` | counter | |
+//! | `logto_sign_ins_completed_total` | counter | |
+//! | `logto_sign_ins_failed_total` | counter | `reason`: `bad_answer`, `state` (unknown, used or expired), `provider_error` (Logto answered `error=`), `issuer`, `unavailable` (Logto unreachable), `code` (refused by Logto), `id_token`, `app_refused` (the sign-in hook), `session` |
+//! | `logto_sign_outs_total` | counter | |
+//! | `logto_backchannel_logouts_total` | counter | `outcome`: `accepted`, `refused`; `reason`: `none`, `replayed`, `signature`, `expired`, `audience`, `unavailable`, `invalid` |
+//! | `logto_provider_requests_total` | counter | `endpoint`: `token`, `userinfo`, `revocation`, `discovery`, `jwks`; `outcome`: `ok`, `timeout`, `unreachable`, `no_answer`, `rate_limited`, `malformed`, `server_error`, `refused` |
+//! | `logto_provider_request_duration_seconds` | histogram | `endpoint` |
+//! | `logto_refresh_grants_total` | counter | |
+//! | `logto_refresh_joined_total` | counter | `via`: `process` (another request of this instance), `redis` (another instance, through the Redis lease) |
+//! | `logto_session_cache_lookups_total` | counter | `result`: `hit`, `miss` |
+//! | `logto_session_cache_admissions_total` | counter | |
+//! | `logto_sessions_refused_total` | counter | `reason`: `ended` (signed out or logged out), `rotated` (an old copy: its refresh token was rotated out), `too_old` (lifetime or inactivity), `unreadable`, `unknown` (a session id the Redis session store does not know) |
+//! | `logto_bearer_verifications_total` | counter | `outcome`: `ok`, `missing`, `invalid`, `insufficient_scope`, `unavailable`, `config` |
+//! | `logto_bearer_cache_hits_total` | counter | |
+//! | `logto_jwks_refetches_total` | counter | |
+//! | `logto_redis_operations_total` | counter | `kind`: `refresh_begin`, `refresh_finish`, `refresh_abandon`, `rotation`, `logout_jti`, `ended_write`, `ended_load`, `session_read`, `session_write`, `session_index`, `session_announce`, `session_delete`, `session_move`, `session_list`, `ping`; `outcome`: `ok`, `error`, `timeout` |
+//! | `logto_redis_operation_duration_seconds` | histogram | `kind` |
+//! | `logto_redis_connected` | gauge | 1 while the last Redis operation succeeded, else 0 |
+//! | `logto_redis_subscribed` | gauge | 1 while the pub/sub subscription is up and the ended sessions are loaded, else 0 |
+//! | `logto_redis_announcements_received_total` | counter | |
+//! | `logto_redis_announcements_ignored_total` | counter | (unsigned or forged announcements, and shared records refused) |
+//! | `logto_ended_records` | gauge | records of ended sessions held in memory |
+//! | `logto_ended_records_dropped_total` | counter | |
+//! | `logto_log_lines_suppressed_total` | counter | `event`: `sign_in_refused`, `backchannel_logout_refused`, `session_refused`, `bearer_refused`, `readiness` |
+//!
+//! ## Health and readiness
+//!
+//! [`Logto::health_routes`] are two routes for load balancers and Kubernetes probes, mounted
+//! where the app likes (`.mount("/health", Logto::health_routes())`): `GET /health/live`
+//! answers 200 whenever the process serves; `GET /health/ready` answers 200 when Logto's
+//! discovery document and keys are loaded and fresh and, with `redis_url`, Redis answers and
+//! the subscription is up, else 503 with a JSON body naming each check and its state.
+//!
+//! ## Log lines
+//!
+//! Through the [`log`](https://docs.rs/log) facade Rocket uses, one line per event, as
+//! `logto: event=<event> key=value ...: <text>`, so that a log tool can parse the fields and a
+//! person can read the rest. Never a token, a secret or a URL with its query; a user id
+//! (`user=`) is logged at `info`, a session id only as a short hash.
+//!
+//! | event | level | fields |
+//! |---|---|---|
+//! | `sign_in` | info (`outcome=started`, `ok`), warn (`outcome=refused`) | `outcome`, `reason`, `user` |
+//! | `sign_out` | info | `user` |
+//! | `backchannel_logout` | info (`accepted`), warn (`refused`) | `outcome`, `user`, `session` (hash) |
+//! | `refresh` | info (`outcome=ok`, once per call to Logto), warn (`outcome=failed`) | `outcome`, `reason`, `user` |
+//! | `session_refused` | info | `reason` |
+//! | `bearer` | info (`refused`), warn (`unavailable`), error (`config`) | `outcome`, `path` |
+//! | `discovery` | warn | `outcome=failed`, `cached`, `retry_in_s` |
+//! | `jwks_refetch` | info | `outcome` |
+//! | `logto_call` | warn | `endpoint=revocation`, `outcome`, `status` |
+//! | `redis` | warn | `outcome` (`error`, `timeout`), `kind` |
+//! | `redis_subscription` | info (first `up`), warn (`down`, `up` again) | `outcome` |
+//! | `redis_ignored` | warn (at most once a minute) | `total` |
+//! | `ended_records_full` | warn (at most once a minute) | `dropped` |
+//! | `readiness` | warn | `outcome=not_ready`, `checks` |
+//!
+//! Lines that anyone can cause are rate-limited: a refused sign-in callback, a refused
+//! back-channel logout (forged logout tokens), a refused session cookie, a refused bearer token
+//! and a failed readiness probe get ten lines a minute each; the rest are counted in
+//! `logto_log_lines_suppressed_total`, and the next line written ends with `suppressed=N`.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -290,6 +290,61 @@ fn rocket() -> _ {
     app(Logto::fairing())
 }
 
+/// Built with `--features metrics`: the crate's metrics (and any the app records) as
+/// Prometheus text at `/metrics`, rendered from the recorder's handle by a Rocket route
+/// (no listener of the exporter's own).
+#[cfg(feature = "metrics")]
+mod prometheus {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+    use rocket::fairing::AdHoc;
+    use rocket::get;
+    use rocket::http::ContentType;
+
+    /// The recorder, installed once per process (before the app serves: the crate keeps
+    /// handles to its hot-path metrics from their first use).
+    pub fn handle() -> &'static PrometheusHandle {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        HANDLE.get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                .expect("bucket list is not empty");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    rocket::warn!("sample: no Prometheus recorder installed: {e}");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+    }
+
+    /// Drains the histograms now and then, which the exporter's own listener would do.
+    pub fn upkeep() -> AdHoc {
+        AdHoc::on_liftoff("Prometheus upkeep", |_| {
+            Box::pin(async {
+                rocket::tokio::spawn(async {
+                    let mut every = rocket::tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        every.tick().await;
+                        handle().run_upkeep();
+                    }
+                });
+            })
+        })
+    }
+
+    #[get("/metrics")]
+    pub fn metrics() -> (ContentType, String) {
+        (
+            ContentType::new("text", "plain").with_params(("version", "0.0.4")),
+            handle().render(),
+        )
+    }
+}
+
 /// The app with the `logto` fairing to use: `Logto::fairing()`, or in the route tests
 /// `Logto::fairing().trust_test_key()` (test mode, for the API routes' bearer tokens).
 fn app(logto: Logto) -> Rocket<Build> {
@@ -329,7 +384,14 @@ fn app(logto: Logto) -> Rocket<Build> {
             )
             .respond_to(request)
         });
-    rocket::build()
+    #[cfg(feature = "metrics")]
+    prometheus::handle();
+    let rocket = rocket::build();
+    #[cfg(feature = "metrics")]
+    let rocket = rocket
+        .attach(prometheus::upkeep())
+        .mount("/", routes![prometheus::metrics]);
+    rocket
         .attach(Template::fairing())
         .attach(Users::init())
         .attach(AdHoc::try_on_ignite("Users table", |rocket| async move {
@@ -361,6 +423,8 @@ fn app(logto: Logto) -> Rocket<Build> {
         .mount("/api", api::routes())
         // The crate's catchers: 401 sends browsers to sign-in, the others show its pages.
         .register("/", Logto::catchers())
+        // For load balancers and Kubernetes probes: /health/live, /health/ready.
+        .mount("/health", Logto::health_routes())
         .mount(
             "/",
             routes![

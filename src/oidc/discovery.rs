@@ -21,6 +21,7 @@ use crate::error::LogtoError;
 use crate::oidc::jwks::Jwks;
 use crate::oidc::provider::get_json;
 use crate::util::single_flight::Flight;
+use crate::util::telemetry::Endpoint;
 
 /// Wait before the first retry after a failed fetch; doubled per failure in a row.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -68,7 +69,8 @@ pub(crate) struct DiscoverySource {
 impl DiscoverySource {
     async fn fetch(&self) -> Result<Discovery, LogtoError> {
         let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let doc: DiscoveryDocument = get_json(&self.http, &url, "discovery request").await?;
+        let doc: DiscoveryDocument =
+            get_json(&self.http, &url, "discovery request", Endpoint::Discovery).await?;
         if doc.issuer != self.issuer {
             return Err(LogtoError::bad_gateway(format!(
                 "Logto's discovery names the issuer {:?}, but the configured endpoint means {:?}; check `endpoint`.",
@@ -118,6 +120,17 @@ pub(crate) struct DiscoveryCache {
 }
 
 type Fetch = Flight<Result<Arc<Discovery>, LogtoError>>;
+
+/// Discovery as a readiness probe sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// A copy is held; `fresh` unless refreshes failed for a whole TTL; `keys` in its JWKS.
+    Loaded { fresh: bool, keys: usize },
+    /// No copy, and the last fetch failed.
+    Failed,
+    /// No copy, and a fetch is still running.
+    Pending,
+}
 
 #[derive(Default)]
 struct CacheState {
@@ -175,6 +188,25 @@ impl DiscoveryCache {
         })
     }
 
+    /// How discovery stands, for a readiness probe: asks for it as a request would (which
+    /// starts a fetch when there is no copy, or refreshes a stale one in the background),
+    /// but waits at most `wait`, so that a probe answers before its own timeout; a fetch
+    /// still running goes on and the next probe sees its outcome.
+    pub async fn readiness(&self, wait: Duration) -> Readiness {
+        let got = tokio::time::timeout(wait, self.get()).await;
+        let state = self.state.lock().expect("discovery lock");
+        match &state.current {
+            // Served while refreshes fail, but an operator wants to know once it is old:
+            // past twice the TTL, refreshes have been failing for a whole TTL.
+            Some((copy, at)) => Readiness::Loaded {
+                fresh: at.elapsed() < self.ttl.saturating_mul(2),
+                keys: copy.jwks.keys().len(),
+            },
+            None if got.is_err() => Readiness::Pending,
+            None => Readiness::Failed,
+        }
+    }
+
     /// Starts a fetch that stores its outcome, whoever waits for it.
     fn start(&self) -> Fetch {
         let (source, state, slow) = (self.source.clone(), self.state.clone(), self.slow);
@@ -198,12 +230,16 @@ impl DiscoveryCache {
                     state.remembered = (started.elapsed() >= slow).then(|| e.clone());
                     if state.current.is_some() {
                         log::warn!(
-                            "logto: discovery refresh failed, serving the cached copy; next attempt in {}s: {}",
+                            "logto: event=discovery outcome=failed cached=yes retry_in_s={}: discovery refresh failed, serving the cached copy: {}",
                             backoff.as_secs(),
                             e.detail()
                         );
                     } else {
-                        log::warn!("logto: discovery failed: {}", e.detail());
+                        log::warn!(
+                            "logto: event=discovery outcome=failed cached=no retry_in_s={}: discovery failed: {}",
+                            backoff.as_secs(),
+                            e.detail()
+                        );
                     }
                 }
             }

@@ -19,6 +19,7 @@ use crate::error::LogtoError;
 use crate::oidc::provider::get_json;
 use crate::oidc::signature::PublicKey;
 use crate::util::single_flight::Flight;
+use crate::util::telemetry::{self, Endpoint};
 
 /// One of Logto's keys: its JWK (id, use, type, algorithm) and its public key, parsed.
 pub(crate) struct Key {
@@ -90,7 +91,7 @@ impl Jwks {
 
     /// Fetches the key set once from `uri`.
     pub async fn fetch(http: &reqwest::Client, uri: &Url) -> Result<CoreJsonWebKeySet, LogtoError> {
-        Ok(get_json(http, uri.as_str(), "key set request").await?)
+        Ok(get_json(http, uri.as_str(), "key set request", Endpoint::Jwks).await?)
     }
 
     /// The keys as last fetched.
@@ -112,12 +113,13 @@ impl Jwks {
                 _ if state.started.is_some_and(|at| at.elapsed() < self.interval) => return Ok(()),
                 _ => {
                     state.started = Some(Instant::now());
+                    telemetry::jwks_refetch();
                     let jwks = self.clone();
                     let flight = Flight::start(async move {
                         let keys = Jwks::fetch(&jwks.http, &uri).await?;
                         let keys = parsed(keys);
                         *jwks.keys.lock().expect("jwks lock") = keys;
-                        log::info!("logto: fetched Logto's signing keys again (unknown key id)");
+                        log::info!("logto: event=jwks_refetch outcome=ok: fetched Logto's signing keys again (unknown key id)");
                         Ok(())
                     });
                     state.flight = Some(flight.clone());

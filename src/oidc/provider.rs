@@ -20,6 +20,7 @@ use crate::config::LogtoConfig;
 use crate::error::{LogtoError, OAuthErrorCode, ProviderFailure};
 use crate::oidc::discovery::{DiscoveryCache, DiscoverySource};
 use crate::oidc::jwt::{self, Expected, JwtError, Kind};
+use crate::util::telemetry::{self, Endpoint};
 
 pub(crate) use crate::oidc::discovery::Discovery;
 
@@ -69,6 +70,24 @@ pub(crate) enum ProviderError {
 }
 
 impl ProviderError {
+    /// The `outcome` label of a failed call (a short fixed list).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderError::NotSent {
+                timed_out: true, ..
+            }
+            | ProviderError::NoAnswer {
+                timed_out: true, ..
+            } => "timeout",
+            ProviderError::NotSent { .. } => "unreachable",
+            ProviderError::NoAnswer { .. } => "no_answer",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Malformed(_) => "malformed",
+            ProviderError::ServerError { .. } => "server_error",
+            ProviderError::Refused { .. } => "refused",
+        }
+    }
+
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, ProviderError::Refused { error, .. } if error == "invalid_grant")
     }
@@ -248,6 +267,11 @@ impl Provider {
         self.discovery.get().await
     }
 
+    /// How discovery and the keys stand, for a readiness probe (waits at most `wait`).
+    pub async fn readiness(&self, wait: Duration) -> crate::oidc::discovery::Readiness {
+        self.discovery.readiness(wait).await
+    }
+
     /// What every token from Logto for this app must match.
     pub fn expected<'a>(&'a self, d: &'a Discovery) -> Expected<'a> {
         Expected {
@@ -330,14 +354,20 @@ impl Provider {
                 "Logto's discovery has no userinfo endpoint".into(),
             ));
         };
-        let response = self
-            .http
-            .get(endpoint.clone())
-            .bearer_auth(access_token)
-            .send()
-            .await
-            .map_err(|e| send_error(&e, "userinfo request"))?;
-        read_json(response, "userinfo request").await
+        let started = telemetry::start();
+        let result = async {
+            let response = self
+                .http
+                .get(endpoint.clone())
+                .bearer_auth(access_token)
+                .send()
+                .await
+                .map_err(|e| send_error(&e, "userinfo request"))?;
+            read_json(response, "userinfo request").await
+        }
+        .await;
+        record(Endpoint::Userinfo, &result, started);
+        result
     }
 
     /// Revokes a refresh token. Failures are logged, not returned: the local session ends
@@ -351,6 +381,7 @@ impl Provider {
             ("token_type_hint", "refresh_token"),
             ("client_id", &self.client_id),
         ];
+        let started = telemetry::start();
         let result = self
             .http
             .post(endpoint.clone())
@@ -359,12 +390,31 @@ impl Provider {
             .send()
             .await;
         match result {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => log::warn!("logto: revoking the refresh token answered {}", r.status()),
-            Err(e) => log::warn!(
-                "logto: revoking the refresh token failed: {}",
-                send_error(&e, "revocation").detail()
-            ),
+            Ok(r) if r.status().is_success() => {
+                telemetry::provider_call(Endpoint::Revocation, "ok", started)
+            }
+            Ok(r) => {
+                let outcome = if r.status().is_server_error() {
+                    "server_error"
+                } else {
+                    "refused"
+                };
+                telemetry::provider_call(Endpoint::Revocation, outcome, started);
+                log::warn!(
+                    "logto: event=logto_call endpoint=revocation outcome={outcome} status={}: revoking the refresh token answered {}",
+                    r.status().as_u16(),
+                    r.status()
+                )
+            }
+            Err(e) => {
+                let e = send_error(&e, "revocation");
+                telemetry::provider_call(Endpoint::Revocation, e.label(), started);
+                log::warn!(
+                    "logto: event=logto_call endpoint=revocation outcome={}: revoking the refresh token failed: {}",
+                    e.label(),
+                    e.detail()
+                )
+            }
         }
     }
 
@@ -374,15 +424,21 @@ impl Provider {
         form: &[(&str, &str)],
         what: &'static str,
     ) -> Result<T, ProviderError> {
-        let response = self
-            .http
-            .post(url.clone())
-            .basic_auth(&self.client_id, Some(&self.client_secret))
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| send_error(&e, what))?;
-        read_json(response, what).await
+        let started = telemetry::start();
+        let result = async {
+            let response = self
+                .http
+                .post(url.clone())
+                .basic_auth(&self.client_id, Some(&self.client_secret))
+                .form(form)
+                .send()
+                .await
+                .map_err(|e| send_error(&e, what))?;
+            read_json(response, what).await
+        }
+        .await;
+        record(Endpoint::Token, &result, started);
+        result
     }
 }
 
@@ -392,18 +448,34 @@ impl ProviderError {
     }
 }
 
-/// GETs a JSON document (discovery, the key set).
+/// Records a call to Logto: its outcome and latency.
+fn record<T>(endpoint: Endpoint, result: &Result<T, ProviderError>, started: telemetry::Started) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    telemetry::provider_call(endpoint, outcome, started);
+}
+
+/// GETs a JSON document (discovery, the key set: `endpoint`).
 pub(crate) async fn get_json<T: DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
     what: &'static str,
+    endpoint: Endpoint,
 ) -> Result<T, ProviderError> {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| send_error(&e, what))?;
-    read_json(response, what).await
+    let started = telemetry::start();
+    let result = async {
+        let response = http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| send_error(&e, what))?;
+        read_json(response, what).await
+    }
+    .await;
+    record(endpoint, &result, started);
+    result
 }
 
 /// Tells a request that never left (safe to send again) from one that was sent and got no

@@ -9,6 +9,7 @@ use crate::session::admission::SecondSight;
 use crate::session::{codec, CookieNames, LoadError, Session, SessionCipher, MAX_CHUNKS};
 use crate::util::bounded::ExpiringMap;
 use crate::util::jose::decode_jwt_payload;
+use crate::util::telemetry;
 
 /// Sessions already decrypted and decoded, by the exact encrypted cookie values that
 /// carried them: a browser sends the same cookies with every request, so most requests
@@ -95,8 +96,10 @@ impl DecodedSessions {
         // Keyed by the end of the first value (its AEAD tag); every value is compared.
         let key = tail(first, 24);
         if let Some(hit) = self.map.get(key).filter(|hit| hit.carried_by(sent())) {
+            telemetry::session_cache(true);
             return Ok((hit.session.clone(), hit.claims.clone(), false));
         }
+        telemetry::session_cache(false);
         let read = read(self.cipher())?;
         let claims = match read.claims {
             Some(claims) => claims,
@@ -111,6 +114,7 @@ impl DecodedSessions {
         if !self.admission.seen_again(key) {
             return Ok((s, claims, false));
         }
+        telemetry::session_cache_admitted();
         let mut values = String::with_capacity(sent().map(str::len).sum());
         let mut ends = [0; MAX_CHUNKS];
         let mut count = 0;

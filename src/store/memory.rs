@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::util::bounded::ExpiringMap;
+use crate::util::telemetry;
 
 /// Least time between two warnings that records were dropped for room.
 const WARN_EVERY_MS: i64 = 60_000;
@@ -135,12 +136,14 @@ impl Ended {
             self.raise_floor(record.kind, at);
         }
         self.any.store(true, Ordering::Relaxed);
+        telemetry::ended_records(self.sids.len() + self.subs.len() + self.sessions.len());
     }
 
     /// A live record of `kind` ended at `at_ms` was dropped for room.
     fn raise_floor(&self, kind: EndedKind, at_ms: i64) {
         self.floor_ms.fetch_max(at_ms, Ordering::AcqRel);
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        telemetry::ended_dropped();
         let now = crate::util::clock::now_ms();
         let last = self.warned_at_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= WARN_EVERY_MS
@@ -150,7 +153,7 @@ impl Ended {
                 .is_ok()
         {
             log::warn!(
-                "logto: the list of ended sessions is full (spent_state_entries); {dropped} \
+                "logto: event=ended_records_full dropped={dropped}: the list of ended sessions is full (spent_state_entries); {dropped} \
                  record(s) made room so far, the latest a {} record: sessions started before \
                  its time are refused from now on (their users sign in again). Raise \
                  spent_state_entries above the sign-outs and logouts of one session lifetime",
@@ -167,7 +170,7 @@ impl Ended {
     }
 
     /// Records dropped for room since launch.
-    #[allow(dead_code)] // read by the metrics to come; kept exact now
+    #[allow(dead_code)] // read by tests; the metrics count as they go
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

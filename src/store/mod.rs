@@ -149,6 +149,17 @@ impl Store {
         }
     }
 
+    /// Redis as a readiness probe sees it: `None` without Redis; else whether it answers a
+    /// `PING` within its timeout, and whether the subscription is up (and the ended
+    /// sessions loaded).
+    pub async fn redis_health(&self) -> Option<(bool, bool)> {
+        match self {
+            Store::Local => None,
+            #[cfg(feature = "redis")]
+            Store::Redis(r) => Some((r.ping().await, r.subscribed())),
+        }
+    }
+
     /// A short description for the launch log (never the password).
     pub fn describe(&self) -> String {
         match self {

@@ -36,6 +36,7 @@ use crate::store::{Begin, Finish, Store};
 pub(crate) use crate::store::{Refreshed, Successor, Target};
 use crate::util::bounded::{Clock, ExpiringMap};
 use crate::util::clock::now;
+use crate::util::telemetry::{self, Joined};
 
 /// Why the coordinator has no token to give.
 #[derive(Debug, Clone)]
@@ -265,6 +266,7 @@ impl RefreshCoordinator {
                     r.refresh_token = newest.refresh_token;
                     r.id_token = newest.id_token.or(r.id_token.take()).or(id_token);
                 }
+                telemetry::refresh_joined(Joined::Process);
                 return Ok(result);
             }
             if let Some(successor) = successor {
@@ -280,6 +282,7 @@ impl RefreshCoordinator {
             {
                 Begin::Proceed(lease) => lease,
                 Begin::Shared { result, successor } => {
+                    telemetry::refresh_joined(Joined::Redis);
                     let mut result = Arc::new(result);
                     let r = Arc::make_mut(&mut result);
                     match successor {
@@ -307,6 +310,7 @@ impl RefreshCoordinator {
                 }
                 Begin::Unavailable => return Err(RefreshError::Unavailable),
             };
+            telemetry::refresh_grant();
             return match call(token.clone()).await {
                 Ok(response) => {
                     let next = response

@@ -13,10 +13,17 @@ use crate::config::SessionStoreKind;
 use crate::error::LogtoError;
 use crate::session::{self, CookieNames, LoadError, Session};
 use crate::tokens::logout::SessionCheck;
+use crate::util::log_limit::{limited, LogLimit};
+use crate::util::telemetry::{self, SessionRefusal};
 use crate::web::fairing::rocket_cookie_key;
 use crate::web::redis_session::{self, Stored};
 use crate::web::session_cookies;
 use crate::web::state::LogtoState;
+
+/// Why a session ended by a sign-out or a logout is refused (also told apart in metrics).
+const ENDED: &str = "ended by a sign-out or a logout";
+/// The log lines of refused session cookies.
+static COOKIE_REFUSED: LogLimit = LogLimit::new("session_refused");
 
 /// The session of this request, read from the cookies once (`Request::local_cache`).
 pub(crate) struct RequestSession {
@@ -117,9 +124,7 @@ impl RequestSession {
                 session::check_lifetimes(&s, config, now)?;
                 match state.logouts.check(&claims, s.created_at_ms) {
                     SessionCheck::Live => {}
-                    SessionCheck::Ended => {
-                        return Err(LoadError::Invalid("ended by a sign-out or a logout"))
-                    }
+                    SessionCheck::Ended => return Err(LoadError::Invalid(ENDED)),
                     SessionCheck::Unverifiable => return Err(LoadError::Unverifiable),
                 }
                 Ok((s, claims, legacy))
@@ -144,8 +149,18 @@ impl RequestSession {
             Err(e) => {
                 let signed_out = RequestSession::new(None, None);
                 if let LoadError::Invalid(why) = e {
-                    log::info!(
-                        "logto: session cookie refused ({why}); treating the request as signed out"
+                    let reason = match why {
+                        ENDED => SessionRefusal::Ended,
+                        "expired" => SessionRefusal::TooOld,
+                        _ => SessionRefusal::Unreadable,
+                    };
+                    telemetry::session_refused(reason);
+                    // Anyone can send a bad cookie: rate-limited.
+                    limited!(
+                        COOKIE_REFUSED,
+                        info,
+                        "logto: event=session_refused reason={}: session cookie refused ({why}); treating the request as signed out",
+                        reason.label()
                     );
                     session_cookies::clear(jar, config);
                     signed_out.note_written(jar, state);

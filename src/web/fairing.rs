@@ -177,6 +177,36 @@ impl Logto {
         crate::web::catchers::catchers()
     }
 
+    /// Liveness and readiness routes for load balancers and Kubernetes probes, for the app
+    /// to mount where it likes (opt-in: nothing is mounted by the fairing):
+    ///
+    /// - **`GET <base>/live`**: 200 `{"status":"live"}` whenever the process serves.
+    /// - **`GET <base>/ready`**: 200 when Logto's discovery document and signing keys are
+    ///   loaded and fresh (refreshed within two hours), and, with `redis_url`, Redis answers a
+    ///   `PING` and the pub/sub subscription is up; else 503. The JSON body names each check
+    ///   and its state, e.g.
+    ///   `{"status":"not_ready","checks":{"discovery":"ok","jwks":"ok","redis":"down","redis_subscription":"down"}}`.
+    ///   States: `ok`; discovery `stale`, `unreachable` or `loading`; jwks `empty` or
+    ///   `not_loaded`; redis and redis_subscription `down`. A probe waits at most half a
+    ///   second for a discovery fetch (and Redis for its `timeout_ms`).
+    ///
+    /// Both answer `Cache-Control: no-store` and nothing secret.
+    ///
+    /// ```no_run
+    /// use rocket::launch;
+    /// use rocket_logto::Logto;
+    ///
+    /// #[launch]
+    /// fn rocket() -> _ {
+    ///     rocket::build()
+    ///         .attach(Logto::fairing())
+    ///         .mount("/health", Logto::health_routes()) // /health/live, /health/ready
+    /// }
+    /// ```
+    pub fn health_routes() -> Vec<rocket::Route> {
+        crate::web::health::routes()
+    }
+
     /// **Test mode**: the API guards ([`BearerToken`](crate::BearerToken) and the
     /// organization guards) trust the `testing` feature's key instead of Logto's, so that an
     /// app's route tests can send tokens made with
@@ -223,6 +253,7 @@ impl Fairing for Logto {
     }
 
     async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
+        crate::util::telemetry::describe();
         let config = match LogtoConfig::from_figment(&config_figment(rocket.figment())) {
             Ok(config) => config,
             Err(e) => {
@@ -309,7 +340,8 @@ impl Fairing for Logto {
                 store.clone(),
             ),
             spent: SpentStates::new(spent_entries),
-            logouts: Logouts::new(ended, store, spent_entries),
+            logouts: Logouts::new(ended, store.clone(), spent_entries),
+            store,
             sessions: sessions.clone(),
             decoded: DecodedSessions::new(session_cache_entries),
             decoded_tokens: DecodedTokens::new(session_cache_entries),

@@ -1,5 +1,5 @@
 //! The Rocket face: the fairing and the state it manages, the routes under `/logto`, the
-//! request guards (session and bearer), catchers and error pages, the request's session and
+//! request guards (session and bearer), catchers and error pages, the health routes, the request's session and
 //! its cookies, return paths, hooks, and the `Sessions` admin API. The only layer that
 //! names Rocket's request-time types (`Request`, `CookieJar`, `Outcome`, `FromRequest`).
 
@@ -9,6 +9,7 @@ pub(crate) mod context;
 pub(crate) mod error_page;
 pub(crate) mod fairing;
 pub(crate) mod guards;
+pub(crate) mod health;
 pub(crate) mod hooks;
 pub(crate) mod redis_session;
 pub(crate) mod routes;

@@ -22,10 +22,18 @@ use rocket::request::Request;
 use crate::session::{self, CookieNames, Session};
 #[cfg(feature = "redis")]
 use crate::store::SaveError;
+#[cfg(feature = "redis")]
+use crate::util::log_limit::{limited, LogLimit};
+#[cfg(feature = "redis")]
+use crate::util::telemetry::{self, SessionRefusal};
 use crate::web::context::RequestSession;
 #[cfg(feature = "redis")]
 use crate::web::session_cookies;
 use crate::web::state::LogtoState;
+
+/// The log lines of refused session ids (anyone can send one).
+#[cfg(feature = "redis")]
+static SID_REFUSED: LogLimit = LogLimit::new("session_refused");
 
 /// Longest user agent kept with a session, in characters.
 const USER_AGENT_CHARS: usize = 200;
@@ -98,8 +106,11 @@ pub(crate) async fn load(request: &Request<'_>, state: &LogtoState) -> RequestSe
         Some(cookie) => cookie.value().to_string(),
         None => {
             if jar.get(names.sid).is_some() {
-                log::info!(
-                    "logto: session id cookie refused (undecryptable); treating the request as signed out"
+                telemetry::session_refused(SessionRefusal::Unreadable);
+                limited!(
+                    SID_REFUSED,
+                    info,
+                    "logto: event=session_refused reason=unreadable: session id cookie refused (undecryptable); treating the request as signed out"
                 );
                 return signed_out_removing(jar, state);
             }
@@ -115,8 +126,11 @@ pub(crate) async fn load(request: &Request<'_>, state: &LogtoState) -> RequestSe
         None => match redis.fetch_session(&hash).await {
             Fetch::Found(cached) => cached,
             Fetch::Unknown => {
-                log::info!(
-                    "logto: a session id unknown to Redis (expired, ended or flushed); treating the request as signed out"
+                telemetry::session_refused(SessionRefusal::Unknown);
+                limited!(
+                    SID_REFUSED,
+                    info,
+                    "logto: event=session_refused reason=unknown: a session id unknown to Redis (expired, ended or flushed); treating the request as signed out"
                 );
                 return signed_out_removing(jar, state);
             }
@@ -129,7 +143,16 @@ pub(crate) async fn load(request: &Request<'_>, state: &LogtoState) -> RequestSe
         .logouts
         .check(&cached.claims, cached.session.created_at_ms);
     if !live || check == SessionCheck::Ended {
-        log::info!("logto: session ended or expired; treating the request as signed out");
+        let reason = if live {
+            SessionRefusal::Ended
+        } else {
+            SessionRefusal::TooOld
+        };
+        telemetry::session_refused(reason);
+        log::info!(
+            "logto: event=session_refused reason={}: session ended or expired; treating the request as signed out",
+            reason.label()
+        );
         let _ = redis.delete_session(&hash).await;
         return signed_out_removing(jar, state);
     }

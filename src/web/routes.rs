@@ -14,11 +14,13 @@ use url::Url;
 
 use crate::config::LogtoConfig;
 use crate::error::LogtoError;
-use crate::oidc::provider::Discovery;
+use crate::oidc::provider::{Discovery, ProviderError};
 use crate::session::{self, CachedToken, Session};
 use crate::sign_in_options::{DirectSignIn, FirstScreen, SignInOptions};
 use crate::util::clock::now;
+use crate::util::log_limit::{limited, LogLimit};
 use crate::util::logsafe::for_log;
+use crate::util::telemetry::{self, SignInFailure};
 use crate::web::context::RequestSession;
 use crate::web::hooks::{SignInDecision, SignedIn};
 use crate::web::session_cookies;
@@ -166,7 +168,8 @@ async fn start_sign_in(
     };
     let url = authorize_url(config, &discovery, &tx, challenge.as_str(), &options);
     transaction::store(jar, &tx, config);
-    log::info!("logto: sign-in started");
+    telemetry::sign_in_started();
+    log::info!("logto: event=sign_in outcome=started: sign-in started");
     Ok(AuthRedirect(url.into()))
 }
 
@@ -239,12 +242,30 @@ async fn sign_in_callback(
     agent: UserAgent,
     request: TheRequest<'_>,
 ) -> Result<AuthRedirect, LogtoError> {
-    let result = complete_sign_in(&query, state, jar, agent.0, request.0).await;
-    if let Err(e) = &result {
-        log::warn!("logto: sign-in callback refused: {}", for_log(e.detail()));
+    // Set before each step, so that a failure is counted under the step that failed.
+    let mut step = SignInFailure::BadAnswer;
+    let result = complete_sign_in(&query, state, jar, agent.0, request.0, &mut step).await;
+    match &result {
+        Ok(_) => telemetry::sign_in_completed(),
+        Err(e) => {
+            telemetry::sign_in_failed(step);
+            // Anyone can send a callback: rate-limited.
+            limited!(
+                CALLBACK_REFUSED,
+                warn,
+                "logto: event=sign_in outcome=refused reason={}: sign-in callback refused: {}",
+                step.label(),
+                for_log(e.detail())
+            );
+        }
     }
     result
 }
+
+/// The log lines of refused sign-in callbacks.
+static CALLBACK_REFUSED: LogLimit = LogLimit::new("sign_in_refused");
+/// The log lines of refused back-channel logouts.
+static LOGOUT_REFUSED: LogLimit = LogLimit::new("backchannel_logout_refused");
 
 /// The request itself, for the app's sign-in hook (which reaches state and guards through it).
 struct TheRequest<'r>(&'r Request<'r>);
@@ -274,6 +295,7 @@ async fn complete_sign_in(
     jar: &CookieJar<'_>,
     user_agent: Option<String>,
     request: &Request<'_>,
+    step: &mut SignInFailure,
 ) -> Result<AuthRedirect, LogtoError> {
     let config = &state.config;
     // Read every parameter first: a repeated one fails before anything else happens.
@@ -285,6 +307,7 @@ async fn complete_sign_in(
 
     let state_param = state_param
         .ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `state`.".into()))?;
+    *step = SignInFailure::State;
     let tx = transaction::take(jar, state_param, &state.spent, config).map_err(|e| {
         LogtoError::BadRequest(
             match e {
@@ -296,6 +319,7 @@ async fn complete_sign_in(
         )
     })?;
     if let Some(error) = error {
+        *step = SignInFailure::ProviderError;
         // Both come from the query string: escaped and bounded before they reach the
         // message, which is logged.
         let detail = error_description
@@ -306,10 +330,13 @@ async fn complete_sign_in(
             for_log(error)
         )));
     }
+    *step = SignInFailure::BadAnswer;
     let code =
         code.ok_or_else(|| LogtoError::BadRequest("The sign-in answer has no `code`.".into()))?;
 
+    *step = SignInFailure::Unavailable;
     let discovery = state.provider.discovery().await?;
+    *step = SignInFailure::Issuer;
     match iss {
         Some(iss) if iss != state.provider.issuer() => {
             return Err(LogtoError::BadRequest(
@@ -329,11 +356,21 @@ async fn complete_sign_in(
         .exchange_code(&discovery, code, &tx.pkce_verifier)
         .await
         .map_err(|e| match e {
-            e if e.is_invalid_grant() => LogtoError::BadRequest(
-                "Logto refused the sign-in code (used or expired); start again.".into(),
-            ),
-            e => LogtoError::from(e),
+            e if e.is_invalid_grant() => {
+                *step = SignInFailure::Code;
+                LogtoError::BadRequest(
+                    "Logto refused the sign-in code (used or expired); start again.".into(),
+                )
+            }
+            e => {
+                *step = match e {
+                    ProviderError::Refused { .. } => SignInFailure::Code,
+                    _ => SignInFailure::Unavailable,
+                };
+                LogtoError::from(e)
+            }
         })?;
+    *step = SignInFailure::IdToken;
     let id_token = tokens.id_token.ok_or_else(|| {
         LogtoError::bad_gateway("Logto returned no ID token; is the `openid` scope granted?")
     })?;
@@ -391,8 +428,9 @@ async fn complete_sign_in(
             Ok(SignInDecision::Continue) => {}
             Ok(SignInDecision::RedirectTo(path)) => return_to = path,
             Err(refusal) => {
+                *step = SignInFailure::App;
                 log::warn!(
-                    "logto: the app refused the sign-in of user {}: {}",
+                    "logto: event=sign_in outcome=refused reason=app_refused user={}: the app refused the sign-in: {}",
                     for_log(&claims.sub),
                     for_log(refusal.message())
                 );
@@ -405,11 +443,15 @@ async fn complete_sign_in(
             }
         }
     }
+    *step = SignInFailure::Session;
     if config.session_store == crate::config::SessionStoreKind::Redis {
         // A new id whatever the browser sent (session fixation); a session over its limit
         // is written without its user info (see `start`).
         crate::web::redis_session::start(state, jar, &new_session, user_agent).await?;
-        log::info!("logto: user {} signed in", for_log(&claims.sub));
+        log::info!(
+            "logto: event=sign_in outcome=ok user={}: user signed in",
+            for_log(&claims.sub)
+        );
         return Ok(AuthRedirect(return_to.as_str().to_string()));
     }
     let _ = user_agent;
@@ -431,7 +473,10 @@ async fn complete_sign_in(
             "The session ({bytes} bytes) does not fit in cookies."
         )));
     }
-    log::info!("logto: user {} signed in", for_log(&claims.sub));
+    log::info!(
+        "logto: event=sign_in outcome=ok user={}: user signed in",
+        for_log(&claims.sub)
+    );
     Ok(AuthRedirect(return_to.as_str().to_string()))
 }
 
@@ -484,7 +529,11 @@ async fn end_session(
         // from now on, on every instance.
         state.logouts.end_session(claims, ended.created_at_ms).await;
     }
-    log::info!("logto: user {} signed out", for_log(&sub));
+    telemetry::sign_out();
+    log::info!(
+        "logto: event=sign_out user={}: user signed out",
+        for_log(&sub)
+    );
     let discovery = match state.provider.discovery().await {
         Ok(d) => d,
         Err(e) => {
@@ -658,7 +707,10 @@ impl<'r> Responder<'r, 'static> for LogoutAnswer {
 async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState>) -> LogoutAnswer {
     let discovery = match state.provider.discovery().await {
         Ok(d) => d,
-        Err(e) => return LogoutAnswer(Err(e.detail().to_string())),
+        Err(e) => {
+            telemetry::backchannel_logout(Some("unavailable"));
+            return LogoutAnswer(Err(e.detail().to_string()));
+        }
     };
     let result = crate::tokens::logout::accept(
         form.logout_token,
@@ -672,14 +724,37 @@ async fn backchannel_logout(form: Form<LogoutForm<'_>>, state: &State<LogtoState
         // than sessions are guarded: only a short hash of it is logged, which still follows
         // one session through the log. The user id stays (apps audit by it).
         Ok(logout) => log::info!(
-            "logto: back-channel logout of user {} (session {})",
+            "logto: event=backchannel_logout outcome=accepted user={} session={}: back-channel logout of user {0}",
             for_log(logout.sub.as_deref().unwrap_or("?")),
             logout
                 .sid
                 .as_deref()
                 .map_or_else(|| "any".to_string(), crate::util::logsafe::short_hash)
         ),
-        Err(why) => log::warn!("logto: back-channel logout refused: {why}"),
+        Err(why) => limited!(
+            LOGOUT_REFUSED,
+            warn,
+            "logto: event=backchannel_logout outcome=refused: back-channel logout refused: {why}"
+        ),
     }
+    telemetry::backchannel_logout(result.as_ref().err().map(|why| logout_reason(why)));
     LogoutAnswer(result.map(|_| ()))
+}
+
+/// The `reason` label of a refused back-channel logout, from the refusal's text (a short
+/// fixed list: the text itself may quote the token's claims).
+fn logout_reason(why: &str) -> &'static str {
+    if why.contains("already used") {
+        "replayed"
+    } else if why.contains("signature") || why.contains("key id") || why.contains("algorithm") {
+        "signature"
+    } else if why.contains("expired") || why.contains("issue time") || why.contains("future") {
+        "expired"
+    } else if why.contains("issuer") || why.contains("(aud)") {
+        "audience"
+    } else if why.starts_with("Logto") {
+        "unavailable"
+    } else {
+        "invalid"
+    }
 }

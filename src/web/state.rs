@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use crate::config::LogtoConfig;
 use crate::oidc::provider::Provider;
 use crate::session::cache::DecodedSessions;
+use crate::store::Store;
 use crate::tokens::logout::Logouts;
 use crate::tokens::refresh::RefreshCoordinator;
 use crate::web::hooks::{ErrorPage, SignInHook};
@@ -20,6 +21,8 @@ pub(crate) struct LogtoState {
     pub config: LogtoConfig,
     pub provider: Provider,
     pub refresh: RefreshCoordinator,
+    /// Where refreshes and ended sessions are shared (for the readiness probe).
+    pub store: Store,
     pub spent: SpentStates,
     pub logouts: Logouts,
     pub decoded: DecodedSessions,

@@ -17,6 +17,8 @@ use crate::tokens::refresh::RefreshError;
 use crate::util::bounded::ExpiringMap;
 use crate::util::clock::now;
 use crate::util::jose::decode_jwt_payload;
+use crate::util::logsafe::for_log;
+use crate::util::telemetry::{self, SessionRefusal};
 use crate::web::context::RequestContext;
 
 /// An access token for one API resource and/or organization, valid for at least the
@@ -296,6 +298,7 @@ async fn refresh_into(
             .retry_after(retry_after));
         }
         Err(RefreshError::Spent) => {
+            telemetry::session_refused(SessionRefusal::Rotated);
             // Mostly an old copy of the cookie (or one whose newer copy never arrived): Logto
             // would take the token for a replay and revoke the grant of the browser that
             // holds its successor, so it is not sent, and this copy of the session ends.
@@ -368,8 +371,8 @@ async fn refresh_into(
     write_back(ctx, session, &cached).await;
     if called.load(Ordering::Relaxed) {
         log::info!(
-            "logto: refreshed tokens of user {} (resource {resource:?}, organization {organization:?})",
-            old.sub
+            "logto: event=refresh outcome=ok user={}: refreshed tokens of user {0} (resource {resource:?}, organization {organization:?})",
+            for_log(&old.sub)
         );
     } else {
         log::debug!(
@@ -413,7 +416,8 @@ async fn write_back(ctx: &RequestContext<'_>, session: &mut Session, keep: &Cach
 
 fn log_refresh_failure(e: &ProviderError, resource: Option<&str>, organization: Option<&str>) {
     log::warn!(
-        "logto: token refresh for resource {resource:?}, organization {organization:?} failed: {}",
+        "logto: event=refresh outcome=failed reason={}: token refresh for resource {resource:?}, organization {organization:?} failed: {}",
+        e.label(),
         crate::error::LogtoError::from(e.clone()).detail()
     );
 }

@@ -62,6 +62,7 @@ use super::{Refreshed, Successor, Target};
 use crate::config::{LogtoConfig, RedisSettings, RedisUrl};
 use crate::session::random_token;
 use crate::util::clock::now_ms;
+use crate::util::telemetry::{self, RedisOutcome};
 
 /// How long a refresh's shared result is kept (as long as this process keeps its own).
 const RESULT_TTL: Duration = Duration::from_secs(120);
@@ -465,12 +466,13 @@ impl RedisStore {
     /// Counts something refused from Redis, and says so at most once a minute: another app
     /// or client writes under this prefix, or instances run with different `secret_key`s.
     fn ignore(&self, what: &str) {
+        telemetry::redis_ignored();
         let total = self.ignored.fetch_add(1, Ordering::Relaxed) + 1;
         let mut warned = self.ignored_warned.lock().expect("warned lock");
         if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             *warned = Some(Instant::now());
             log::warn!(
-                "logto: ignored {what} on Redis (channel {}); {total} refused so far. Someone \
+                "logto: event=redis_ignored total={total}: ignored {what} on Redis (channel {}); {total} refused so far. Someone \
                  else publishes or writes under this key prefix, or the instances do not share \
                  one secret_key",
                 crate::util::logsafe::for_log(&self.channel)
@@ -479,7 +481,7 @@ impl RedisStore {
     }
 
     /// Announcements and members refused since launch.
-    #[allow(dead_code)] // read by tests now, by the metrics to come
+    #[allow(dead_code)] // read by tests
     pub fn ignored(&self) -> u64 {
         self.ignored.load(Ordering::Relaxed)
     }
@@ -531,7 +533,7 @@ impl RedisStore {
     /// Runs a script within the timeout.
     async fn script<T: ::redis::FromRedisValue>(
         &self,
-        what: &str,
+        what: &'static str,
         script: &Script,
         keys: &[&str],
         args: &[&[u8]],
@@ -553,7 +555,7 @@ impl RedisStore {
     /// Runs a pipeline within the timeout.
     async fn pipeline<T: ::redis::FromRedisValue>(
         &self,
-        what: &str,
+        what: &'static str,
         pipe: Pipeline,
     ) -> Result<T, Down> {
         let run = async {
@@ -564,7 +566,11 @@ impl RedisStore {
     }
 
     /// Runs a command within the timeout.
-    async fn command<T: ::redis::FromRedisValue>(&self, what: &str, cmd: Cmd) -> Result<T, Down> {
+    async fn command<T: ::redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        cmd: Cmd,
+    ) -> Result<T, Down> {
         let run = async {
             let mut connection = self.connection().await?;
             cmd.query_async(&mut connection).await
@@ -574,26 +580,45 @@ impl RedisStore {
 
     async fn within<T>(
         &self,
-        what: &str,
+        what: &'static str,
         run: impl std::future::Future<Output = RedisResult<T>>,
     ) -> Result<T, Down> {
+        let started = telemetry::start();
+        let kind = operation_kind(what);
         match tokio::time::timeout(self.timeout, run).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                telemetry::redis_operation(kind, RedisOutcome::Ok, started);
+                Ok(value)
+            }
             Ok(Err(e)) => {
+                telemetry::redis_operation(kind, RedisOutcome::Error, started);
                 log::warn!(
-                    "logto: Redis failed to {what} ({}); going on without it",
+                    "logto: event=redis outcome=error kind={kind}: Redis failed to {what} ({}); going on without it",
                     crate::util::logsafe::for_log(&e.to_string())
                 );
                 Err(Down)
             }
             Err(_) => {
+                telemetry::redis_operation(kind, RedisOutcome::Timeout, started);
                 log::warn!(
-                    "logto: Redis did not answer to {what} within {} ms; going on without it",
+                    "logto: event=redis outcome=timeout kind={kind}: Redis did not answer to {what} within {} ms; going on without it",
                     self.timeout.as_millis()
                 );
                 Err(Down)
             }
         }
+    }
+
+    /// Whether Redis answers a `PING` within the timeout (a readiness probe).
+    pub async fn ping(&self) -> bool {
+        self.command::<Value>("ping", ::redis::cmd("PING"))
+            .await
+            .is_ok()
+    }
+
+    /// Whether the channel is subscribed to and the ended sessions loaded.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) && self.synced.load(Ordering::Relaxed)
     }
 
     fn open_successor(&self, name: &str, value: &[u8]) -> Option<Successor> {
@@ -978,6 +1003,7 @@ impl RedisStore {
     }
 
     fn on_message(&self, payload: &[u8]) {
+        telemetry::redis_announcement();
         let Some(text) = self.open_message(payload) else {
             return;
         };
@@ -1070,10 +1096,11 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                         s.subscribed.store(true, Ordering::Release);
                         s.clear_sessions();
                     }
+                    telemetry::redis_subscribed(true);
                     if was_down {
-                        log::warn!("logto: Redis is back; ended sessions reloaded");
+                        log::warn!("logto: event=redis_subscription outcome=up: Redis is back; ended sessions reloaded");
                     } else {
-                        log::info!("logto: connected to Redis; ended sessions loaded");
+                        log::info!("logto: event=redis_subscription outcome=up: connected to Redis; ended sessions loaded");
                     }
                     was_down = false;
                     backoff = Duration::from_millis(100);
@@ -1107,9 +1134,10 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                     s.subscribed.store(false, Ordering::Release);
                     s.synced.store(false, Ordering::Relaxed);
                 }
+                telemetry::redis_subscribed(false);
                 if !was_down {
                     log::warn!(
-                        "logto: lost the Redis subscription; sessions are served from their \
+                        "logto: event=redis_subscription outcome=down: lost the Redis subscription; sessions are served from their \
                          cookies and refreshes wait until it is back"
                     );
                 }
@@ -1120,9 +1148,10 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
                     s.subscribed.store(false, Ordering::Release);
                     s.synced.store(false, Ordering::Relaxed);
                 }
+                telemetry::redis_subscribed(false);
                 if !was_down {
                     log::warn!(
-                        "logto: cannot subscribe to Redis at {url} ({}); until it can, this \
+                        "logto: event=redis_subscription outcome=down: cannot subscribe to Redis at {url} ({}); until it can, this \
                          instance hears of no change made elsewhere, so it reads every session \
                          of the Redis session store from Redis and reloads the ended sessions \
                          every {} ms. Retrying in the background",
@@ -1161,5 +1190,27 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The `kind` label of a Redis operation, from what it does (a short fixed list).
+fn operation_kind(what: &'static str) -> &'static str {
+    match what {
+        "check a refresh" => "refresh_begin",
+        "record a refresh" => "refresh_finish",
+        "give up a lease" => "refresh_abandon",
+        "follow a rotation" => "rotation",
+        "check a logout token" => "logout_jti",
+        "share ended sessions" => "ended_write",
+        "load ended sessions" => "ended_load",
+        "read a session" => "session_read",
+        "write a session" => "session_write",
+        "index a session" | "unindex a session" | "drop a session index" => "session_index",
+        "announce a session change" => "session_announce",
+        "delete a session" | "remember an ended session" => "session_delete",
+        "move a session" => "session_move",
+        "list sessions" => "session_list",
+        "ping" => "ping",
+        _ => "other",
     }
 }

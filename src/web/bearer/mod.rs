@@ -25,6 +25,8 @@ use crate::oidc::jwks::Jwks;
 use crate::oidc::jwt::{self, Expected, JwtError, Kind, Target, TargetError};
 use crate::util::bounded::ExpiringMap;
 use crate::util::clock::now;
+use crate::util::log_limit::{limited, LogLimit};
+use crate::util::telemetry::{self, Bearer};
 use crate::web::bearer::rejection::BearerError;
 use crate::web::guards::Resource;
 use crate::web::state::LogtoState;
@@ -335,7 +337,10 @@ async fn verified_for(
     };
     let raw = bearer_of(request, resource)?;
     let (token, cached) = match api.cache.get(raw, now(), skew(state)) {
-        Cached::Hit(token) => (token, true),
+        Cached::Hit(token) => {
+            telemetry::bearer_cache_hit();
+            (token, true)
+        }
         Cached::Expired => {
             return Err(BearerError::InvalidToken {
                 resource,
@@ -365,6 +370,9 @@ async fn verified_for(
     }
 }
 
+/// The log lines of refused bearer tokens.
+static BEARER_REFUSED: LogLimit = LogLimit::new("bearer_refused");
+
 /// The request's bearer-token failure, kept for the crate's catchers (which answer it as
 /// RFC 6750 JSON whatever the `Accept` header).
 #[derive(Default)]
@@ -383,18 +391,40 @@ pub(crate) fn recorded_bearer_failure(request: &Request<'_>) -> Option<BearerErr
 /// and recorded for the crate's catchers.
 fn outcome<T>(request: &Request<'_>, result: Result<T, BearerError>) -> Outcome<T, BearerError> {
     let error = match result {
-        Ok(value) => return Outcome::Success(value),
+        Ok(value) => {
+            telemetry::bearer_verification(Bearer::Ok);
+            return Outcome::Success(value);
+        }
         Err(error) => error,
     };
     let path = request.uri().path();
     match &error {
-        BearerError::Missing { .. } => log::debug!("logto: {path}: no bearer token"),
-        BearerError::Unavailable(e) => log::warn!("logto: {path}: bearer token not checked: {e}"),
-        BearerError::Config(m) => log::error!("logto: {path}: {m}"),
-        other => log::info!(
-            "logto: {path}: bearer token refused: {}",
-            crate::util::logsafe::for_log(&other.to_string())
-        ),
+        BearerError::Missing { .. } => {
+            telemetry::bearer_verification(Bearer::Missing);
+            log::debug!("logto: {path}: no bearer token")
+        }
+        BearerError::Unavailable(e) => {
+            telemetry::bearer_verification(Bearer::Unavailable);
+            log::warn!("logto: event=bearer outcome=unavailable path={path}: bearer token not checked: {e}")
+        }
+        BearerError::Config(m) => {
+            telemetry::bearer_verification(Bearer::Config);
+            log::error!("logto: event=bearer outcome=config path={path}: {m}")
+        }
+        other => {
+            let outcome = match other {
+                BearerError::InsufficientScope { .. } => Bearer::InsufficientScope,
+                _ => Bearer::Invalid,
+            };
+            telemetry::bearer_verification(outcome);
+            // Anyone can send a bad token: rate-limited.
+            limited!(
+                BEARER_REFUSED,
+                info,
+                "logto: event=bearer outcome=refused path={path}: bearer token refused: {}",
+                crate::util::logsafe::for_log(&other.to_string())
+            )
+        }
     }
     *request
         .local_cache(BearerFailure::default)
