@@ -339,9 +339,10 @@ function emptyStats() {
     refresh_by_resource: {},
     refresh_by_organization: {},
     revoked_grants: 0,
-    /** Refresh grants by user and target (resource, organization or the ID token), for
-     * load runs: how many refreshes each session made of each token. */
-    refresh_by_sub_target: {},
+    /** Refresh grants by grant (one per sign-in: a session) and target (resource,
+     * organization or the ID token), for load runs: how many refreshes each session made of
+     * each of its tokens. */
+    refresh_by_grant_target: {},
     /** Refresh requests refused (an unknown, expired or already used refresh token). */
     refresh_refused: 0,
     revocation_requests: 0,
@@ -528,9 +529,9 @@ function buildProvider(issuer) {
         bump(stats.refresh_by_resource, resource || '');
         if (params.organization_id) bump(stats.refresh_by_organization, params.organization_id);
         if (ctx.status >= 400) stats.refresh_refused += 1;
-        const sub = ctx.oidc.entities?.RefreshToken?.accountId ?? '?';
+        const grant = ctx.oidc.entities?.RefreshToken?.grantId ?? '?';
         const target = params.organization_id ? `org:${params.organization_id}` : (resource || 'id');
-        bump(stats.refresh_by_sub_target, `${sub} ${target}`);
+        bump(stats.refresh_by_grant_target, `${grant} ${target}`);
       }
     } else if (route === 'revocation') {
       stats.revocation_requests += 1;
