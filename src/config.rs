@@ -337,7 +337,7 @@ impl LogtoConfig {
         self.bearer_cache_entries
     }
 
-    /// Redis shared by the app's instances (keys `redis_url`, `redis_cluster`,
+    /// Redis shared by the app's instances (keys `redis_url`, `redis_cluster`, `redis_sentinel_master`,
     /// `redis_key_prefix`, `redis_timeout_ms`, `redis_fail_closed`); `None` keeps everything
     /// in process. Needs the cargo feature `redis`.
     pub fn redis(&self) -> Option<&RedisSettings> {

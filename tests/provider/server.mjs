@@ -63,6 +63,16 @@ const LOAD_USERS = Number.parseInt(env.LOAD_USERS ?? '0', 10);
 if (!Number.isSafeInteger(LOAD_USERS) || LOAD_USERS < 0 || LOAD_USERS > 1_000_000) {
   throw new Error(`LOAD_USERS must be a number of users (0 to 1000000), not ${env.LOAD_USERS}`);
 }
+// oidc-provider's in-memory store keeps its 1,000 most recent entries (sessions, grants,
+// tokens): in a load run, thousands of users would see their refresh tokens forgotten, which
+// Logto (a database) never does. Load runs get a store with room for every entry instead.
+let loadAdapter;
+if (LOAD_USERS > 0) {
+  const { default: MemoryAdapter } = await import('oidc-provider/lib/adapters/memory_adapter.js');
+  const { default: LRU } = await import('oidc-provider/lib/helpers/lru.js');
+  const store = new LRU({ maxSize: 10_000 + LOAD_USERS * 500 });
+  loadAdapter = (model) => new MemoryAdapter(model, store);
+}
 
 if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
   throw new Error(`PORT must be a port number or 0, not ${env.PORT}`);
@@ -499,6 +509,7 @@ function buildProvider(issuer) {
     },
   };
 
+  if (loadAdapter) configuration.adapter = loadAdapter;
   const provider = new Provider(issuer, configuration);
   registerRefreshGrant(provider);
 
@@ -531,7 +542,7 @@ function buildProvider(issuer) {
         if (ctx.status >= 400) stats.refresh_refused += 1;
         const grant = ctx.oidc.entities?.RefreshToken?.grantId ?? '?';
         const target = params.organization_id ? `org:${params.organization_id}` : (resource || 'id');
-        bump(stats.refresh_by_grant_target, `${grant} ${target}`);
+        if (ctx.status < 400) bump(stats.refresh_by_grant_target, `${grant} ${target}`);
       }
     } else if (route === 'revocation') {
       stats.revocation_requests += 1;
