@@ -277,7 +277,8 @@ fn rocket_app(
         .merge(("address", "127.0.0.1"))
         .merge(("port", port))
         .merge(("secret_key", SECRET_KEY))
-        .merge(("log_level", "off"))
+        // bench/scale sets BENCH_LOG_LEVEL=critical: the crate's warnings, not every request.
+        .merge(("log_level", env("BENCH_LOG_LEVEL").unwrap_or_else(|| "off".into())))
         .merge(("cli_colors", false))
         .merge(("logto", logto))
         // bench/run sets LOGTO_REDIS_URL and LOGTO_SESSION_STORE for its Redis rows.

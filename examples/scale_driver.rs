@@ -122,6 +122,20 @@ impl Jar {
 struct User {
     name: String,
     jar: Jar,
+    /// False after a sign-in or a sign-out that did not complete (an instance killed under
+    /// it): the next step signs in again, and a 401 meanwhile is not a lost session.
+    signed_in: bool,
+    /// The last steps (second, kind, status, cookies set), shown for a lost session.
+    history: Vec<(u64, &'static str, u16, String)>,
+}
+
+impl User {
+    fn note(&mut self, second: u64, kind: &'static str, status: u16, set: String) {
+        if self.history.len() == 6 {
+            self.history.remove(0);
+        }
+        self.history.push((second, kind, status, set));
+    }
 }
 
 #[derive(Default)]
@@ -137,8 +151,8 @@ struct Tally {
     s5xx: Vec<u64>,
     s503: Vec<u64>,
     errors: Vec<(u64, String)>,
-    /// 401s on sessions the driver did not end.
-    lost: Vec<(u64, String, &'static str)>,
+    /// 401s on sessions the driver did not end: second, user, their last steps.
+    lost: Vec<(u64, String, String)>,
     /// Sign-outs whose old cookies were still served by some instance 1 s afterwards.
     signout_served: u64,
     /// The longest a sign-out took to be refused by every instance.
@@ -191,6 +205,7 @@ impl Ctx {
     async fn sign_in(&self, user: &mut User) -> Result<(), String> {
         let started = Instant::now();
         user.jar = Jar::default();
+        user.signed_in = false;
         let (status, headers, _) = self.get("/logto/sign-in", &user.jar).await?;
         if status != 303 {
             return Err(format!("GET /logto/sign-in: {status}"));
@@ -210,10 +225,12 @@ impl Ctx {
             .to_string();
         let (status, headers, _) = self.get(&path, &user.jar).await?;
         self.record("signin", started.elapsed(), status);
+        user.note(self.second(), "signin", status, cookies_set(&headers));
         if status != 303 {
             return Err(format!("callback: {status}"));
         }
         user.jar.absorb(&headers);
+        user.signed_in = true;
         Ok(())
     }
 }
@@ -273,6 +290,8 @@ async fn load(args: &[String]) {
             Arc::new(tokio::sync::Mutex::new(User {
                 name: format!("load{i}"),
                 jar: Jar::default(),
+                signed_in: false,
+                history: Vec::new(),
             }))
         })
         .collect();
@@ -395,7 +414,7 @@ async fn load(args: &[String]) {
         "transport_error_seconds": window(&tally.errors.iter().map(|e| e.0).collect::<Vec<_>>()),
         "transport_error_examples": tally.errors.iter().take(3).map(|e| e.1.clone()).collect::<Vec<_>>(),
         "users_signed_out_unasked": tally.lost.len(),
-        "users_signed_out_unasked_examples": tally.lost.iter().take(5).map(|l| format!("{}s {} {}", l.0, l.1, l.2)).collect::<Vec<_>>(),
+        "users_signed_out_unasked_examples": tally.lost.iter().take(5).map(|l| format!("{}s {}: {}", l.0, l.1, l.2)).collect::<Vec<_>>(),
         "signed_out_cookies_still_served": tally.signout_served,
         "signout_propagation_max_ms": tally.signout_propagation_max_us as f64 / 1000.0,
         "distinct_access_tokens": tally.tokens.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
@@ -415,8 +434,35 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result
     out
 }
 
+/// The names of the cookies an answer sets (`-name` for one it deletes), for the history.
+fn cookies_set(headers: &reqwest::header::HeaderMap) -> String {
+    let names: Vec<String> = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|line| {
+            let name = line.split('=').next().unwrap_or("").trim();
+            let lower = line.to_ascii_lowercase();
+            let deleted = line.split(';').next().is_some_and(|p| p.ends_with('='))
+                || lower.contains("max-age=0");
+            if deleted { format!("-{name}") } else { name.to_string() }
+        })
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", names.join(" "))
+    }
+}
+
 /// One step of one user.
 async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
+    if !user.signed_in {
+        if let Err(e) = ctx.sign_in(user).await {
+            ctx.tally.lock().unwrap().errors.push((ctx.second(), format!("sign-in: {e}")));
+        }
+        return;
+    }
     let path = match kind {
         "me" => "/me",
         "token" => "/shopping",
@@ -430,10 +476,16 @@ async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
         Ok(a) => a,
         Err(e) => {
             ctx.tally.lock().unwrap().errors.push((ctx.second(), e));
+            user.note(ctx.second(), kind, 0, String::new());
+            if kind == "signout" {
+                // It may have ended the session or not: start over.
+                user.signed_in = false;
+            }
             return;
         }
     };
     ctx.record(kind, took, status);
+    user.note(ctx.second(), kind, status, cookies_set(&headers));
     if kind == "signout" {
         let old = user.jar.clone();
         user.jar.absorb(&headers);
@@ -465,11 +517,17 @@ async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
     }
     user.jar.absorb(&headers);
     if status == 401 {
+        let history = user
+            .history
+            .iter()
+            .map(|(s, k, c, set)| format!("{s}s {k} {c}{set}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         ctx.tally
             .lock()
             .unwrap()
             .lost
-            .push((ctx.second(), user.name.clone(), kind));
+            .push((ctx.second(), user.name.clone(), history));
         if let Err(e) = ctx.sign_in(user).await {
             ctx.tally.lock().unwrap().errors.push((ctx.second(), format!("sign-in: {e}")));
         }
