@@ -105,11 +105,16 @@ fn shopping(token: ResourceToken<Shopping>) -> Json<serde_json::Value> {
 
 /// Every organization token of the user (for `bench/scale`'s organization pages).
 #[get("/orgs")]
-async fn orgs(user: AuthenticatedUser<'_>) -> Result<Json<serde_json::Value>, rocket_logto::LogtoError> {
+async fn orgs(
+    user: AuthenticatedUser<'_>,
+) -> Result<Json<serde_json::Value>, rocket_logto::LogtoError> {
     let tokens = user.organization_tokens().await?;
     let mut json = serde_json::Map::new();
     for (id, token) in tokens.iter() {
-        json.insert(id.clone(), serde_json::json!({ "access_token": token.secret() }));
+        json.insert(
+            id.clone(),
+            serde_json::json!({ "access_token": token.secret() }),
+        );
     }
     Ok(Json(json.into()))
 }
@@ -278,7 +283,10 @@ fn rocket_app(
         .merge(("port", port))
         .merge(("secret_key", SECRET_KEY))
         // bench/scale sets BENCH_LOG_LEVEL=critical: the crate's warnings, not every request.
-        .merge(("log_level", env("BENCH_LOG_LEVEL").unwrap_or_else(|| "off".into())))
+        .merge((
+            "log_level",
+            env("BENCH_LOG_LEVEL").unwrap_or_else(|| "off".into()),
+        ))
         .merge(("cli_colors", false))
         .merge(("logto", logto))
         // bench/run sets LOGTO_REDIS_URL and LOGTO_SESSION_STORE for its Redis rows.
@@ -300,7 +308,16 @@ fn rocket_app(
         .manage(PlainBody(plain_body))
         .mount(
             "/",
-            routes![plain, user, me, me_guard, shopping, orgs, api_shopping, decrypt],
+            routes![
+                plain,
+                user,
+                me,
+                me_guard,
+                shopping,
+                orgs,
+                api_shopping,
+                decrypt
+            ],
         );
     match baseline {
         Some(baseline) => rocket

@@ -169,7 +169,11 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn get(&self, path: &str, jar: &Jar) -> Result<(u16, reqwest::header::HeaderMap, String), String> {
+    async fn get(
+        &self,
+        path: &str,
+        jar: &Jar,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), String> {
         let response = self
             .http
             .get(format!("{}{path}", self.front))
@@ -180,7 +184,10 @@ impl Ctx {
             .map_err(|e| format!("GET {path}: {e}"))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(|e| format!("GET {path}: body: {e}"))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| format!("GET {path}: body: {e}"))?;
         Ok((status, headers, body))
     }
 
@@ -253,15 +260,24 @@ async fn load(args: &[String]) {
     let out = arg(args, "--out");
     let mut mix: Vec<(&'static str, u32)> = Vec::new();
     for part in mix_arg.split(',') {
-        let (name, weight) = part.split_once('=').unwrap_or_else(|| die("--mix: name=weight,..."));
+        let (name, weight) = part
+            .split_once('=')
+            .unwrap_or_else(|| die("--mix: name=weight,..."));
         let kind = match name {
             "me" => "me",
             "token" => "token",
             "org" => "org",
             "signout" => "signout",
-            _ => die(&format!("--mix: unknown page kind {name} (me, token, org, signout)")),
+            _ => die(&format!(
+                "--mix: unknown page kind {name} (me, token, org, signout)"
+            )),
         };
-        mix.push((kind, weight.parse().unwrap_or_else(|_| die("--mix: weights are numbers"))));
+        mix.push((
+            kind,
+            weight
+                .parse()
+                .unwrap_or_else(|_| die("--mix: weights are numbers")),
+        ));
     }
     let total_weight: u32 = mix.iter().map(|m| m.1).sum();
     if total_weight == 0 {
@@ -338,7 +354,10 @@ async fn load(args: &[String]) {
             while !stop.load(Ordering::Relaxed) {
                 let (user_i, mut pick) = {
                     let mut rng = rand::thread_rng();
-                    (rng.gen_range(0..users.len()), rng.gen_range(0..total_weight))
+                    (
+                        rng.gen_range(0..users.len()),
+                        rng.gen_range(0..total_weight),
+                    )
                 };
                 let mut kind = mix[0].0;
                 for (k, w) in &mix {
@@ -426,7 +445,9 @@ async fn load(args: &[String]) {
     }
 }
 
-async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+async fn futures_join<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
         out.push(h.await);
@@ -445,7 +466,11 @@ fn cookies_set(headers: &reqwest::header::HeaderMap) -> String {
             let lower = line.to_ascii_lowercase();
             let deleted = line.split(';').next().is_some_and(|p| p.ends_with('='))
                 || lower.contains("max-age=0");
-            if deleted { format!("-{name}") } else { name.to_string() }
+            if deleted {
+                format!("-{name}")
+            } else {
+                name.to_string()
+            }
         })
         .collect();
     if names.is_empty() {
@@ -459,7 +484,11 @@ fn cookies_set(headers: &reqwest::header::HeaderMap) -> String {
 async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
     if !user.signed_in {
         if let Err(e) = ctx.sign_in(user).await {
-            ctx.tally.lock().unwrap().errors.push((ctx.second(), format!("sign-in: {e}")));
+            ctx.tally
+                .lock()
+                .unwrap()
+                .errors
+                .push((ctx.second(), format!("sign-in: {e}")));
         }
         return;
     }
@@ -511,7 +540,11 @@ async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
             t.signout_propagation_max_us = t.signout_propagation_max_us.max(took);
         }
         if let Err(e) = ctx.sign_in(user).await {
-            ctx.tally.lock().unwrap().errors.push((ctx.second(), format!("sign-in: {e}")));
+            ctx.tally
+                .lock()
+                .unwrap()
+                .errors
+                .push((ctx.second(), format!("sign-in: {e}")));
         }
         return;
     }
@@ -529,7 +562,11 @@ async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
             .lost
             .push((ctx.second(), user.name.clone(), history));
         if let Err(e) = ctx.sign_in(user).await {
-            ctx.tally.lock().unwrap().errors.push((ctx.second(), format!("sign-in: {e}")));
+            ctx.tally
+                .lock()
+                .unwrap()
+                .errors
+                .push((ctx.second(), format!("sign-in: {e}")));
         }
         return;
     }

@@ -190,16 +190,17 @@ where
 async fn the_instances_follow_a_sentinel_failover_under_load() {
     let mut master = RedisServer::start().await;
     let master_port = master.port;
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()])
-        .await;
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port.to_string()]).await;
     wait_for("the replica is in sync", SETTLE, || async {
         info(&replica, "replication")
             .await
             .contains("master_link_status:up")
     })
     .await;
-    let sentinels: Vec<SentinelProcess> =
-        (0..3).map(|_| SentinelProcess::start(master_port)).collect();
+    let sentinels: Vec<SentinelProcess> = (0..3)
+        .map(|_| SentinelProcess::start(master_port))
+        .collect();
     // Each sentinel must know the replica and the two others, or it cannot fail over.
     for s in &sentinels {
         wait_for("a sentinel knows its peers", SETTLE, || async {
@@ -221,8 +222,12 @@ async fn the_instances_follow_a_sentinel_failover_under_load() {
     // Access tokens of 62 s, 2 s past the crate's 60 s refresh margin: under load, a
     // refresh every 2 s or so, each one leased in Redis.
     dep.provider.set_access_token_ttl(62).await;
-    dep.until_all("/shopping", &jar, StatusCode::OK, SETTLE).await;
-    assert!(key_count(&master).await > 0, "the instances write to the master");
+    dep.until_all("/shopping", &jar, StatusCode::OK, SETTLE)
+        .await;
+    assert!(
+        key_count(&master).await > 0,
+        "the instances write to the master"
+    );
 
     // Load: one browser, `/shopping` and `/me` in turn, keeping its cookies up to date.
     let stop = Arc::new(AtomicBool::new(false));
@@ -302,7 +307,10 @@ async fn the_instances_follow_a_sentinel_failover_under_load() {
         slowest < Duration::from_millis(REDIS_TIMEOUT_MS * 8),
         "a request took {slowest:?}"
     );
-    assert!(dep.provider.grant_valid(ALICE_SUB).await, "no grant revoked");
+    assert!(
+        dep.provider.grant_valid(ALICE_SUB).await,
+        "no grant revoked"
+    );
     assert_eq!(dep.provider.stats().await["revoked_grants"], 0);
 
     // Everything now lives on the promoted replica, and a sign-out on one instance reaches

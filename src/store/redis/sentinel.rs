@@ -13,8 +13,8 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use ::redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, RedisResult, TlsMode, Value,
+    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, TlsMode, Value,
 };
 
 use crate::config::RedisUrl;
@@ -44,11 +44,14 @@ fn timed_out() -> RedisError {
 impl Sentinel {
     /// `urls` are the sentinels'; their user, password and TLS are used for the master too
     /// (sentinels and master usually share them).
-    pub fn new(urls: &[RedisUrl], master: &str, timeout: Duration) -> Result<Arc<Sentinel>, String> {
-        let first = urls[0]
-            .expose()
-            .into_connection_info()
-            .map_err(|e| format!("logto config: `redis_url` cannot be used for Redis Sentinel ({e})"))?;
+    pub fn new(
+        urls: &[RedisUrl],
+        master: &str,
+        timeout: Duration,
+    ) -> Result<Arc<Sentinel>, String> {
+        let first = urls[0].expose().into_connection_info().map_err(|e| {
+            format!("logto config: `redis_url` cannot be used for Redis Sentinel ({e})")
+        })?;
         let mut node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(first.redis_settings().clone());
         if urls[0].is_tls() {
@@ -60,7 +63,9 @@ impl Sentinel {
             Some(node),
             SentinelServerType::Master,
         )
-        .map_err(|e| format!("logto config: `redis_url` cannot be used for Redis Sentinel ({e})"))?;
+        .map_err(|e| {
+            format!("logto config: `redis_url` cannot be used for Redis Sentinel ({e})")
+        })?;
         Ok(Arc::new(Sentinel {
             client: tokio::sync::Mutex::new(client),
             current: Mutex::new((0, None)),
@@ -135,7 +140,8 @@ impl SentinelConnection {
                 || e.is_connection_refusal()
                 || e.is_timeout()
                 || e.is_unrecoverable_error()
-                || e.code().is_some_and(|c| matches!(c, "READONLY" | "LOADING" | "MASTERDOWN"))
+                || e.code()
+                    .is_some_and(|c| matches!(c, "READONLY" | "LOADING" | "MASTERDOWN"))
             {
                 self.sentinel.forget(self.generation);
             }
