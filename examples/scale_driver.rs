@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../tests/support/real_provider.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod real_provider;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -390,7 +390,6 @@ async fn load(args: &[String]) {
         sign_in_tally
             .kinds
             .iter()
-            .map(|(n, k)| (n, k))
             .filter(|(n, _)| **n == "signin")
             .map(|(_, k)| (&"initial_signin", k)),
     ) {

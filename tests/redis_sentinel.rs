@@ -246,7 +246,11 @@ async fn the_instances_follow_a_sentinel_failover_under_load() {
         tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let path = if n % 2 == 0 { "/shopping" } else { "/me" };
+                let path = if n.is_multiple_of(2) {
+                    "/shopping"
+                } else {
+                    "/me"
+                };
                 n += 1;
                 let mut jar = jar.lock().await;
                 let started = Instant::now();
