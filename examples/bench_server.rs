@@ -22,14 +22,17 @@
 //! the claims routes without a guard) and `BENCH_SESSION_INACTIVITY` (seconds).
 //!
 //! Routes: `/plain` (no guard), `/user` (`LogtoUser`, claims as JSON), `/me` (`AuthenticatedUser`,
-//! claims as JSON), `/shopping` (`ResourceToken<Shopping>`, the token as JSON), `/api/shopping`
+//! claims as JSON), `/shopping` (`ResourceToken<Shopping>`, the token as JSON), `/orgs` (every
+//! organization token of the user, for `bench/scale`), `/api/shopping`
 //! (`BearerToken<Shopping>`, then the plain route's bytes), `/baseline/shopping` (the same bytes
 //! after a check of the bearer token on every request with the `jsonwebtoken` crate, as Logto's
 //! "Protect your API" page does it: no cache), and the bench-only `/__bench/decrypt` (decrypts
 //! the session cookies with Rocket's `CookieJar::get_private` and nothing else: the decryption
 //! share of a guard, for `micro`). `BENCH_BEARER_CACHE` sets `bearer_cache_entries`,
 //! `BENCH_SESSION_CACHE` `session_cache_entries`; with `BENCH_COUNT_REQUESTS` set the server counts
-//! the requests it serves and answers the count at `/__bench/requests`.
+//! the requests it serves and answers the count at `/__bench/requests`. For `bench/scale`:
+//! `BENCH_REDIS_TIMEOUT_MS` (`redis_timeout_ms`), `BENCH_REDIS_CLUSTER` (`redis_cluster = true`)
+//! and `BENCH_REDIS_SENTINEL_MASTER` (`redis_sentinel_master`).
 //!
 //! Nothing here depends on how rocket_logto encodes its session: `prepare` learns the tokens the
 //! app holds from `bench/token_recorder.mjs`, the proxy the app reached the provider through.
@@ -98,6 +101,22 @@ fn shopping(token: ResourceToken<Shopping>) -> Json<serde_json::Value> {
     let mut json = serde_json::json!(&*token);
     json["access_token"] = token.secret().into();
     Json(json)
+}
+
+/// Every organization token of the user (for `bench/scale`'s organization pages).
+#[get("/orgs")]
+async fn orgs(
+    user: AuthenticatedUser<'_>,
+) -> Result<Json<serde_json::Value>, rocket_logto::LogtoError> {
+    let tokens = user.organization_tokens().await?;
+    let mut json = serde_json::Map::new();
+    for (id, token) in tokens.iter() {
+        json.insert(
+            id.clone(),
+            serde_json::json!({ "access_token": token.secret() }),
+        );
+    }
+    Ok(Json(json.into()))
 }
 
 /// The plain route's bytes, behind the guard: the difference to `/plain` is the guard.
@@ -249,11 +268,25 @@ fn rocket_app(
     if let Some(entries) = env("BENCH_SESSION_CACHE").and_then(|s| s.parse::<u64>().ok()) {
         logto["session_cache_entries"] = json!(entries);
     }
+    // bench/scale: the Redis timeout, and Redis Cluster or Sentinel.
+    if let Some(ms) = env("BENCH_REDIS_TIMEOUT_MS").and_then(|s| s.parse::<u64>().ok()) {
+        logto["redis_timeout_ms"] = json!(ms);
+    }
+    if env("BENCH_REDIS_CLUSTER").is_some() {
+        logto["redis_cluster"] = json!(true);
+    }
+    if let Some(master) = env("BENCH_REDIS_SENTINEL_MASTER") {
+        logto["redis_sentinel_master"] = json!(master);
+    }
     let figment = Figment::from(rocket::Config::release_default())
         .merge(("address", "127.0.0.1"))
         .merge(("port", port))
         .merge(("secret_key", SECRET_KEY))
-        .merge(("log_level", "off"))
+        // bench/scale sets BENCH_LOG_LEVEL=critical: the crate's warnings, not every request.
+        .merge((
+            "log_level",
+            env("BENCH_LOG_LEVEL").unwrap_or_else(|| "off".into()),
+        ))
         .merge(("cli_colors", false))
         .merge(("logto", logto))
         // bench/run sets LOGTO_REDIS_URL and LOGTO_SESSION_STORE for its Redis rows.
@@ -275,7 +308,16 @@ fn rocket_app(
         .manage(PlainBody(plain_body))
         .mount(
             "/",
-            routes![plain, user, me, me_guard, shopping, api_shopping, decrypt],
+            routes![
+                plain,
+                user,
+                me,
+                me_guard,
+                shopping,
+                orgs,
+                api_shopping,
+                decrypt
+            ],
         );
     match baseline {
         Some(baseline) => rocket

@@ -337,7 +337,7 @@ impl LogtoConfig {
         self.bearer_cache_entries
     }
 
-    /// Redis shared by the app's instances (keys `redis_url`, `redis_cluster`,
+    /// Redis shared by the app's instances (keys `redis_url`, `redis_cluster`, `redis_sentinel_master`,
     /// `redis_key_prefix`, `redis_timeout_ms`, `redis_fail_closed`); `None` keeps everything
     /// in process. Needs the cargo feature `redis`.
     pub fn redis(&self) -> Option<&RedisSettings> {
@@ -429,6 +429,10 @@ pub struct RedisSettings {
     pub urls: Vec<RedisUrl>,
     /// The URLs are nodes of a Redis Cluster (key `redis_cluster`, default false).
     pub cluster: bool,
+    /// The URLs are Redis Sentinels, and this is the name of the master they watch (key
+    /// `redis_sentinel_master`): every connection asks a sentinel where the master is now,
+    /// so a failover is followed without a restart.
+    pub sentinel_master: Option<String>,
     /// Start of every key name (key `redis_key_prefix`, default `rocket_logto:`).
     pub key_prefix: String,
     /// Longest wait for one Redis operation; past it the request goes on without Redis
@@ -565,6 +569,7 @@ struct RawConfig {
     bearer_cache_entries: Option<usize>,
     redis_url: Option<OneOrMany>,
     redis_cluster: Option<bool>,
+    redis_sentinel_master: Option<String>,
     redis_key_prefix: Option<String>,
     redis_timeout_ms: Option<u64>,
     redis_fail_closed: Option<bool>,
@@ -727,6 +732,7 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
     let Some(value) = &raw.redis_url else {
         for (set, key) in [
             (raw.redis_cluster.is_some(), "redis_cluster"),
+            (raw.redis_sentinel_master.is_some(), "redis_sentinel_master"),
             (raw.redis_key_prefix.is_some(), "redis_key_prefix"),
             (raw.redis_timeout_ms.is_some(), "redis_timeout_ms"),
             (raw.redis_fail_closed.is_some(), "redis_fail_closed"),
@@ -749,10 +755,43 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
         )),
         OneOrMany::Many(urls) => urls.iter().map(|u| redis_url(u)).collect::<Result<Vec<_>, _>>()?,
     };
-    if urls.len() > 1 && !cluster {
+    let sentinel_master = match raw.redis_sentinel_master.as_deref() {
+        None => None,
+        Some(_) if cluster => {
+            return Err(err(
+                "redis_sentinel_master",
+                "is set with redis_cluster = true: a deployment is Sentinel or Cluster, not both; remove one",
+            ))
+        }
+        Some(name)
+            if name.is_empty()
+                || name.len() > 128
+                || !name.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            return Err(err(
+                "redis_sentinel_master",
+                format!(
+                    "is {:?}: expected the master's name in the sentinels' config (`sentinel monitor <name> ...`), e.g. \"mymaster\"",
+                    crate::util::logsafe::for_log(name)
+                ),
+            ))
+        }
+        Some(name) => Some(name.to_string()),
+    };
+    if sentinel_master.is_some()
+        && urls
+            .iter()
+            .any(|u| !u.0.path().trim_start_matches('/').is_empty())
+    {
         return Err(err(
             "redis_url",
-            "lists several URLs: that is for the nodes of a Redis Cluster; add redis_cluster = true, or keep one URL",
+            "names a database (/N) on a sentinel's address: sentinels have none; the master's database is 0",
+        ));
+    }
+    if urls.len() > 1 && !cluster && sentinel_master.is_none() {
+        return Err(err(
+            "redis_url",
+            "lists several URLs: that is for the nodes of a Redis Cluster (add redis_cluster = true) or for Redis Sentinels (add redis_sentinel_master); or keep one URL",
         ));
     }
     if cluster
@@ -794,6 +833,7 @@ fn redis_settings(raw: &RawConfig) -> Result<Option<RedisSettings>, ConfigError>
     Ok(Some(RedisSettings {
         urls,
         cluster,
+        sentinel_master,
         key_prefix,
         timeout: Duration::from_millis(timeout),
         fail_closed: raw.redis_fail_closed.unwrap_or(false),
@@ -1521,6 +1561,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.redis.unwrap().urls[1].expose(), "redis://b:7001");
+        let cfg = load(
+            &format!("{FULL}\nredis_url = \"redis://s1:26379,redis://s2:26379\"\nredis_sentinel_master = \"mymaster\""),
+            &[],
+        )
+        .unwrap();
+        let sentinel = cfg.redis.unwrap();
+        assert_eq!(sentinel.sentinel_master.as_deref(), Some("mymaster"));
+        assert_eq!(sentinel.urls.len(), 2);
+        assert!(!sentinel.cluster);
         assert_eq!(redis.key_prefix, "shop:auth:");
         assert_eq!(redis.timeout, Duration::from_millis(250));
     }
@@ -1570,6 +1619,26 @@ mod tests {
                 "redis_url = \"redis://a/1\"\nredis_cluster = true",
                 "redis_url",
                 "database",
+            ),
+            (
+                "redis_url = \"redis://:hunter2pw@a:26379\"\nredis_sentinel_master = \"m\"\nredis_cluster = true",
+                "redis_sentinel_master",
+                "not both",
+            ),
+            (
+                "redis_url = \"redis://a:26379\"\nredis_sentinel_master = \"\"",
+                "redis_sentinel_master",
+                "mymaster",
+            ),
+            (
+                "redis_url = \"redis://a:26379/2\"\nredis_sentinel_master = \"m\"",
+                "redis_url",
+                "sentinel",
+            ),
+            (
+                "redis_sentinel_master = \"mymaster\"",
+                "redis_sentinel_master",
+                "without `redis_url`",
             ),
             (
                 "redis_url = \"redis://a,\"\nredis_cluster = true",

@@ -1235,8 +1235,9 @@
 //! | `session_cache_entries` | integer, 1 to 10000000 | `4096` | |
 //! | `bearer_cache_entries` | integer, 1 to 10000000: verified access tokens the API guards keep | `10000` | |
 //! | `spent_state_entries` | integer, 1 to 10000000 | `100000` | |
-//! | `redis_url` | `redis://` or `rediss://` URL (user and password allowed, `/N` for a database); with `redis_cluster`, a list of nodes (or one string, comma-separated). Needs the cargo feature `redis` | none: everything in process | `LOGTO_REDIS_URL` |
+//! | `redis_url` | `redis://` or `rediss://` URL (user and password allowed, `/N` for a database); with `redis_cluster`, a list of nodes (or one string, comma-separated); with `redis_sentinel_master`, the sentinels. Needs the cargo feature `redis` | none: everything in process | `LOGTO_REDIS_URL` |
 //! | `redis_cluster` | bool: the URLs are Redis Cluster nodes | `false` | |
+//! | `redis_sentinel_master` | string: the URLs are Redis Sentinels, and this is the name of the master they watch | none | |
 //! | `redis_key_prefix` | 1 to 64 printable ASCII characters, no spaces or braces | `"rocket_logto:"` | |
 //! | `redis_timeout_ms` | integer, 10 to 60000: longest wait for one Redis operation | `1000` | |
 //! | `redis_fail_closed` | bool: refuse sessions while the ended sessions cannot be kept current | `false` | |
@@ -1538,6 +1539,13 @@
 //! (`["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`, or one comma-separated string). The keys of one
 //! refresh share a hash tag (`{<hash of the token>}`), so its script runs on one node;
 //! pub/sub messages cross the cluster. The prefix may not contain braces.
+//!
+//! **Redis Sentinel**: set `redis_sentinel_master` to the master's name (the `<name>` of
+//! `sentinel monitor <name> ...`) and list the sentinels in `redis_url`
+//! (`["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]`; their user, password and TLS are
+//! used for the master too). Each instance asks a sentinel where the master is, and asks again
+//! as soon as its connection fails or the server answers as a replica (`READONLY`): a failover
+//! is followed without a restart.
 //!
 //! # Where sessions live
 //!

@@ -57,6 +57,22 @@ const UNKNOWN_SESSION_REDIRECT_URL = env.UNKNOWN_SESSION_REDIRECT_URL || '';
 const ISSUER_HOST = env.ISSUER_HOST || '127.0.0.1';
 const LOG_REQUESTS = Boolean(env.LOG_REQUESTS);
 const WATCH_STDIN = !env.PROVIDER_IGNORE_STDIN;
+// Generated users for load runs (bench/scale): `load1` ... `loadN`, password `load-password`,
+// each an admin (shopping and store scopes) and a member of org_acme (organization tokens).
+const LOAD_USERS = Number.parseInt(env.LOAD_USERS ?? '0', 10);
+if (!Number.isSafeInteger(LOAD_USERS) || LOAD_USERS < 0 || LOAD_USERS > 1_000_000) {
+  throw new Error(`LOAD_USERS must be a number of users (0 to 1000000), not ${env.LOAD_USERS}`);
+}
+// oidc-provider's in-memory store keeps its 1,000 most recent entries (sessions, grants,
+// tokens): in a load run, thousands of users would see their refresh tokens forgotten, which
+// Logto (a database) never does. Load runs get a store with room for every entry instead.
+let loadAdapter;
+if (LOAD_USERS > 0) {
+  const { default: MemoryAdapter } = await import('oidc-provider/lib/adapters/memory_adapter.js');
+  const { default: LRU } = await import('oidc-provider/lib/helpers/lru.js');
+  const store = new LRU({ maxSize: 10_000 + LOAD_USERS * 500 });
+  loadAdapter = (model) => new MemoryAdapter(model, store);
+}
 
 if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
   throw new Error(`PORT must be a port number or 0, not ${env.PORT}`);
@@ -209,6 +225,26 @@ const USERS = [
     updated_at: 1700000300000,
   },
 ];
+for (let i = 1; i <= LOAD_USERS; i += 1) {
+  USERS.push({
+    sub: `user_load${i}`,
+    username: `load${i}`,
+    password: 'load-password',
+    name: `Load ${i}`,
+    picture: null,
+    email: `load${i}@example.com`,
+    email_verified: true,
+    phone_number: null,
+    phone_number_verified: false,
+    roles: ['admin'],
+    custom_data: {},
+    identities: {},
+    sso_identities: [],
+    created_at: 1700000400000,
+    updated_at: 1700000400000,
+  });
+  ORGANIZATIONS.org_acme.members[`user_load${i}`] = ['member'];
+}
 const usersBySub = new Map(USERS.map((u) => [u.sub, u]));
 const usersByName = new Map(USERS.map((u) => [u.username, u]));
 
@@ -313,6 +349,12 @@ function emptyStats() {
     refresh_by_resource: {},
     refresh_by_organization: {},
     revoked_grants: 0,
+    /** Refresh grants by grant (one per sign-in: a session) and target (resource,
+     * organization or the ID token), for load runs: how many refreshes each session made of
+     * each of its tokens. */
+    refresh_by_grant_target: {},
+    /** Refresh requests refused (an unknown, expired or already used refresh token). */
+    refresh_refused: 0,
     revocation_requests: 0,
     userinfo_requests: 0,
   };
@@ -467,6 +509,7 @@ function buildProvider(issuer) {
     },
   };
 
+  if (loadAdapter) configuration.adapter = loadAdapter;
   const provider = new Provider(issuer, configuration);
   registerRefreshGrant(provider);
 
@@ -496,6 +539,10 @@ function buildProvider(issuer) {
         const resource = Array.isArray(params.resource) ? params.resource.join(' ') : params.resource;
         bump(stats.refresh_by_resource, resource || '');
         if (params.organization_id) bump(stats.refresh_by_organization, params.organization_id);
+        if (ctx.status >= 400) stats.refresh_refused += 1;
+        const grant = ctx.oidc.entities?.RefreshToken?.grantId ?? '?';
+        const target = params.organization_id ? `org:${params.organization_id}` : (resource || 'id');
+        if (ctx.status < 400) bump(stats.refresh_by_grant_target, `${grant} ${target}`);
       }
     } else if (route === 'revocation') {
       stats.revocation_requests += 1;

@@ -51,6 +51,7 @@ use rocket::futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, oneshot, OnceCell};
 
+mod sentinel;
 mod sessions;
 
 use sessions::CachedSession;
@@ -183,6 +184,7 @@ return 1
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(sentinel::SentinelConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -190,6 +192,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -202,6 +205,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -209,6 +213,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
+            Connection::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -217,6 +222,8 @@ enum Conn {
     Single(ConnectionManager),
     /// Connected on first use (and again after a failed attempt).
     Cluster(Box<(ClusterClient, OnceCell<ClusterConnection>)>),
+    /// The master the sentinels name, looked up again after a failover.
+    Sentinel(Arc<sentinel::Sentinel>),
 }
 
 /// Why an operation did not happen (details are logged where they occur, without the URL).
@@ -310,6 +317,8 @@ impl RedisStore {
                     format!("logto config: `redis_url` cannot be used for Redis Cluster ({e})")
                 })?;
             Conn::Cluster(Box::new((client, OnceCell::new())))
+        } else if let Some(master) = &settings.sentinel_master {
+            Conn::Sentinel(sentinel::Sentinel::new(&settings.urls, master, timeout)?)
         } else {
             let client = ::redis::Client::open(settings.urls[0].expose())
                 .map_err(|e| format!("logto config: `redis_url` cannot be used ({e})"))?;
@@ -325,7 +334,11 @@ impl RedisStore {
         };
         let description = format!(
             "shared through Redis{} at {} (keys {}*)",
-            if settings.cluster { " Cluster" } else { "" },
+            match &settings.sentinel_master {
+                _ if settings.cluster => " Cluster".to_string(),
+                Some(master) => format!(" master {master:?} of the Sentinels"),
+                None => String::new(),
+            },
             settings
                 .urls
                 .iter()
@@ -527,6 +540,11 @@ impl RedisStore {
                 .get_or_try_init(|| cluster.0.get_async_connection())
                 .await
                 .map(|c| Connection::Cluster(c.clone())),
+            // Boxed: its future nests deep enough to pass the compiler's query depth limit in
+            // the guards that await it.
+            Conn::Sentinel(sentinel) => Box::pin(sentinel.connection())
+                .await
+                .map(Connection::Sentinel),
         }
     }
 
@@ -1054,13 +1072,23 @@ async fn subscriber(store: Weak<RedisStore>, urls: Vec<RedisUrl>, mut stop: ones
     let mut was_down = false;
     let mut next_url = 0;
     loop {
-        let (channel, timeout) = match store.upgrade() {
-            Some(s) => (s.channel.clone(), s.timeout),
+        let (channel, timeout, sentinel) = match store.upgrade() {
+            Some(s) => (
+                s.channel.clone(),
+                s.timeout,
+                match &s.conn {
+                    Conn::Sentinel(sentinel) => Some(sentinel.clone()),
+                    _ => None,
+                },
+            ),
             None => return,
         };
         let url = urls[next_url % urls.len()].clone();
         let attempt = async {
-            let client = ::redis::Client::open(url.expose())?;
+            let client = match &sentinel {
+                Some(sentinel) => Box::pin(sentinel.master_client()).await?,
+                None => ::redis::Client::open(url.expose())?,
+            };
             let mut pubsub = tokio::time::timeout(timeout * 2, client.get_async_pubsub())
                 .await
                 .map_err(|_| {
