@@ -99,6 +99,9 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .args(["--logfile", ""])
             .args(&self.args)
+            // A master that feeds a replica writes an RDB file even with `--save ""`: keep it
+            // out of the source tree.
+            .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
