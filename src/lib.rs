@@ -1634,13 +1634,17 @@ pub use config::{
 };
 pub use error::{LogtoError, OAuthErrorCode, ProviderFailure};
 pub use return_path::{InvalidReturnPath, ReturnPath};
-pub use sign_in_options::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
+pub use sign_in_options::{
+    DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT, MAX_MAX_AGE_SECS,
+};
 pub use web::bearer::rejection::BearerError;
 pub use web::bearer::{
     BearerToken, OrganizationResourceToken, OrganizationToken, Organizations, VerifiedToken,
 };
 pub use web::fairing::Logto;
-pub use web::guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
+pub use web::guards::{
+    AuthenticatedUser, FetchedUserInfo, LogtoUser, RecentSignIn, Resource, ResourceToken,
+};
 pub use web::hooks::{SignInDecision, SignInFuture, SignInRefusal, SignedIn};
 pub use web::sessions_admin::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
 pub use web::user_tokens::AccessToken;

@@ -303,6 +303,8 @@ const state = {
   signingKey: undefined,
   /** sub -> grant ids ever saved for the app (a revoked grant is gone from the adapter). */
   grantsBySub: new Map(),
+  /** Seconds to backdate the next completed login by (its `auth_time`), then 0 again. */
+  nextLoginAge: 0,
 };
 
 function emptyStats() {
@@ -741,10 +743,14 @@ async function handleInteraction(provider, req, res, uid, action) {
       send(res, 200, loginPage(uid, { username, error: 'Incorrect username or password.' }));
       return;
     }
+    // A login backdated by `/__test/next-login-age`: a session that old, without waiting.
+    const age = state.nextLoginAge;
+    state.nextLoginAge = 0;
+    const ts = age > 0 ? Math.floor(Date.now() / 1000) - age : undefined;
     await provider.interactionFinished(
       req,
       res,
-      { login: { accountId: user.sub, amr: ['pwd'] } },
+      { login: { accountId: user.sub, amr: ['pwd'], ...(ts === undefined ? {} : { ts }) } },
       { mergeWithLastSubmission: false },
     );
     return;
@@ -816,6 +822,21 @@ async function handleTestControl(provider, req, res, url) {
         return;
       }
       state.accessTokenTtl = seconds;
+      sendJson(res, 200, { seconds });
+      return;
+    }
+    case 'POST /__test/next-login-age': {
+      let seconds;
+      try {
+        ({ seconds } = JSON.parse((await readBody(req)) || '{}'));
+      } catch {
+        seconds = undefined;
+      }
+      if (!Number.isSafeInteger(seconds) || seconds < 0) {
+        sendJson(res, 400, { error: 'expected JSON {"seconds": <integer >= 0>}' });
+        return;
+      }
+      state.nextLoginAge = seconds;
       sendJson(res, 200, { seconds });
       return;
     }
