@@ -18,8 +18,9 @@ use rocket_db_pools::sqlx::{self, Row};
 use rocket_db_pools::Database;
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, Resource,
-    ResourceToken, SessionStoreKind, Sessions, SignInDecision, SignInRefusal, SignedIn, UserInfo,
+    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError,
+    RecentSignIn, Resource, ResourceToken, SessionStoreKind, Sessions, SignInDecision,
+    SignInRefusal, SignedIn, UserInfo,
 };
 
 /// This app's own copy of the API of `examples/api`, mounted at `/api`.
@@ -202,6 +203,24 @@ async fn sign_out_everywhere(
     Ok(Redirect::to("/"))
 }
 
+/// How recent a sign-in the sensitive page needs: 5 minutes.
+const SENSITIVE_MAX_AGE: u64 = 300;
+
+/// A page behind a step-up: a sign-in older than 5 minutes is sent to Logto again (with
+/// `max_age`), which asks for the password, and comes back here.
+#[get("/sensitive")]
+fn sensitive(user: RecentSignIn<'_, { SENSITIVE_MAX_AGE }>) -> Template {
+    let now = rocket::time::OffsetDateTime::now_utc().unix_timestamp();
+    Template::render(
+        "sensitive",
+        context! {
+            max_age: SENSITIVE_MAX_AGE,
+            max_age_minutes: SENSITIVE_MAX_AGE / 60,
+            signed_in_ago: (now - user.auth_time()).max(0),
+        },
+    )
+}
+
 /// Signed out: "Sign In" and "Sign Up" buttons.
 #[get("/", rank = 2)]
 fn public_home(links: &State<Links>) -> Template {
@@ -374,7 +393,8 @@ fn app(logto: Logto) -> Rocket<Build> {
                 call_api,
                 sessions_page,
                 sign_out_others,
-                sign_out_everywhere
+                sign_out_everywhere,
+                sensitive
             ],
         )
 }
@@ -429,6 +449,35 @@ mod tests {
             html.contains(r#"id="sign-in""#) && html.contains("logto/sign-up\""),
             "{html}"
         );
+    }
+
+    #[rocket::async_test]
+    async fn the_sensitive_page_needs_a_recent_sign_in() {
+        use rocket::http::Accept;
+        let client = client().await;
+        let now = rocket::time::OffsetDateTime::now_utc().unix_timestamp();
+        let recent = alice().claim("auth_time", now - 60);
+        let page = client
+            .get("/sensitive")
+            .signed_in_as(&recent)
+            .dispatch()
+            .await;
+        assert_eq!(page.status(), Status::Ok);
+        assert!(page.into_string().await.unwrap().contains("signed-in-ago"));
+        // Older than 5 minutes, or not known: to sign-in with `max_age`, and back here.
+        for user in [alice().claim("auth_time", now - 600), alice()] {
+            let page = client
+                .get("/sensitive")
+                .header(Accept::HTML)
+                .signed_in_as(&user)
+                .dispatch()
+                .await;
+            assert_eq!(page.status(), Status::SeeOther);
+            assert_eq!(
+                page.headers().get_one("Location"),
+                Some("/logto/sign-in?return_to=%2Fsensitive&max_age=300")
+            );
+        }
     }
 
     #[rocket::async_test]
