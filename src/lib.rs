@@ -297,6 +297,8 @@
 //! | `direct_sign_in` | skips Logto's page for a connector | [`DirectSignIn`]: `social:<target>` or `sso:<connector-id>`, ids of letters, digits, `-`, `_`, `.` |
 //! | `organization_id` | the organization's sign-in experience | letters, digits, `-`, `_`, `.` |
 //! | `ui_locales` | the languages of Logto's pages | language tags separated by spaces (`fr-CA en`) |
+//! | `max_age` | how old Logto's sign-in may be, in seconds (a step-up; see [Sensitive routes](#sensitive-routes)) | `0` to `31622400` (a year), digits only |
+//! | `prompt` | Logto asks for the credentials again, whatever its session (added to the configured `prompt`) | `login` |
 //!
 //! Any other parameter, a repeated one or a bad value is refused with 400 and the reason,
 //! before a sign-in starts. In a route, [`SignIn`] builds the same sign-in with typed
@@ -328,6 +330,52 @@
 //!   still authenticates there.
 //! - `organization_id` only selects an organization's sign-in experience; tokens for an
 //!   organization still require membership.
+//! - `max_age` and `prompt=login` only make Logto ask for the credentials again: they
+//!   make a sign-in harder, never easier.
+//!
+//! ## Sensitive routes
+//!
+//! Changing an email, deleting an account or paying should need a recent sign-in, not one
+//! from 29 days ago. [`RecentSignIn<'_, N>`](RecentSignIn) is [`AuthenticatedUser`] for
+//! users who signed in at most `N` seconds ago, going by the ID token's `auth_time` (when
+//! the user last entered a password or passed MFA at Logto):
+//!
+//! ```
+//! use rocket::{launch, post, routes};
+//! use rocket_logto::{Logto, RecentSignIn};
+//!
+//! /// Needs a sign-in from the last 5 minutes.
+//! #[post("/account/delete")]
+//! fn delete_account(user: RecentSignIn<'_, 300>) -> String {
+//!     format!("deleting {}", user.id())
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
+//!         .mount("/", routes![delete_account])
+//! }
+//! ```
+//!
+//! - An older sign-in fails with 401 [`LogtoError::RecentSignInRequired`]. A browser's
+//!   `GET` is sent to `/logto/sign-in?return_to=<this page>&max_age=N`: Logto asks for the
+//!   password again (its own session is too old), and the browser comes back. Other
+//!   clients get 401 with `WWW-Authenticate: Bearer
+//!   error="insufficient_user_authentication", max_age=N` (RFC 9470).
+//! - When a sign-in sent `max_age`, the callback checks the ID token's `auth_time` (OIDC
+//!   Core 3.1.2.1): missing, or older than `max_age` plus `clock_skew_secs`, and the
+//!   sign-in is refused with 400. A Logto that ignored `max_age` cannot pass an old
+//!   sign-in off as a new one.
+//! - The step-up keeps the session: the same user's access tokens stay, and the ID token
+//!   (with `auth_time`) is the new one.
+//! - Logto puts `auth_time` in the ID token only when the sign-in asked for `max_age`.
+//!   After an ordinary sign-in, the first visit to a sensitive route asks once; link to
+//!   sign-in with `?max_age=...` (or [`SignIn::max_age`]) where the user signs in right
+//!   before a sensitive step.
+//! - A refresh may bring an ID token without `auth_time`; the next sensitive route then
+//!   asks again.
 //!
 //! # Get user information
 //!
@@ -752,8 +800,9 @@
 //!
 //! | status | variant | when |
 //! |---|---|---|
-//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to`; a callback with an unknown, expired (10 min) or reused `state`; Logto's `error` in the callback; an ID token that fails a check; a malformed organization id |
+//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to` or sign-in option; a callback with an unknown, expired (10 min) or reused `state`; an `auth_time` missing or too old for the `max_age` the sign-in sent; Logto's `error` in the callback; an ID token that fails a check; a malformed organization id |
 //! | 401 | [`Unauthenticated`](LogtoError::Unauthenticated) | nobody is signed in, or the session ended (expired, refresh token refused). The guards forward instead of failing with it; as a responder it sends a browser's `GET` to sign-in (303). |
+//! | 401 | [`RecentSignInRequired`](LogtoError::RecentSignInRequired) | [`RecentSignIn<'_, N>`](RecentSignIn): the sign-in is older than `N` seconds, or its time is unknown. A browser's `GET` is sent to sign-in with `max_age`; other clients get `WWW-Authenticate` with `error="insufficient_user_authentication"` and `max_age` (RFC 9470). |
 //! | 401 | [`SignInAgain`](LogtoError::SignInAgain) | signed in, but the session cannot get tokens: no refresh token (`offline_access` not granted), or an organization token without the organizations scope granted at sign-in. The page says why and links to sign-in. |
 //! | 403 | [`Forbidden`](LogtoError::Forbidden) | a token lacks [`Resource::REQUIRED_SCOPES`]; not a member of the organization; your `on_sign_in` hook refused |
 //! | 404 | [`NotFound`](LogtoError::NotFound) | [`AuthenticatedUser::access_token`] (or `organization_resource_token`) for a resource that is not in `resources`, e.g. one named by the path |

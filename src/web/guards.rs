@@ -653,3 +653,22 @@ impl Sentinel for FetchedUserInfo {
         missing_fairing(rocket, "FetchedUserInfo")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::signed_in_within;
+
+    #[test]
+    fn recent_means_within_max_age_and_not_in_the_future() {
+        let now = 1_000_000;
+        assert!(signed_in_within(Some(now - 300), 300, now, 60));
+        assert!(
+            signed_in_within(Some(now + 60), 300, now, 60),
+            "within the skew"
+        );
+        assert!(!signed_in_within(Some(now - 301), 300, now, 60));
+        assert!(!signed_in_within(Some(now + 61), 300, now, 60), "future");
+        assert!(!signed_in_within(None, 300, now, 60), "unknown");
+        assert!(signed_in_within(Some(0), u64::MAX, now, 60));
+    }
+}
