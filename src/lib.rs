@@ -1680,12 +1680,14 @@ pub use claims::{
 };
 pub use config::{
     AppSecret, ConfigError, LogtoConfig, LogtoEnv, RedisSettings, RedisUrl, SessionStoreKind,
+    DEFAULT_MANAGEMENT_API_RESOURCE,
 };
 pub use error::{LogtoError, OAuthErrorCode, ProviderFailure};
 pub use return_path::{InvalidReturnPath, ReturnPath};
 pub use sign_in_options::{
     DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT, MAX_MAX_AGE_SECS,
 };
+pub use web::app_tokens::{AppToken, AppTokens, ManagementApi};
 pub use web::bearer::rejection::BearerError;
 pub use web::bearer::{
     BearerToken, OrganizationResourceToken, OrganizationToken, Organizations, VerifiedToken,

@@ -25,7 +25,7 @@ fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoErro
 /// The outcome of a guard that cannot give its value: a forward with 401 when nobody is
 /// signed in (a ranked route may serve the request, else the 401 catcher answers), else
 /// the error, recorded for the crate's catchers.
-fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
+pub(crate) fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
     let path = request.uri().path();
     match &error {
         LogtoError::Unauthenticated => {

@@ -18,7 +18,8 @@ use crate::web::user_tokens::DecodedTokens;
 /// ignition from the configuration.
 pub(crate) struct LogtoState {
     pub config: LogtoConfig,
-    pub provider: Provider,
+    /// Shared with [`AppTokens`](crate::AppTokens), which calls Logto as the app.
+    pub provider: std::sync::Arc<Provider>,
     pub refresh: RefreshCoordinator,
     pub spent: SpentStates,
     pub logouts: Logouts,
