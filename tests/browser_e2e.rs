@@ -211,7 +211,8 @@ async fn sign_up_opens_the_registration_screen() {
 
 /// A step-up: the sample's "Sensitive settings" page needs a sign-in from the last 5
 /// minutes (`RecentSignIn`). Signed in 10 minutes ago, the click goes to the provider,
-/// which asks for the password again, and lands on the page.
+/// which asks for the password again, and lands on the page. Then the admin page lists
+/// the user's roles through the Management API with the app's own token (`AppToken`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensitive_page_asks_for_the_password_again() {
     let Some(env) = Env::start("a_sensitive_page_asks_for_the_password_again", 71).await else {
@@ -243,6 +244,26 @@ async fn a_sensitive_page_asks_for_the_password_again() {
         .await;
     assert!(ago < 120, "a new sign-in, {ago} s ago");
     b.shot("sensitive-page").await;
+
+    // The admin page: the user's roles, through the Management API with the app's token.
+    b.goto(&env.app.url("/")).await;
+    b.click("#admin-roles").await;
+    let roles = b
+        .wait_for("the admin page's roles", async || {
+            let s = b.state().await?;
+            (s.origin() == env.app.base && s.path() == "/admin/roles" && s.ready == "complete")
+                .then_some(())?;
+            b.client
+                .find(Locator::Css("#roles"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        })
+        .await;
+    assert!(roles.contains("admin"), "{roles}");
+    b.shot("admin-roles").await;
     env.finish().await;
 }
 

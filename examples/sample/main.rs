@@ -18,9 +18,9 @@ use rocket_db_pools::sqlx::{self, Row};
 use rocket_db_pools::Database;
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError,
-    RecentSignIn, Resource, ResourceToken, SessionStoreKind, Sessions, SignInDecision,
-    SignInRefusal, SignedIn, UserInfo,
+    AccessToken, AppToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError,
+    ManagementApi, RecentSignIn, Resource, ResourceToken, SessionStoreKind, Sessions,
+    SignInDecision, SignInRefusal, SignedIn, UserInfo,
 };
 
 /// This app's own copy of the API of `examples/api`, mounted at `/api`.
@@ -203,6 +203,52 @@ async fn sign_out_everywhere(
     Ok(Redirect::to("/"))
 }
 
+/// Logto's endpoint, where its Management API is (`<endpoint>/api`).
+struct LogtoEndpoint(String);
+
+/// One role, as Logto's Management API lists a user's roles.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Role {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// The admin page: the signed-in user's roles, read through Logto's Management API
+/// (`GET /api/users/{id}/roles`) with the app's own token (`AppToken<ManagementApi>`,
+/// client credentials of the machine-to-machine app in Rocket.toml).
+#[get("/admin/roles")]
+async fn admin_roles(
+    user: AuthenticatedUser<'_>,
+    token: AppToken<ManagementApi>,
+    endpoint: &State<LogtoEndpoint>,
+) -> Result<Template, LogtoError> {
+    let url = format!("{}/api/users/{}/roles", endpoint.0, user.id());
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token.secret())
+        .send()
+        .await
+        .map_err(|e| {
+            LogtoError::bad_gateway(format!("The Management API could not be reached: {e}"))
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(LogtoError::bad_gateway(format!(
+            "The Management API answered {status}"
+        )));
+    }
+    let roles: Vec<Role> = response.json().await.map_err(|e| {
+        LogtoError::bad_gateway(format!(
+            "The Management API's roles are not the JSON expected: {e}"
+        ))
+    })?;
+    Ok(Template::render(
+        "admin",
+        context! { user: user.claims(), roles: roles },
+    ))
+}
+
 /// How recent a sign-in the sensitive page needs: 5 minutes.
 const SENSITIVE_MAX_AGE: u64 = 300;
 
@@ -371,6 +417,12 @@ fn app(logto: Logto) -> Rocket<Build> {
                 logto: logto.unwrap_or_default(),
             })
         }))
+        .attach(AdHoc::on_ignite("Logto endpoint", |rocket| async move {
+            let endpoint = Logto::config(&rocket)
+                .map(|c| c.endpoint().trim_end_matches('/').to_string())
+                .unwrap_or_default();
+            rocket.manage(LogtoEndpoint(endpoint))
+        }))
         .attach(AdHoc::on_ignite("API base", |rocket| async move {
             let base = Logto::config(&rocket)
                 .map(|c| format!("{}/api", c.base_url().trim_end_matches('/')))
@@ -394,7 +446,8 @@ fn app(logto: Logto) -> Rocket<Build> {
                 sessions_page,
                 sign_out_others,
                 sign_out_everywhere,
-                sensitive
+                sensitive,
+                admin_roles
             ],
         )
 }
