@@ -692,6 +692,63 @@
 //! a session whose sign-in did not grant the organizations scope (it was added since)
 //! gets 401 [`LogtoError::SignInAgain`].
 //!
+//! # Tokens for the app itself
+//!
+//! A backend often calls APIs as itself, not as a user: Logto's Management API (to read a
+//! user's roles, update `custom_data`), or another service protected by Logto. Logto gives
+//! such tokens to a machine-to-machine app (`client_credentials`), separate from the web
+//! app: set `m2m_app_id` and `m2m_app_secret` (`LOGTO_M2M_APP_SECRET`). Then
+//! [`AppToken<R>`](AppToken) is a guard that yields the app's token for the
+//! [`Resource`] `R`, with `R::REQUIRED_SCOPES` asked for and checked (403 when the app's
+//! roles lack them), and [`AppTokens`] in managed state gives the same to background
+//! tasks:
+//!
+//! ```
+//! use rocket::{get, launch, routes, State};
+//! use rocket_logto::{AppToken, AuthenticatedUser, Logto, LogtoError, ManagementApi};
+//!
+//! /// The signed-in user's roles, from Logto's Management API (`GET /api/users/{id}/roles`).
+//! #[get("/admin/roles")]
+//! async fn roles(
+//!     user: AuthenticatedUser<'_>,
+//!     token: AppToken<ManagementApi>,
+//! ) -> Result<String, LogtoError> {
+//!     let url = format!("https://your-tenant.logto.app/api/users/{}/roles", user.id());
+//!     let roles = reqwest::Client::new()
+//!         .get(url)
+//!         .bearer_auth(token.secret())
+//!         .send()
+//!         .await
+//!         .and_then(|r| r.error_for_status())
+//!         .map_err(|e| LogtoError::bad_gateway(format!("the Management API: {e}")))?
+//!         .text()
+//!         .await
+//!         .map_err(|e| LogtoError::bad_gateway(format!("the Management API: {e}")))?;
+//!     Ok(roles)
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .mount("/", routes![roles])
+//! }
+//! ```
+//!
+//! - **Cached**: a token is kept until it has less than `token_refresh_margin_secs` of life
+//!   left, then renewed.
+//! - **One request at a time** per resource and scopes: concurrent requests share one
+//!   call to Logto; with `redis_url`, one across every instance (the lease that refreshes
+//!   use).
+//! - **[`ManagementApi`]** is Logto's Management API: its indicator is
+//!   `management_api_resource` (Logto OSS's `https://default.logto.app/api` by default; on
+//!   Logto Cloud `https://<tenant-id>.logto.app/api`), and it asks for the scope `all`. The
+//!   machine-to-machine app needs Logto's "Logto Management API access" role.
+//! - **Faults**: Logto (or Redis) unreachable is a 503 with `Retry-After`; Logto refusing
+//!   the credentials is a 502 whose logged message names `m2m_app_id` and
+//!   `m2m_app_secret` (never the secret). A route with `AppToken` in an app without
+//!   `m2m_app_id` stops the launch.
+//!
 //! # Hooks
 //!
 //! Two hooks are set on the fairing.
@@ -1250,7 +1307,7 @@
 //!
 //! # Configuration
 //!
-//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The six
+//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The
 //! variables in the last column win over the file with `rocket::build()`, and with a
 //! figment of your own (`rocket::custom`) when it merges [`LogtoEnv`]; any key can also be
 //! set through `ROCKET_LOGTO={key=value, ...}`. The loaded configuration is
@@ -1290,6 +1347,9 @@
 //! | `redis_timeout_ms` | integer, 10 to 60000: longest wait for one Redis operation | `1000` | |
 //! | `redis_fail_closed` | bool: refuse sessions while the ended sessions cannot be kept current | `false` | |
 //! | `session_store` | `"cookie"` or `"redis"` (needs `redis_url`): where sessions live, see [Where sessions live](#where-sessions-live) | `"cookie"` | `LOGTO_SESSION_STORE` |
+//! | `m2m_app_id` | string: a machine-to-machine app, for the app's own tokens ([Tokens for the app itself](#tokens-for-the-app-itself)); with `m2m_app_secret` | none | `LOGTO_M2M_APP_ID` |
+//! | `m2m_app_secret` | string, never logged; with `m2m_app_id` | none | `LOGTO_M2M_APP_SECRET` |
+//! | `management_api_resource` | absolute URI: the Management API's resource indicator, [`ManagementApi`]'s | `"https://default.logto.app/api"` (Logto OSS; on Logto Cloud, `"https://<tenant-id>.logto.app/api"`) | |
 //!
 //! Notes:
 //!
