@@ -370,6 +370,8 @@
 //!   sign-in off as a new one.
 //! - The step-up keeps the session: the same user's access tokens stay, and the ID token
 //!   (with `auth_time`) is the new one.
+//! - `N` is at most a year ([`MAX_MAX_AGE_SECS`]); a longer one stops the launch.
+//! - `N` is at most a year ([`MAX_MAX_AGE_SECS`]); a longer one stops the launch.
 //! - Logto puts `auth_time` in the ID token only when the sign-in asked for `max_age`.
 //!   After an ordinary sign-in, the first visit to a sensitive route asks once; link to
 //!   sign-in with `?max_age=...` (or [`SignIn::max_age`]) where the user signs in right

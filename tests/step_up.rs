@@ -211,7 +211,7 @@ async fn the_callback_refuses_a_missing_or_old_auth_time_when_max_age_was_sent()
         ),
         (
             json!({ "auth_time": now - 3600 }),
-            "signed in 3600 seconds ago",
+            "within the last 300 seconds",
         ),
         (json!({ "auth_time": now + 3600 }), "in the future"),
         (
@@ -303,4 +303,23 @@ async fn without_auth_time_the_session_is_not_recent() {
         .await;
     assert_eq!(response.status(), Status::SeeOther);
     assert_eq!(location(&response), "/logto/sign-in?return_to=%2Fsensitive");
+}
+
+/// An age no sign-in link accepts (over a year) stops the launch instead of a route that
+/// can never be reached.
+#[rocket::async_test]
+async fn an_age_over_a_year_stops_the_launch() {
+    #[get("/forever")]
+    fn forever(user: RecentSignIn<'_, 40_000_000>) -> String {
+        user.id().to_string()
+    }
+    let fp = FakeProvider::start().await;
+    let rocket = rocket_with(fake_flow::table(&fp), SECRET_KEY).mount("/", routes![forever]);
+    match Client::tracked(rocket).await {
+        Err(e) => assert!(
+            matches!(e.kind(), rocket::error::ErrorKind::SentinelAborts(_)),
+            "{e}"
+        ),
+        Ok(_) => panic!("RecentSignIn over a year must stop the launch"),
+    }
 }

@@ -451,6 +451,14 @@ impl<'r, const MAX_AGE_SECS: u64> FromRequest<'r> for RecentSignIn<'r, MAX_AGE_S
 
 impl<const MAX_AGE_SECS: u64> Sentinel for RecentSignIn<'_, MAX_AGE_SECS> {
     fn abort(rocket: &Rocket<Ignite>) -> bool {
+        if MAX_AGE_SECS > crate::sign_in_options::MAX_MAX_AGE_SECS {
+            // Its sign-in link would be refused: the route could never be reached.
+            log::error!(
+                "rocket_logto: `RecentSignIn<'_, {MAX_AGE_SECS}>` asks for more than {} seconds (a year), which no sign-in link accepts: use a shorter age.",
+                crate::sign_in_options::MAX_MAX_AGE_SECS
+            );
+            return true;
+        }
         missing_fairing(rocket, "RecentSignIn")
     }
 }
