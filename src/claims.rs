@@ -119,6 +119,14 @@ impl IdTokenClaims {
         }
     }
 
+    /// When the user last really signed in at Logto (`auth_time`, seconds since the Unix
+    /// epoch): entering a password or passing MFA, not a silent sign-in with Logto's
+    /// session. Logto sends it when the sign-in asked for `max_age`, and
+    /// [`RecentSignIn`](crate::RecentSignIn) reads it. `None` when absent or not a number.
+    pub fn auth_time(&self) -> Option<i64> {
+        self.extra.get("auth_time").and_then(Value::as_i64)
+    }
+
     /// The organization roles of `organization_id`, parsed from `organization_roles`.
     pub fn roles_in_organization<'a>(
         &'a self,

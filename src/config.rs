@@ -16,14 +16,20 @@ use crate::return_path::ReturnPath;
 use crate::sign_in_options::{DirectSignIn, FirstScreen};
 
 /// The environment variables of [`LogtoEnv`], and the keys they set.
-pub(crate) const ENV_OVERRIDES: [(&str, &str); 6] = [
+pub(crate) const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("LOGTO_ENDPOINT", "endpoint"),
     ("LOGTO_APP_ID", "app_id"),
     ("LOGTO_APP_SECRET", "app_secret"),
     ("LOGTO_BASE_URL", "base_url"),
     ("LOGTO_REDIS_URL", "redis_url"),
     ("LOGTO_SESSION_STORE", "session_store"),
+    ("LOGTO_M2M_APP_ID", "m2m_app_id"),
+    ("LOGTO_M2M_APP_SECRET", "m2m_app_secret"),
 ];
+
+/// The Management API's resource indicator on Logto OSS; Logto Cloud's is
+/// `https://<tenant-id>.logto.app/api` (key `management_api_resource`).
+pub const DEFAULT_MANAGEMENT_API_RESOURCE: &str = "https://default.logto.app/api";
 
 /// Scopes every sign-in requests, before the configured ones.
 pub const DEFAULT_SCOPES: [UserScope; 3] = [
@@ -35,7 +41,8 @@ pub const DEFAULT_SCOPES: [UserScope; 3] = [
 /// The `LOGTO_*` environment variables, as a [figment](figment::Figment) provider that sets
 /// keys of the `logto` table: `LOGTO_ENDPOINT` (`endpoint`), `LOGTO_APP_ID` (`app_id`),
 /// `LOGTO_APP_SECRET` (`app_secret`), `LOGTO_BASE_URL` (`base_url`), `LOGTO_REDIS_URL`
-/// (`redis_url`) and `LOGTO_SESSION_STORE` (`session_store`). A variable that is unset or
+/// (`redis_url`), `LOGTO_SESSION_STORE` (`session_store`), `LOGTO_M2M_APP_ID`
+/// (`m2m_app_id`) and `LOGTO_M2M_APP_SECRET` (`m2m_app_secret`). A variable that is unset or
 /// empty sets nothing. Values are taken as strings, as written.
 ///
 /// **With `rocket::build()`** there is nothing to do: when Rocket runs on its default
@@ -178,6 +185,15 @@ pub struct LogtoConfig {
     api_only: bool,
     pub(crate) redis: Option<RedisSettings>,
     pub(crate) session_store: SessionStoreKind,
+    pub(crate) m2m: Option<M2mCredentials>,
+    pub(crate) management_api_resource: String,
+}
+
+/// The machine-to-machine app's id and secret (keys `m2m_app_id`, `m2m_app_secret`).
+#[derive(Clone, Debug)]
+pub(crate) struct M2mCredentials {
+    pub app_id: String,
+    pub secret: AppSecret,
 }
 
 /// What the configuration says, key by key.
@@ -268,6 +284,26 @@ impl LogtoConfig {
     /// Extra authorize parameters, sent last (key `extra_params`).
     pub fn extra_params(&self) -> &BTreeMap<String, String> {
         &self.extra_params
+    }
+
+    /// The machine-to-machine app's id (key `m2m_app_id`, or `LOGTO_M2M_APP_ID`), whose
+    /// tokens [`AppTokens`](crate::AppTokens) fetches; `None` when not configured.
+    pub fn m2m_app_id(&self) -> Option<&str> {
+        self.m2m.as_ref().map(|m| m.app_id.as_str())
+    }
+
+    /// The machine-to-machine app's secret (key `m2m_app_secret`, or
+    /// `LOGTO_M2M_APP_SECRET`, preferred); never printed.
+    pub fn m2m_app_secret(&self) -> Option<&AppSecret> {
+        self.m2m.as_ref().map(|m| &m.secret)
+    }
+
+    /// The Management API's resource indicator (key `management_api_resource`, default
+    /// [`DEFAULT_MANAGEMENT_API_RESOURCE`], Logto OSS's; on Logto Cloud,
+    /// `https://<tenant-id>.logto.app/api`). What [`ManagementApi`](crate::ManagementApi)
+    /// tokens are for.
+    pub fn management_api_resource(&self) -> &str {
+        &self.management_api_resource
     }
 
     /// Allowed clock difference with Logto (key `clock_skew_secs`, default 60).
@@ -478,7 +514,7 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-/// The app secret (key `app_secret`). It has no `Display`, and its `Debug` prints `***`, so
+/// The app secret (key `app_secret`, and `m2m_app_secret`). It has no `Display`, and its `Debug` prints `***`, so
 /// it never reaches a log; nor can it be compared (a comparison that stops at the first
 /// different byte tells an attacker how much of a guess was right). Only the crate reads
 /// it, to authenticate to Logto's token endpoint.
@@ -515,6 +551,7 @@ impl fmt::Debug for LogtoConfig {
             .field("routes_prefix", &self.routes_prefix)
             .field("redis", &self.redis)
             .field("session_store", &self.session_store)
+            .field("m2m", &self.m2m)
             .finish_non_exhaustive()
     }
 }
@@ -574,6 +611,9 @@ struct RawConfig {
     redis_timeout_ms: Option<u64>,
     redis_fail_closed: Option<bool>,
     session_store: Option<String>,
+    m2m_app_id: Option<String>,
+    m2m_app_secret: Option<String>,
+    management_api_resource: Option<String>,
 }
 
 const IDENTIFIERS: [&str; 3] = ["email", "phone", "username"];
@@ -1089,6 +1129,42 @@ impl LogtoConfig {
             ));
         }
 
+        let m2m =
+            match (
+                raw.m2m_app_id.filter(|v| !v.trim().is_empty()),
+                raw.m2m_app_secret.filter(|v| !v.is_empty()),
+            ) {
+                (None, None) => None,
+                (Some(app_id), Some(secret)) => Some(M2mCredentials {
+                    app_id,
+                    secret: AppSecret(secret),
+                }),
+                (Some(_), None) => return Err(err(
+                    "m2m_app_secret",
+                    "is missing: `m2m_app_id` is set, and its machine-to-machine app needs its \
+                     secret; set LOGTO_M2M_APP_SECRET (preferred) or m2m_app_secret",
+                )),
+                (None, Some(_)) => {
+                    return Err(err(
+                        "m2m_app_id",
+                        "is missing: `m2m_app_secret` is set; set the machine-to-machine app's id \
+                     in m2m_app_id (or LOGTO_M2M_APP_ID)",
+                    ))
+                }
+            };
+        let management_api_resource = match raw.management_api_resource {
+            None => DEFAULT_MANAGEMENT_API_RESOURCE.to_string(),
+            Some(r) => {
+                if Url::parse(&r).is_err() {
+                    return Err(err(
+                        "management_api_resource",
+                        format!("is {r:?}, which is not an absolute URI (e.g. https://<tenant-id>.logto.app/api)"),
+                    ));
+                }
+                r
+            }
+        };
+
         Ok(LogtoConfig {
             endpoint,
             app_id,
@@ -1131,6 +1207,8 @@ impl LogtoConfig {
             api_only,
             redis,
             session_store,
+            m2m,
+            management_api_resource,
         })
     }
 
@@ -1206,6 +1284,34 @@ mod tests {
         app_secret = "secret"
         base_url = "http://localhost:8000"
     "#;
+
+    #[test]
+    fn m2m_credentials_come_in_pairs_and_the_secret_from_the_environment() {
+        let cfg = load(FULL, &[]).unwrap();
+        assert!(cfg.m2m_app_id().is_none() && cfg.m2m_app_secret().is_none());
+        assert_eq!(
+            cfg.management_api_resource(),
+            DEFAULT_MANAGEMENT_API_RESOURCE
+        );
+        let cfg = load(
+            &format!("{FULL}m2m_app_id = \"m2m\"\nmanagement_api_resource = \"https://t1.logto.app/api\""),
+            &[("LOGTO_M2M_APP_SECRET", "m2m-s3cr3t")],
+        )
+        .unwrap();
+        assert_eq!(cfg.m2m_app_id(), Some("m2m"));
+        assert_eq!(
+            cfg.m2m_app_secret().map(AppSecret::expose),
+            Some("m2m-s3cr3t")
+        );
+        assert_eq!(cfg.management_api_resource(), "https://t1.logto.app/api");
+        assert!(!format!("{cfg:?}").contains("m2m-s3cr3t"), "{cfg:?}");
+        let e = load(&format!("{FULL}m2m_app_id = \"m2m\""), &[]).unwrap_err();
+        assert!(e.0.contains("`m2m_app_secret` is missing"), "{e}");
+        let e = load(&format!("{FULL}m2m_app_secret = \"x\""), &[]).unwrap_err();
+        assert!(e.0.contains("`m2m_app_id` is missing"), "{e}");
+        let e = load(&format!("{FULL}management_api_resource = \"api\""), &[]).unwrap_err();
+        assert!(e.0.contains("`management_api_resource`"), "{e}");
+    }
 
     #[test]
     fn session_store_is_cookie_or_redis_with_a_redis_url() {

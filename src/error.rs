@@ -37,6 +37,16 @@ pub enum LogtoError {
     /// says why. Browsers get a page with a "Sign in again" link, not a redirect, so a
     /// sign-in that cannot fix it never loops.
     SignInAgain(String),
+    /// Signed in, but not recently enough for this route (401): the session's sign-in
+    /// (`auth_time`) is older than `max_age` seconds, or not known. A browser's `GET` is
+    /// sent to sign-in with `max_age`, so Logto asks for the password (or MFA) again, and
+    /// comes back; other clients get 401 with `WWW-Authenticate: Bearer
+    /// error="insufficient_user_authentication", max_age=...` (RFC 9470). What
+    /// [`RecentSignIn`](crate::RecentSignIn) fails with.
+    RecentSignInRequired {
+        /// How old the sign-in may be, in seconds.
+        max_age: u64,
+    },
     /// Signed in, but not allowed (403): missing scopes, not a member of an organization.
     Forbidden(String),
     /// What the request names does not exist here (404): an API resource indicator that
@@ -113,7 +123,9 @@ impl LogtoError {
     pub fn status(&self) -> Status {
         match self {
             LogtoError::BadRequest(_) => Status::BadRequest,
-            LogtoError::Unauthenticated | LogtoError::SignInAgain(_) => Status::Unauthorized,
+            LogtoError::Unauthenticated
+            | LogtoError::SignInAgain(_)
+            | LogtoError::RecentSignInRequired { .. } => Status::Unauthorized,
             LogtoError::Forbidden(_) => Status::Forbidden,
             LogtoError::NotFound(_) => Status::NotFound,
             LogtoError::BadGateway { .. } => Status::BadGateway,
@@ -133,6 +145,9 @@ impl LogtoError {
             | LogtoError::NotFound(m)
             | LogtoError::Unavailable { message: m, .. } => m,
             LogtoError::Unauthenticated => "You are not signed in.",
+            LogtoError::RecentSignInRequired { .. } => {
+                "This page needs a recent sign-in; sign in again to continue."
+            }
             LogtoError::BadGateway { .. } => {
                 "A service this site depends on answered with something it cannot use; try again later."
             }
@@ -166,6 +181,7 @@ impl LogtoError {
             LogtoError::BadRequest(_) => "bad request",
             LogtoError::Unauthenticated => "not signed in",
             LogtoError::SignInAgain(_) => "sign in again",
+            LogtoError::RecentSignInRequired { .. } => "recent sign-in required",
             LogtoError::Forbidden(_) => "forbidden",
             LogtoError::NotFound(_) => "not found",
             LogtoError::BadGateway { .. } => "bad gateway",

@@ -297,6 +297,8 @@
 //! | `direct_sign_in` | skips Logto's page for a connector | [`DirectSignIn`]: `social:<target>` or `sso:<connector-id>`, ids of letters, digits, `-`, `_`, `.` |
 //! | `organization_id` | the organization's sign-in experience | letters, digits, `-`, `_`, `.` |
 //! | `ui_locales` | the languages of Logto's pages | language tags separated by spaces (`fr-CA en`) |
+//! | `max_age` | how old Logto's sign-in may be, in seconds (a step-up; see [Sensitive routes](#sensitive-routes)) | `0` to `31622400` (a year), digits only |
+//! | `prompt` | Logto asks for the credentials again, whatever its session (added to the configured `prompt`) | `login` |
 //!
 //! Any other parameter, a repeated one or a bad value is refused with 400 and the reason,
 //! before a sign-in starts. In a route, [`SignIn`] builds the same sign-in with typed
@@ -328,6 +330,54 @@
 //!   still authenticates there.
 //! - `organization_id` only selects an organization's sign-in experience; tokens for an
 //!   organization still require membership.
+//! - `max_age` and `prompt=login` only make Logto ask for the credentials again: they
+//!   make a sign-in harder, never easier.
+//!
+//! ## Sensitive routes
+//!
+//! Changing an email, deleting an account or paying should need a recent sign-in, not one
+//! from 29 days ago. [`RecentSignIn<'_, N>`](RecentSignIn) is [`AuthenticatedUser`] for
+//! users who signed in at most `N` seconds ago, going by the ID token's `auth_time` (when
+//! the user last entered a password or passed MFA at Logto):
+//!
+//! ```
+//! use rocket::{launch, post, routes};
+//! use rocket_logto::{Logto, RecentSignIn};
+//!
+//! /// Needs a sign-in from the last 5 minutes.
+//! #[post("/account/delete")]
+//! fn delete_account(user: RecentSignIn<'_, 300>) -> String {
+//!     format!("deleting {}", user.id())
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .register("/", Logto::catchers())
+//!         .mount("/", routes![delete_account])
+//! }
+//! ```
+//!
+//! - An older sign-in fails with 401 [`LogtoError::RecentSignInRequired`]. A browser's
+//!   `GET` is sent to `/logto/sign-in?return_to=<this page>&max_age=N`: Logto asks for the
+//!   password again (its own session is too old), and the browser comes back. Other
+//!   clients get 401 with `WWW-Authenticate: Bearer
+//!   error="insufficient_user_authentication", max_age=N` (RFC 9470).
+//! - When a sign-in sent `max_age`, the callback checks the ID token's `auth_time` (OIDC
+//!   Core 3.1.2.1): missing, or older than `max_age` plus `clock_skew_secs`, and the
+//!   sign-in is refused with 400. A Logto that ignored `max_age` cannot pass an old
+//!   sign-in off as a new one.
+//! - The step-up keeps the session: the same user's access tokens stay, and the ID token
+//!   (with `auth_time`) is the new one.
+//! - `N` is at most a year ([`MAX_MAX_AGE_SECS`]); a longer one stops the launch.
+//! - `N` is at most a year ([`MAX_MAX_AGE_SECS`]); a longer one stops the launch.
+//! - Logto puts `auth_time` in the ID token only when the sign-in asked for `max_age`.
+//!   After an ordinary sign-in, the first visit to a sensitive route asks once; link to
+//!   sign-in with `?max_age=...` (or [`SignIn::max_age`]) where the user signs in right
+//!   before a sensitive step.
+//! - A refresh may bring an ID token without `auth_time`; the next sensitive route then
+//!   asks again.
 //!
 //! # Get user information
 //!
@@ -644,6 +694,63 @@
 //! a session whose sign-in did not grant the organizations scope (it was added since)
 //! gets 401 [`LogtoError::SignInAgain`].
 //!
+//! # Tokens for the app itself
+//!
+//! A backend often calls APIs as itself, not as a user: Logto's Management API (to read a
+//! user's roles, update `custom_data`), or another service protected by Logto. Logto gives
+//! such tokens to a machine-to-machine app (`client_credentials`), separate from the web
+//! app: set `m2m_app_id` and `m2m_app_secret` (`LOGTO_M2M_APP_SECRET`). Then
+//! [`AppToken<R>`](AppToken) is a guard that yields the app's token for the
+//! [`Resource`] `R`, with `R::REQUIRED_SCOPES` asked for and checked (403 when the app's
+//! roles lack them), and [`AppTokens`] in managed state gives the same to background
+//! tasks:
+//!
+//! ```
+//! use rocket::{get, launch, routes, State};
+//! use rocket_logto::{AppToken, AuthenticatedUser, Logto, LogtoError, ManagementApi};
+//!
+//! /// The signed-in user's roles, from Logto's Management API (`GET /api/users/{id}/roles`).
+//! #[get("/admin/roles")]
+//! async fn roles(
+//!     user: AuthenticatedUser<'_>,
+//!     token: AppToken<ManagementApi>,
+//! ) -> Result<String, LogtoError> {
+//!     let url = format!("https://your-tenant.logto.app/api/users/{}/roles", user.id());
+//!     let roles = reqwest::Client::new()
+//!         .get(url)
+//!         .bearer_auth(token.secret())
+//!         .send()
+//!         .await
+//!         .and_then(|r| r.error_for_status())
+//!         .map_err(|e| LogtoError::bad_gateway(format!("the Management API: {e}")))?
+//!         .text()
+//!         .await
+//!         .map_err(|e| LogtoError::bad_gateway(format!("the Management API: {e}")))?;
+//!     Ok(roles)
+//! }
+//!
+//! #[launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Logto::fairing())
+//!         .mount("/", routes![roles])
+//! }
+//! ```
+//!
+//! - **Cached**: a token is kept until it has less than `token_refresh_margin_secs` of life
+//!   left, then renewed.
+//! - **One request at a time** per resource and scopes: concurrent requests share one
+//!   call to Logto; with `redis_url`, one across every instance (the lease that refreshes
+//!   use).
+//! - **[`ManagementApi`]** is Logto's Management API: its indicator is
+//!   `management_api_resource` (Logto OSS's `https://default.logto.app/api` by default; on
+//!   Logto Cloud `https://<tenant-id>.logto.app/api`), and it asks for the scope `all`. The
+//!   machine-to-machine app needs Logto's "Logto Management API access" role.
+//! - **Faults**: Logto (or Redis) unreachable is a 503 with `Retry-After`; Logto refusing
+//!   the credentials is a 502 whose logged message names `m2m_app_id` and
+//!   `m2m_app_secret` (never the secret). A route with `AppToken` in an app without
+//!   `m2m_app_id` stops the launch.
+//!
 //! # Hooks
 //!
 //! Two hooks are set on the fairing.
@@ -752,8 +859,9 @@
 //!
 //! | status | variant | when |
 //! |---|---|---|
-//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to`; a callback with an unknown, expired (10 min) or reused `state`; Logto's `error` in the callback; an ID token that fails a check; a malformed organization id |
+//! | 400 | [`BadRequest`](LogtoError::BadRequest) | a refused `return_to` or sign-in option; a callback with an unknown, expired (10 min) or reused `state`; an `auth_time` missing or too old for the `max_age` the sign-in sent; Logto's `error` in the callback; an ID token that fails a check; a malformed organization id |
 //! | 401 | [`Unauthenticated`](LogtoError::Unauthenticated) | nobody is signed in, or the session ended (expired, refresh token refused). The guards forward instead of failing with it; as a responder it sends a browser's `GET` to sign-in (303). |
+//! | 401 | [`RecentSignInRequired`](LogtoError::RecentSignInRequired) | [`RecentSignIn<'_, N>`](RecentSignIn): the sign-in is older than `N` seconds, or its time is unknown. A browser's `GET` is sent to sign-in with `max_age`; other clients get `WWW-Authenticate` with `error="insufficient_user_authentication"` and `max_age` (RFC 9470). |
 //! | 401 | [`SignInAgain`](LogtoError::SignInAgain) | signed in, but the session cannot get tokens: no refresh token (`offline_access` not granted), or an organization token without the organizations scope granted at sign-in. The page says why and links to sign-in. |
 //! | 403 | [`Forbidden`](LogtoError::Forbidden) | a token lacks [`Resource::REQUIRED_SCOPES`]; not a member of the organization; your `on_sign_in` hook refused |
 //! | 404 | [`NotFound`](LogtoError::NotFound) | [`AuthenticatedUser::access_token`] (or `organization_resource_token`) for a resource that is not in `resources`, e.g. one named by the path |
@@ -1201,7 +1309,7 @@
 //!
 //! # Configuration
 //!
-//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The six
+//! The `logto` table of Rocket's configuration (`[default.logto]`, or a profile's). The
 //! variables in the last column win over the file with `rocket::build()`, and with a
 //! figment of your own (`rocket::custom`) when it merges [`LogtoEnv`]; any key can also be
 //! set through `ROCKET_LOGTO={key=value, ...}`. The loaded configuration is
@@ -1242,6 +1350,9 @@
 //! | `redis_timeout_ms` | integer, 10 to 60000: longest wait for one Redis operation | `1000` | |
 //! | `redis_fail_closed` | bool: refuse sessions while the ended sessions cannot be kept current | `false` | |
 //! | `session_store` | `"cookie"` or `"redis"` (needs `redis_url`): where sessions live, see [Where sessions live](#where-sessions-live) | `"cookie"` | `LOGTO_SESSION_STORE` |
+//! | `m2m_app_id` | string: a machine-to-machine app, for the app's own tokens ([Tokens for the app itself](#tokens-for-the-app-itself)); with `m2m_app_secret` | none | `LOGTO_M2M_APP_ID` |
+//! | `m2m_app_secret` | string, never logged; with `m2m_app_id` | none | `LOGTO_M2M_APP_SECRET` |
+//! | `management_api_resource` | absolute URI: the Management API's resource indicator, [`ManagementApi`]'s | `"https://default.logto.app/api"` (Logto OSS; on Logto Cloud, `"https://<tenant-id>.logto.app/api"`) | |
 //!
 //! Notes:
 //!
@@ -1721,16 +1832,22 @@ pub use claims::{
 };
 pub use config::{
     AppSecret, ConfigError, LogtoConfig, LogtoEnv, RedisSettings, RedisUrl, SessionStoreKind,
+    DEFAULT_MANAGEMENT_API_RESOURCE,
 };
 pub use error::{LogtoError, OAuthErrorCode, ProviderFailure};
 pub use return_path::{InvalidReturnPath, ReturnPath};
-pub use sign_in_options::{DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT};
+pub use sign_in_options::{
+    DirectSignIn, FirstScreen, InvalidSignInOption, SignIn, MAX_LOGIN_HINT, MAX_MAX_AGE_SECS,
+};
+pub use web::app_tokens::{AppToken, AppTokens, ManagementApi};
 pub use web::bearer::rejection::BearerError;
 pub use web::bearer::{
     BearerToken, OrganizationResourceToken, OrganizationToken, Organizations, VerifiedToken,
 };
 pub use web::fairing::Logto;
-pub use web::guards::{AuthenticatedUser, FetchedUserInfo, LogtoUser, Resource, ResourceToken};
+pub use web::guards::{
+    AuthenticatedUser, FetchedUserInfo, LogtoUser, RecentSignIn, Resource, ResourceToken,
+};
 pub use web::hooks::{SignInDecision, SignInFuture, SignInRefusal, SignedIn};
 pub use web::sessions_admin::{InvalidSessionHandle, SessionHandle, SessionInfo, Sessions};
 pub use web::user_tokens::AccessToken;

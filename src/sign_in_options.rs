@@ -1,6 +1,8 @@
 //! Sign-in options chosen per link, as `@logto/express`'s `signIn(res, options)` chooses
 //! them per call: which screen Logto opens on, a pre-filled identifier, a social or SSO
-//! connector to go straight to, an organization, the UI language. Each is checked when it
+//! connector to go straight to, an organization, the UI language, and for a step-up how
+//! recent the sign-in must be (`max_age`) or that Logto must ask again (`prompt=login`).
+//! Each is checked when it
 //! is made, and refuses a value Logto would not accept; [`SignIn`](crate::SignIn) builds
 //! them in a route, and `/logto/sign-in?...` reads them from its query string.
 
@@ -13,6 +15,9 @@ use crate::return_path::ReturnPath;
 pub const MAX_LOGIN_HINT: usize = 256;
 /// Longest connector target, organization id or language list, in characters.
 const MAX_OPTION: usize = 128;
+/// Largest `max_age`, in seconds: a year. A longer one asks for nothing a session
+/// (at most `session_max_age`) does not already have, and its digits bound the parse.
+pub const MAX_MAX_AGE_SECS: u64 = 366 * 24 * 3600;
 
 /// The screen Logto's sign-in experience opens on (`first_screen`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +136,30 @@ fn check_name(key: &str, value: &str) -> Result<(), InvalidSignInOption> {
     Ok(())
 }
 
+fn check_max_age(secs: u64) -> Result<u64, InvalidSignInOption> {
+    if secs > MAX_MAX_AGE_SECS {
+        return Err(refuse(format!(
+            "`max_age` must be at most {MAX_MAX_AGE_SECS} seconds (a year)"
+        )));
+    }
+    Ok(secs)
+}
+
+/// `max_age` from a query string: decimal digits only (no sign, no spaces), as OIDC Core
+/// 3.1.2.1 defines it.
+fn parse_max_age(value: &str) -> Result<u64, InvalidSignInOption> {
+    if value.is_empty() || value.len() > 12 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse(
+            "`max_age` must be a whole number of seconds, e.g. `300`",
+        ));
+    }
+    check_max_age(
+        value
+            .parse()
+            .map_err(|_| refuse("`max_age` is too large"))?,
+    )
+}
+
 fn check_login_hint(value: &str) -> Result<(), InvalidSignInOption> {
     if value.is_empty() || value.chars().count() > MAX_LOGIN_HINT {
         return Err(refuse(format!(
@@ -233,16 +262,22 @@ pub(crate) struct SignInOptions {
     pub direct_sign_in: Option<DirectSignIn>,
     pub organization_id: Option<String>,
     pub ui_locales: Option<String>,
+    /// Seconds since the user last really signed in at Logto, at most (OIDC `max_age`).
+    pub max_age: Option<u64>,
+    /// Logto must ask for the credentials again (`prompt=login`), whatever its session.
+    pub prompt_login: bool,
 }
 
 /// The query parameters `/logto/sign-in` and `/logto/sign-up` accept.
-pub(crate) const QUERY_PARAMS: [&str; 6] = [
+pub(crate) const QUERY_PARAMS: [&str; 8] = [
     "return_to",
     "first_screen",
     "login_hint",
     "direct_sign_in",
     "organization_id",
     "ui_locales",
+    "max_age",
+    "prompt",
 ];
 
 impl SignInOptions {
@@ -285,6 +320,20 @@ impl SignInOptions {
             check_ui_locales(locales)?;
             options.ui_locales = Some(locales.to_string());
         }
+        if let Some(secs) = get("max_age")? {
+            options.max_age = Some(parse_max_age(secs)?);
+        }
+        match get("prompt")? {
+            None => {}
+            Some("login") => options.prompt_login = true,
+            // The configured `prompt` covers the others; only a link's step-up adds to it.
+            Some(_) => {
+                return Err(InvalidSignInOption(
+                    "`prompt` may only be `login` in a sign-in link (the others are set by the `prompt` config)".into(),
+                )
+                .into())
+            }
+        }
         Ok(options)
     }
 
@@ -308,6 +357,12 @@ impl SignInOptions {
         }
         if let Some(locales) = &self.ui_locales {
             query.append_pair("ui_locales", locales);
+        }
+        if let Some(secs) = self.max_age {
+            query.append_pair("max_age", &secs.to_string());
+        }
+        if self.prompt_login {
+            query.append_pair("prompt", "login");
         }
         query.finish()
     }
@@ -402,6 +457,27 @@ impl SignIn {
         Ok(self)
     }
 
+    /// Asks Logto for a sign-in at most `secs` seconds old (OIDC `max_age`): when the
+    /// user's session at Logto is older, Logto asks for the password (or MFA) again. The
+    /// callback then refuses an ID token whose `auth_time` is missing or older, so the
+    /// return path is reached only after a recent sign-in. This is what
+    /// [`RecentSignIn`](crate::RecentSignIn) sends a browser to.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSignInOption`] for more than [`MAX_MAX_AGE_SECS`] (a year).
+    pub fn max_age(mut self, secs: u64) -> Result<SignIn, InvalidSignInOption> {
+        self.options.max_age = Some(check_max_age(secs)?);
+        Ok(self)
+    }
+
+    /// Makes Logto ask for the credentials again whatever its own session (OIDC
+    /// `prompt=login`, added to the configured `prompt`).
+    pub fn prompt_login(mut self) -> SignIn {
+        self.options.prompt_login = true;
+        self
+    }
+
     /// The link to this sign-in under the routes' base path (`/logto` by default), e.g.
     /// `/logto/sign-in?first_screen=register&login_hint=...`, for an `href`.
     pub fn href(&self, routes_base: &str) -> String {
@@ -475,5 +551,41 @@ mod tests {
             "/logto/sign-in?return_to=%2Fwelcome%3Fx%3D1&first_screen=register&login_hint=a%2Bb%40example.com"
         );
         assert_eq!(SignIn::new().href("/app/logto/"), "/app/logto/sign-in");
+        assert_eq!(
+            SignIn::new()
+                .max_age(300)
+                .unwrap()
+                .prompt_login()
+                .href("/logto"),
+            "/logto/sign-in?max_age=300&prompt=login"
+        );
+    }
+
+    #[test]
+    fn max_age_and_prompt_are_checked() {
+        assert_eq!(parse_max_age("300"), Ok(300));
+        assert_eq!(parse_max_age("0"), Ok(0));
+        for bad in [
+            "",
+            "-1",
+            "+5",
+            " 5",
+            "5s",
+            "1e3",
+            "99999999999999999999",
+            "31708801",
+        ] {
+            assert!(parse_max_age(bad).is_err(), "{bad:?}");
+        }
+        assert!(SignIn::new().max_age(MAX_MAX_AGE_SECS + 1).is_err());
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            SignInOptions::from_query(pairs.iter().map(|(k, _)| *k), move |name| {
+                Ok(pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v))
+            })
+        };
+        let options = get(&[("max_age", "60"), ("prompt", "login")]).unwrap();
+        assert_eq!((options.max_age, options.prompt_login), (Some(60), true));
+        let refused = get(&[("prompt", "none")]).unwrap_err();
+        assert!(refused.to_string().contains("`prompt`"), "{refused}");
     }
 }

@@ -209,6 +209,64 @@ async fn sign_up_opens_the_registration_screen() {
     env.finish().await;
 }
 
+/// A step-up: the sample's "Sensitive settings" page needs a sign-in from the last 5
+/// minutes (`RecentSignIn`). Signed in 10 minutes ago, the click goes to the provider,
+/// which asks for the password again, and lands on the page. Then the admin page lists
+/// the user's roles through the Management API with the app's own token (`AppToken`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensitive_page_asks_for_the_password_again() {
+    let Some(env) = Env::start("a_sensitive_page_asks_for_the_password_again", 71).await else {
+        return;
+    };
+    let b = &env.browser;
+    // The provider backdates this sign-in by 10 minutes.
+    env.provider.set_next_login_age(600).await;
+    b.goto(&env.app.url("/")).await;
+    b.click("#sign-in").await;
+    b.wait_for_login_form(&env.provider).await;
+    b.fill_login_form(ALICE).await;
+    b.click("#submit").await;
+    assert_eq!(b.wait_signed_in(&env.app).await, ALICE_SUB);
+
+    b.click("#sensitive-settings").await;
+    b.wait_for_login_form(&env.provider).await;
+    b.shot("step-up-login-form").await;
+    b.fill_login_form(ALICE).await;
+    b.click("#submit").await;
+    let ago = b
+        .wait_for("the sensitive page", async || {
+            let s = b.state().await?;
+            (s.origin() == env.app.base && s.path() == "/sensitive" && s.ready == "complete")
+                .then_some(())?;
+            let shown = b.client.find(Locator::Css("#signed-in-ago")).await.ok()?;
+            shown.text().await.ok()?.trim().parse::<i64>().ok()
+        })
+        .await;
+    assert!(ago < 120, "a new sign-in, {ago} s ago");
+    b.shot("sensitive-page").await;
+
+    // The admin page: the user's roles, through the Management API with the app's token.
+    b.goto(&env.app.url("/")).await;
+    b.click("#admin-roles").await;
+    let roles = b
+        .wait_for("the admin page's roles", async || {
+            let s = b.state().await?;
+            (s.origin() == env.app.base && s.path() == "/admin/roles" && s.ready == "complete")
+                .then_some(())?;
+            b.client
+                .find(Locator::Css("#roles"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        })
+        .await;
+    assert!(roles.contains("admin"), "{roles}");
+    b.shot("admin-roles").await;
+    env.finish().await;
+}
+
 /// Two tabs start signing in before either finishes; both end signed in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_sign_in_at_once() {

@@ -18,8 +18,9 @@ use rocket_db_pools::sqlx::{self, Row};
 use rocket_db_pools::Database;
 use rocket_dyn_templates::{context, Template};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, Resource,
-    ResourceToken, SessionStoreKind, Sessions, SignInDecision, SignInRefusal, SignedIn, UserInfo,
+    AccessToken, AppToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError,
+    ManagementApi, RecentSignIn, Resource, ResourceToken, SessionStoreKind, Sessions,
+    SignInDecision, SignInRefusal, SignedIn, UserInfo,
 };
 
 /// This app's own copy of the API of `examples/api`, mounted at `/api`.
@@ -200,6 +201,70 @@ async fn sign_out_everywhere(
 ) -> Result<Redirect, LogtoError> {
     sessions.end_all(user.id()).await?;
     Ok(Redirect::to("/"))
+}
+
+/// Logto's endpoint, where its Management API is (`<endpoint>/api`).
+struct LogtoEndpoint(String);
+
+/// One role, as Logto's Management API lists a user's roles.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Role {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// The admin page: the signed-in user's roles, read through Logto's Management API
+/// (`GET /api/users/{id}/roles`) with the app's own token (`AppToken<ManagementApi>`,
+/// client credentials of the machine-to-machine app in Rocket.toml).
+#[get("/admin/roles")]
+async fn admin_roles(
+    user: AuthenticatedUser<'_>,
+    token: AppToken<ManagementApi>,
+    endpoint: &State<LogtoEndpoint>,
+) -> Result<Template, LogtoError> {
+    let url = format!("{}/api/users/{}/roles", endpoint.0, user.id());
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token.secret())
+        .send()
+        .await
+        .map_err(|e| {
+            LogtoError::bad_gateway(format!("The Management API could not be reached: {e}"))
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(LogtoError::bad_gateway(format!(
+            "The Management API answered {status}"
+        )));
+    }
+    let roles: Vec<Role> = response.json().await.map_err(|e| {
+        LogtoError::bad_gateway(format!(
+            "The Management API's roles are not the JSON expected: {e}"
+        ))
+    })?;
+    Ok(Template::render(
+        "admin",
+        context! { user: user.claims(), roles: roles },
+    ))
+}
+
+/// How recent a sign-in the sensitive page needs: 5 minutes.
+const SENSITIVE_MAX_AGE: u64 = 300;
+
+/// A page behind a step-up: a sign-in older than 5 minutes is sent to Logto again (with
+/// `max_age`), which asks for the password, and comes back here.
+#[get("/sensitive")]
+fn sensitive(user: RecentSignIn<'_, { SENSITIVE_MAX_AGE }>) -> Template {
+    let now = rocket::time::OffsetDateTime::now_utc().unix_timestamp();
+    Template::render(
+        "sensitive",
+        context! {
+            max_age: SENSITIVE_MAX_AGE,
+            max_age_minutes: SENSITIVE_MAX_AGE / 60,
+            signed_in_ago: (now - user.auth_time()).max(0),
+        },
+    )
 }
 
 /// Signed out: "Sign In" and "Sign Up" buttons.
@@ -414,6 +479,12 @@ fn app(logto: Logto) -> Rocket<Build> {
                 logto: logto.unwrap_or_default(),
             })
         }))
+        .attach(AdHoc::on_ignite("Logto endpoint", |rocket| async move {
+            let endpoint = Logto::config(&rocket)
+                .map(|c| c.endpoint().trim_end_matches('/').to_string())
+                .unwrap_or_default();
+            rocket.manage(LogtoEndpoint(endpoint))
+        }))
         .attach(AdHoc::on_ignite("API base", |rocket| async move {
             let base = Logto::config(&rocket)
                 .map(|c| format!("{}/api", c.base_url().trim_end_matches('/')))
@@ -438,7 +509,9 @@ fn app(logto: Logto) -> Rocket<Build> {
                 call_api,
                 sessions_page,
                 sign_out_others,
-                sign_out_everywhere
+                sign_out_everywhere,
+                sensitive,
+                admin_roles
             ],
         )
 }
@@ -493,6 +566,35 @@ mod tests {
             html.contains(r#"id="sign-in""#) && html.contains("logto/sign-up\""),
             "{html}"
         );
+    }
+
+    #[rocket::async_test]
+    async fn the_sensitive_page_needs_a_recent_sign_in() {
+        use rocket::http::Accept;
+        let client = client().await;
+        let now = rocket::time::OffsetDateTime::now_utc().unix_timestamp();
+        let recent = alice().claim("auth_time", now - 60);
+        let page = client
+            .get("/sensitive")
+            .signed_in_as(&recent)
+            .dispatch()
+            .await;
+        assert_eq!(page.status(), Status::Ok);
+        assert!(page.into_string().await.unwrap().contains("signed-in-ago"));
+        // Older than 5 minutes, or not known: to sign-in with `max_age`, and back here.
+        for user in [alice().claim("auth_time", now - 600), alice()] {
+            let page = client
+                .get("/sensitive")
+                .header(Accept::HTML)
+                .signed_in_as(&user)
+                .dispatch()
+                .await;
+            assert_eq!(page.status(), Status::SeeOther);
+            assert_eq!(
+                page.headers().get_one("Location"),
+                Some("/logto/sign-in?return_to=%2Fsensitive&max_age=300")
+            );
+        }
     }
 
     #[rocket::async_test]

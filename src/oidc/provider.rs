@@ -349,6 +349,31 @@ impl Provider {
             .await
     }
 
+    /// A token for the app itself (`client_credentials`), authenticated as the
+    /// machine-to-machine app `client_id` rather than as this web app.
+    pub async fn client_credentials(
+        &self,
+        d: &Discovery,
+        client_id: &str,
+        client_secret: &str,
+        resource: &str,
+        scope: &str,
+    ) -> Result<TokenResponse, ProviderError> {
+        let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        let response = self
+            .http
+            .post(d.doc.token_endpoint.clone())
+            .basic_auth(client_id, Some(client_secret))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| send_error(&e, "client credentials request"))?;
+        read_json(response, "client credentials request").await
+    }
+
     /// Calls the userinfo endpoint with the opaque access token of the code exchange.
     pub async fn userinfo(
         &self,

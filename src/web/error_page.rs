@@ -34,6 +34,10 @@ impl LogtoError {
                 (LogtoError::Unauthenticated | LogtoError::SignInAgain(_), Some(sign_in)) => {
                     format!(" · <a href=\"{}\">Sign in</a>", html_escape(sign_in))
                 }
+                (LogtoError::RecentSignInRequired { max_age }, Some(sign_in)) => format!(
+                    " · <a href=\"{}\">Sign in again</a>",
+                    html_escape(&with_max_age(sign_in, *max_age))
+                ),
                 _ => String::new(),
             };
             let body = format!(
@@ -59,6 +63,15 @@ impl LogtoError {
         } = self
         {
             response.header(Header::new("Retry-After", secs.to_string()));
+        }
+        if let LogtoError::RecentSignInRequired { max_age } = self {
+            // RFC 9470's step-up challenge: the client learns how recent a sign-in to get.
+            response.header(Header::new(
+                "WWW-Authenticate",
+                format!(
+                    "Bearer error=\"insufficient_user_authentication\", error_description=\"A more recent sign-in is required\", max_age={max_age}"
+                ),
+            ));
         }
         response.finalize()
     }
@@ -115,14 +128,21 @@ pub(crate) fn render_for(error: &LogtoError, request: &Request<'_>) -> Response<
     let config = state.map(|s| &s.config);
     // An API-only app has no sign-in to send anyone to.
     let signs_in = config.is_some_and(|c| !c.is_api_only());
-    if *error == LogtoError::Unauthenticated
-        && signs_in
-        && request.method() == Method::Get
-        && wants_html(request)
-        && !wants_json(request)
-    {
+    let browser_get =
+        signs_in && request.method() == Method::Get && wants_html(request) && !wants_json(request);
+    if browser_get {
         if let Some(config) = config {
-            return sign_in_redirect(request, config);
+            match error {
+                LogtoError::Unauthenticated => {
+                    return sign_in_redirect(sign_in_location(request, config))
+                }
+                // A step-up: Logto asks again, and the browser comes back to this page.
+                LogtoError::RecentSignInRequired { max_age } => {
+                    let location = with_max_age(&sign_in_location(request, config), *max_age);
+                    return sign_in_redirect(location);
+                }
+                _ => {}
+            }
         }
     }
     let json = wants_json(request);
@@ -164,11 +184,17 @@ fn sign_in_location(request: &Request<'_>, config: &LogtoConfig) -> String {
     location
 }
 
-/// 303 to sign-in, coming back to this page afterwards.
-fn sign_in_redirect(request: &Request<'_>, config: &LogtoConfig) -> Response<'static> {
+/// The sign-in link `location` asking for a sign-in at most `max_age` seconds old.
+fn with_max_age(location: &str, max_age: u64) -> String {
+    let separator = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{separator}max_age={max_age}")
+}
+
+/// 303 to sign-in (`location`), coming back to this page afterwards.
+fn sign_in_redirect(location: String) -> Response<'static> {
     Response::build()
         .status(Status::SeeOther)
-        .raw_header("Location", sign_in_location(request, config))
+        .raw_header("Location", location)
         .raw_header("Cache-Control", "no-store")
         .raw_header("Referrer-Policy", "no-referrer")
         .sized_body(0, Cursor::new(Vec::new()))

@@ -262,7 +262,7 @@ impl Fairing for Logto {
             }
         };
         let provider = match Provider::new(&config) {
-            Ok(provider) => provider,
+            Ok(provider) => Arc::new(provider),
             Err(e) => {
                 log::error!("logto: {e}");
                 return Err(rocket);
@@ -329,6 +329,15 @@ impl Fairing for Logto {
             log::info!("logto: sessions are kept in Redis (session_store = \"redis\")");
         }
         let sessions = Sessions::new(session_store, store.clone(), ended.clone());
+        let app_tokens = crate::web::app_tokens::AppTokens::new(
+            crate::tokens::client_credentials::ClientCredentials::new(
+                provider.clone(),
+                store.clone(),
+                config.m2m.clone(),
+                config.token_refresh_margin.as_secs(),
+            ),
+            &config.management_api_resource,
+        );
         let state = LogtoState {
             config,
             provider,
@@ -350,7 +359,11 @@ impl Fairing for Logto {
             cookie_key: OnceLock::new(),
         };
         let api_only = state.config.is_api_only();
-        let rocket = rocket.manage(state).manage(api).manage(sessions);
+        let rocket = rocket
+            .manage(state)
+            .manage(api)
+            .manage(sessions)
+            .manage(app_tokens);
         if api_only {
             return Ok(rocket);
         }

@@ -25,7 +25,7 @@ fn logto_state<'r>(request: &'r Request<'_>) -> Result<&'r LogtoState, LogtoErro
 /// The outcome of a guard that cannot give its value: a forward with 401 when nobody is
 /// signed in (a ranked route may serve the request, else the 401 catcher answers), else
 /// the error, recorded for the crate's catchers.
-fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
+pub(crate) fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
     let path = request.uri().path();
     match &error {
         LogtoError::Unauthenticated => {
@@ -37,6 +37,9 @@ fn fail<T>(request: &Request<'_>, error: LogtoError) -> Outcome<T, LogtoError> {
         | LogtoError::NotFound(m)
         | LogtoError::SignInAgain(m) => {
             log::info!("logto: {path}: refused: {m}")
+        }
+        LogtoError::RecentSignInRequired { max_age } => {
+            log::info!("logto: {path}: the sign-in is older than {max_age} s; asking for a step-up")
         }
         other => log::warn!("logto: {path}: {other}"),
     }
@@ -353,6 +356,113 @@ impl Sentinel for AuthenticatedUser<'_> {
     }
 }
 
+/// A user who signed in at most `MAX_AGE_SECS` seconds ago: a step-up guard for
+/// sensitive routes (changing an email, deleting an account, paying). It reads the ID
+/// token's `auth_time`, when the user last really signed in at Logto (a password or MFA,
+/// not a silent sign-in through Logto's session), and derefs to [`AuthenticatedUser`].
+///
+/// - Nobody signed in: forwards with 401, like [`AuthenticatedUser`].
+/// - Signed in, but longer ago (or `auth_time` unknown): fails with 401
+///   [`LogtoError::RecentSignInRequired`]. With [`Logto::catchers`](crate::Logto::catchers)
+///   mounted, a browser's `GET` is sent to sign-in with `max_age=MAX_AGE_SECS`, so Logto
+///   asks for the password again, and comes back to the route; the callback refuses an ID
+///   token whose `auth_time` does not show the new sign-in. Other clients get 401 with
+///   `WWW-Authenticate: Bearer error="insufficient_user_authentication", max_age=...`
+///   (RFC 9470).
+///
+/// The step-up keeps the session's tokens: only the ID token (and `auth_time`) change.
+///
+/// ```
+/// # use rocket::post;
+/// use rocket_logto::RecentSignIn;
+///
+/// /// Needs a sign-in within the last 5 minutes.
+/// #[post("/account/delete")]
+/// fn delete_account(user: RecentSignIn<'_, 300>) -> String {
+///     format!("deleting {}", user.id())
+/// }
+/// ```
+pub struct RecentSignIn<'r, const MAX_AGE_SECS: u64> {
+    user: AuthenticatedUser<'r>,
+}
+
+impl<'r, const MAX_AGE_SECS: u64> RecentSignIn<'r, MAX_AGE_SECS> {
+    /// When the user signed in (`auth_time`, seconds since the Unix epoch).
+    pub fn auth_time(&self) -> i64 {
+        // The guard succeeds only with an `auth_time`.
+        self.user.claims().auth_time().unwrap_or_default()
+    }
+
+    /// The signed-in user, to keep for the rest of the request.
+    pub fn into_inner(self) -> AuthenticatedUser<'r> {
+        self.user
+    }
+}
+
+impl<'r, const MAX_AGE_SECS: u64> std::ops::Deref for RecentSignIn<'r, MAX_AGE_SECS> {
+    type Target = AuthenticatedUser<'r>;
+
+    fn deref(&self) -> &AuthenticatedUser<'r> {
+        &self.user
+    }
+}
+
+impl<const MAX_AGE_SECS: u64> std::fmt::Debug for RecentSignIn<'_, MAX_AGE_SECS> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecentSignIn")
+            .field("max_age", &MAX_AGE_SECS)
+            .field("sub", &self.user.claims().sub)
+            .field("auth_time", &self.user.claims().auth_time())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a sign-in at `auth_time` is at most `max_age` seconds old at `now`. One in the
+/// future (beyond the skew the callback allowed) is not trusted either.
+fn signed_in_within(auth_time: Option<i64>, max_age: u64, now: i64, skew: i64) -> bool {
+    let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
+    auth_time.is_some_and(|t| t <= now.saturating_add(skew) && now.saturating_sub(t) <= max_age)
+}
+
+#[rocket::async_trait]
+impl<'r, const MAX_AGE_SECS: u64> FromRequest<'r> for RecentSignIn<'r, MAX_AGE_SECS> {
+    type Error = LogtoError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
+        let user = match AuthenticatedUser::from_request(request).await {
+            Outcome::Success(user) => user,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Forward(s) => return Outcome::Forward(s),
+        };
+        let skew = i64::try_from(user.ctx.state.config.clock_skew.as_secs()).unwrap_or(60);
+        let now = crate::util::clock::now();
+        if signed_in_within(user.claims().auth_time(), MAX_AGE_SECS, now, skew) {
+            Outcome::Success(RecentSignIn { user })
+        } else {
+            fail(
+                request,
+                LogtoError::RecentSignInRequired {
+                    max_age: MAX_AGE_SECS,
+                },
+            )
+        }
+    }
+}
+
+impl<const MAX_AGE_SECS: u64> Sentinel for RecentSignIn<'_, MAX_AGE_SECS> {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        if MAX_AGE_SECS > crate::sign_in_options::MAX_MAX_AGE_SECS {
+            // Its sign-in link would be refused: the route could never be reached.
+            log::error!(
+                "rocket_logto: `RecentSignIn<'_, {MAX_AGE_SECS}>` asks for more than {} seconds (a year), which no sign-in link accepts: use a shorter age.",
+                crate::sign_in_options::MAX_MAX_AGE_SECS
+            );
+            return true;
+        }
+        missing_fairing(rocket, "RecentSignIn")
+    }
+}
+
 /// An API resource: its indicator and the scopes a route needs.
 ///
 /// The type is a route's requirement, not the API: routes that need different scopes of
@@ -549,5 +659,24 @@ impl<'r> FromRequest<'r> for FetchedUserInfo {
 impl Sentinel for FetchedUserInfo {
     fn abort(rocket: &Rocket<Ignite>) -> bool {
         missing_fairing(rocket, "FetchedUserInfo")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signed_in_within;
+
+    #[test]
+    fn recent_means_within_max_age_and_not_in_the_future() {
+        let now = 1_000_000;
+        assert!(signed_in_within(Some(now - 300), 300, now, 60));
+        assert!(
+            signed_in_within(Some(now + 60), 300, now, 60),
+            "within the skew"
+        );
+        assert!(!signed_in_within(Some(now - 301), 300, now, 60));
+        assert!(!signed_in_within(Some(now + 61), 300, now, 60), "future");
+        assert!(!signed_in_within(None, 300, now, 60), "unknown");
+        assert!(signed_in_within(Some(0), u64::MAX, now, 60));
     }
 }

@@ -1,8 +1,10 @@
 //! The Rocket face: the fairing and the state it manages, the routes under `/logto`, the
-//! request guards (session and bearer), catchers and error pages, the health routes, the request's session and
-//! its cookies, return paths, hooks, and the `Sessions` admin API. The only layer that
+//! request guards (session and bearer), catchers and error pages, the health routes, the
+//! request's session and its cookies, return paths, hooks, the `Sessions` admin API, and the
+//! app's own tokens (`AppTokens`). The only layer that
 //! names Rocket's request-time types (`Request`, `CookieJar`, `Outcome`, `FromRequest`).
 
+pub(crate) mod app_tokens;
 pub(crate) mod bearer;
 pub(crate) mod catchers;
 pub(crate) mod context;

@@ -19,7 +19,8 @@ use crate::web::user_tokens::DecodedTokens;
 /// ignition from the configuration.
 pub(crate) struct LogtoState {
     pub config: LogtoConfig,
-    pub provider: Provider,
+    /// Shared with [`AppTokens`](crate::AppTokens), which calls Logto as the app.
+    pub provider: std::sync::Arc<Provider>,
     pub refresh: RefreshCoordinator,
     /// Where refreshes and ended sessions are shared (for the readiness probe).
     pub store: Store,

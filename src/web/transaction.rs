@@ -32,6 +32,9 @@ pub(crate) struct Transaction {
     pub return_to: ReturnPath,
     #[serde(rename = "c")]
     pub created_at: i64,
+    /// The `max_age` the sign-in asked for: the callback checks `auth_time` against it.
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 /// The cookie name for a `state`: a prefix of it, so the name alone reveals nothing usable.

@@ -47,7 +47,7 @@ impl DecodedTokens {
         ))
     }
 
-    fn get(&self, token: &str, expires_at: i64) -> AccessToken {
+    pub(crate) fn get(&self, token: &str, expires_at: i64) -> AccessToken {
         let key = crate::session::cache::tail(token, 32);
         let decoded = match self.0.get(key).filter(|d| d.token == token) {
             Some(hit) => hit,

@@ -93,6 +93,8 @@ const ORGANIZATIONS_SCOPE = 'urn:logto:scope:organizations';
 const ORGANIZATION_URN_PREFIX = 'urn:logto:organization:';
 const SHOPPING = 'https://shopping.example.com/api';
 const STORE = 'https://store.example.com/api';
+/** Logto OSS's Management API resource indicator (Cloud's is https://<tenant-id>.logto.app/api). */
+const MANAGEMENT_API = 'https://default.logto.app/api';
 
 /** API resources and the scopes (permissions) each defines. */
 const RESOURCES = {
@@ -100,6 +102,8 @@ const RESOURCES = {
   [STORE]: ['store:read', 'store:write'],
   // Organization permissions live on Logto's reserved organizations resource.
   [ORGANIZATIONS_RESOURCE]: ['read:members', 'invite:members'],
+  // Logto's Management API, whose one scope is `all`.
+  [MANAGEMENT_API]: ['all'],
 };
 
 /** User roles: the API-resource scopes each grants. */
@@ -121,7 +125,7 @@ const ORGANIZATION_ROLES = {
 };
 
 /** Machine-to-machine roles: the API-resource scopes the M2M app is granted. */
-const MACHINE_SCOPES = { [SHOPPING]: ['shopping:read'] };
+const MACHINE_SCOPES = { [SHOPPING]: ['shopping:read'], [MANAGEMENT_API]: ['all'] };
 
 const ORGANIZATIONS = {
   org_acme: { name: 'Acme', description: 'Acme Corporation', members: { user_alice: ['admin'] } },
@@ -339,6 +343,8 @@ const state = {
   signingKey: undefined,
   /** sub -> grant ids ever saved for the app (a revoked grant is gone from the adapter). */
   grantsBySub: new Map(),
+  /** Seconds to backdate the next completed login by (its `auth_time`), then 0 again. */
+  nextLoginAge: 0,
 };
 
 function emptyStats() {
@@ -357,6 +363,8 @@ function emptyStats() {
     refresh_refused: 0,
     revocation_requests: 0,
     userinfo_requests: 0,
+    /** Management API requests (`/api/...`), refused ones included. */
+    management_api_requests: 0,
   };
 }
 let stats = emptyStats();
@@ -788,15 +796,67 @@ async function handleInteraction(provider, req, res, uid, action) {
       send(res, 200, loginPage(uid, { username, error: 'Incorrect username or password.' }));
       return;
     }
+    // A login backdated by `/__test/next-login-age`: a session that old, without waiting.
+    const age = state.nextLoginAge;
+    state.nextLoginAge = 0;
+    const ts = age > 0 ? Math.floor(Date.now() / 1000) - age : undefined;
     await provider.interactionFinished(
       req,
       res,
-      { login: { accountId: user.sub, amr: ['pwd'] } },
+      { login: { accountId: user.sub, amr: ['pwd'], ...(ts === undefined ? {} : { ts }) } },
       { mergeWithLastSubmission: false },
     );
     return;
   }
   send(res, 405, 'method not allowed', 'text/plain; charset=utf-8');
+}
+
+// ---------------------------------------------------------------------------
+// A sliver of Logto's Management API: GET /api/users/:id/roles, for a machine-to-machine
+// token of the Management API with the scope `all`
+// ---------------------------------------------------------------------------
+
+/** The claims of a Management API token signed by this provider, or why it is refused. */
+function verifyManagementToken(req) {
+  const match = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(req.headers.authorization ?? '');
+  if (!match) return { error: 'a bearer token is required' };
+  const [, header, payload, signature] = match;
+  const jwk = state.signingKey;
+  const key = crypto.createPublicKey(crypto.createPrivateKey({ key: jwk, format: 'jwk' }));
+  const data = Buffer.from(`${header}.${payload}`);
+  const sig = Buffer.from(signature, 'base64url');
+  const valid = jwk.alg === 'RS256'
+    ? crypto.verify('sha256', data, key, sig)
+    : crypto.verify('sha384', data, { key, dsaEncoding: 'ieee-p1363' }, sig);
+  if (!valid) return { error: 'bad signature' };
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  if (claims.aud !== MANAGEMENT_API) return { error: `audience ${claims.aud} is not the Management API` };
+  if (!(claims.exp > Math.floor(Date.now() / 1000))) return { error: 'expired' };
+  if (!String(claims.scope ?? '').split(' ').includes('all')) return { error: 'the scope `all` is missing' };
+  return { claims };
+}
+
+function handleManagementApi(req, res, url) {
+  stats.management_api_requests += 1;
+  const roles = /^\/api\/users\/([^/]+)\/roles$/.exec(url.pathname);
+  if (!roles || req.method !== 'GET') {
+    sendJson(res, 404, { code: 'guard.not_found', message: 'not found' });
+    return;
+  }
+  const { error } = verifyManagementToken(req);
+  if (error) {
+    res.setHeader('WWW-Authenticate', `Bearer error="invalid_token", error_description="${error}"`);
+    sendJson(res, 401, { code: 'auth.unauthorized', message: error });
+    return;
+  }
+  const user = usersBySub.get(decodeURIComponent(roles[1]));
+  if (!user) {
+    sendJson(res, 404, { code: 'entity.not_exists_with_id', message: 'no such user' });
+    return;
+  }
+  sendJson(res, 200, (user.roles ?? []).map((name) => ({
+    id: `role_${name}`, name, description: `The ${name} role`, type: 'User',
+  })));
 }
 
 // ---------------------------------------------------------------------------
@@ -863,6 +923,21 @@ async function handleTestControl(provider, req, res, url) {
         return;
       }
       state.accessTokenTtl = seconds;
+      sendJson(res, 200, { seconds });
+      return;
+    }
+    case 'POST /__test/next-login-age': {
+      let seconds;
+      try {
+        ({ seconds } = JSON.parse((await readBody(req)) || '{}'));
+      } catch {
+        seconds = undefined;
+      }
+      if (!Number.isSafeInteger(seconds) || seconds < 0) {
+        sendJson(res, 400, { error: 'expected JSON {"seconds": <integer >= 0>}' });
+        return;
+      }
+      state.nextLoginAge = seconds;
       sendJson(res, 200, { seconds });
       return;
     }
@@ -951,6 +1026,11 @@ async function route(req, res) {
 
   if (pathname.startsWith('/__test/')) {
     await handleTestControl(provider, req, res, url);
+    return;
+  }
+
+  if (pathname.startsWith('/api/')) {
+    handleManagementApi(req, res, url);
     return;
   }
 

@@ -8,8 +8,8 @@ use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket::serde::json::{json, Json, Value};
 use rocket::{get, post, routes, Build, Rocket, State};
 use rocket_logto::{
-    AccessToken, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError, LogtoUser,
-    Resource, ResourceToken, SessionHandle, Sessions,
+    AccessToken, AppTokens, AuthenticatedUser, FetchedUserInfo, IdTokenClaims, Logto, LogtoError,
+    LogtoUser, Resource, ResourceToken, SessionHandle, Sessions,
 };
 
 /// A fixed key so that cookies can be crafted; tests for "old key" use another one.
@@ -31,6 +31,20 @@ pub struct ShoppingWriter;
 impl Resource for ShoppingWriter {
     const INDICATOR: &'static str = SHOPPING;
     const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:write"];
+}
+
+/// The shopping API as the machine-to-machine app reaches it (its role: `shopping:read`).
+pub struct MachineShopping;
+impl Resource for MachineShopping {
+    const INDICATOR: &'static str = SHOPPING;
+    const REQUIRED_SCOPES: &'static [&'static str] = &["shopping:read"];
+}
+
+/// The app's own token (client credentials), through the managed `AppTokens`: no
+/// `AppToken` guard here, whose launch check would stop apps without `m2m_app_id`.
+#[get("/app-token")]
+async fn app_token(tokens: &State<AppTokens>) -> Result<Json<Value>, LogtoError> {
+    Ok(token_json(&tokens.token::<MachineShopping>().await?))
 }
 
 #[get("/")]
@@ -198,7 +212,8 @@ pub fn rocket_with(logto: Value, secret_key: &str) -> Rocket<Build> {
                 org_resource,
                 sessions_list,
                 sessions_end,
-                admin_end_all
+                admin_end_all,
+                app_token
             ],
         )
 }

@@ -257,6 +257,14 @@ impl RealProvider {
             .await;
     }
 
+    /// Backdates the next password login by `secs`: its provider session and `auth_time`
+    /// are that old (once).
+    pub async fn set_next_login_age(&self, secs: u64) {
+        let body = serde_json::json!({ "seconds": secs });
+        self.control(reqwest::Method::POST, "/__test/next-login-age", Some(body))
+            .await;
+    }
+
     /// A back-channel logout token for the app (by `sub`, `sid` or both), signed with the
     /// provider's key.
     pub async fn logout_token(&self, sub: Option<&str>, sid: Option<&str>) -> String {
