@@ -739,6 +739,20 @@ struct Driver {
 
 impl Driver {
     async fn start(test: &str) -> Driver {
+        // With `--port=0` chromedriver finds a free port and then binds it, so two drivers
+        // started at once (the tests of this file run in parallel) can pick the same one:
+        // the loser exits with "Address already in use". Only that failure is retried.
+        for _ in 0..4 {
+            if let Some(driver) = Driver::try_start(test).await {
+                return driver;
+            }
+        }
+        panic!("chromedriver lost the race for its port five times");
+    }
+
+    /// `None` when chromedriver lost a port race (worth another try); any other failure
+    /// fails the test.
+    async fn try_start(test: &str) -> Option<Driver> {
         let log = output_dir("e2e-logs").join(format!("{test}-chromedriver.log"));
         let err = std::fs::File::create(&log).unwrap();
         let mut child = tokio::process::Command::new(CHROMEDRIVER)
@@ -766,10 +780,11 @@ impl Driver {
             Ok(Some(port)) => port,
             other => {
                 kill_group(pgid);
-                panic!(
-                    "chromedriver did not start ({other:?}):\n{}",
-                    tail(&log, 4000)
-                );
+                let output = tail(&log, 4000);
+                if output.contains("Address already in use") {
+                    return None;
+                }
+                panic!("chromedriver did not start ({other:?}):\n{output}");
             }
         };
         // Keep draining its stdout into the log.
@@ -811,7 +826,7 @@ impl Driver {
             if let Ok(response) = http.get(&status_url).send().await {
                 if let Ok(v) = response.json::<Value>().await {
                     if v["value"]["ready"] == true {
-                        return driver;
+                        return Some(driver);
                     }
                 }
             }
