@@ -1751,10 +1751,11 @@
 //! | `logto_sign_ins_failed_total` | counter | `reason`: `bad_answer`, `state` (unknown, used or expired), `provider_error` (Logto answered `error=`), `issuer`, `unavailable` (Logto unreachable), `code` (refused by Logto), `id_token`, `app_refused` (the sign-in hook), `session` |
 //! | `logto_sign_outs_total` | counter | |
 //! | `logto_backchannel_logouts_total` | counter | `outcome`: `accepted`, `refused`; `reason`: `none`, `replayed`, `signature`, `expired`, `audience`, `unavailable`, `invalid` |
-//! | `logto_provider_requests_total` | counter | `endpoint`: `token`, `userinfo`, `revocation`, `discovery`, `jwks`; `outcome`: `ok`, `timeout`, `unreachable`, `no_answer`, `rate_limited`, `malformed`, `server_error`, `refused` |
+//! | `logto_provider_requests_total` | counter | `endpoint`: `token`, `userinfo`, `revocation`, `introspection`, `discovery`, `jwks`; `outcome`: `ok`, `timeout`, `unreachable`, `no_answer`, `rate_limited`, `malformed`, `server_error`, `refused` |
 //! | `logto_provider_request_duration_seconds` | histogram | `endpoint` |
 //! | `logto_refresh_grants_total` | counter | |
 //! | `logto_refresh_joined_total` | counter | `via`: `process` (another request of this instance), `redis` (another instance, through the Redis lease) |
+//! | `logto_refresh_taken_over_total` | counter | `outcome`: `resent` (Logto still took the token a killed instance was sending), `ended` (Logto had used it up: that session ended), `undecided` (Logto could not be asked: 503, asked again next request) |
 //! | `logto_session_cache_lookups_total` | counter | `result`: `hit`, `miss` |
 //! | `logto_session_cache_admissions_total` | counter | |
 //! | `logto_sessions_refused_total` | counter | `reason`: `ended` (signed out or logged out), `rotated` (an old copy: its refresh token was rotated out), `too_old` (lifetime or inactivity), `unreadable`, `unknown` (a session id the Redis session store does not know) |
@@ -1798,6 +1799,7 @@
 //! | `jwks_refetch` | info | `outcome` |
 //! | `logto_call` | warn | `endpoint=revocation`, `outcome`, `status` |
 //! | `redis` | warn | `outcome` (`error`, `timeout`), `kind` |
+//! | `refresh_taken_over` | warn | `outcome` (`resent`, `ended`, `undecided`), `reason` |
 //! | `redis_subscription` | info (first `up`), warn (`down`, `up` again) | `outcome` |
 //! | `redis_ignored` | warn (at most once a minute) | `total` |
 //! | `ended_records_full` | warn (at most once a minute) | `dropped` |

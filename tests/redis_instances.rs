@@ -12,8 +12,11 @@
 //! - Redis hanging, then stopped: claims routes answer, refresh routes answer 503 with
 //!   `Retry-After` within the timeout and send nothing; restarted: everything recovers with
 //!   exactly one refresh, and a sign-out made during the outage reaches every instance;
-//! - an instance killed while it holds the lease of a refresh: the others never resend the
-//!   token (its session ends) and the grant stays valid.
+//! - an instance killed while it holds the lease of a refresh: after the lease, another
+//!   instance asks Logto (introspection) whether the token is still good; if Logto never
+//!   handled the request, or kept the token (as it does for a confidential app until 70% of
+//!   the token's lifetime), that instance completes the refresh; if Logto rotated it, the
+//!   session ends and the token is never resent. The grant stays valid in every case.
 //!
 //! Needs `redis-server` (scripts/setup) and `npm ci --prefix tests/provider`. Figures are
 //! printed (`cargo test --all-features --test redis_instances -- --nocapture`).
@@ -319,18 +322,44 @@ async fn redis_hanging_or_stopped_loses_nothing_and_recovers_without_a_restart()
     println!("sign-out during the outage: on all instances {took:?} after the recovery");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
-    // A lease lasts twice the HTTP timeout plus a second: 5 s here.
+/// How an instance dies while it holds the lease of a refresh.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// Its request reached Logto, which rotated the token (the worst case: every refresh
+    /// rotates); the answer, and the successor in it, die with the instance.
+    AfterLogtoRotated,
+    /// Its request never reached Logto's handler (dropped when the client vanished).
+    BeforeLogtoHandled,
+    /// Its request reached Logto, which kept the token, as Logto does for a confidential
+    /// app until 70% of the token's lifetime; the answer dies with the instance.
+    AfterLogtoKeptTheToken,
+}
+
+/// A lease lasts twice the HTTP timeout plus a second: 5 s here.
+const LEASE: Duration = Duration::from_secs(5);
+
+/// Signs in, then lets instance 0 take the lease of a refresh and kills it while Logto
+/// holds the request. Returns the deployment and the session's (pre-refresh) cookies.
+async fn kill_the_lease_holder(death: Death) -> (Deployment, Jar) {
     let mut dep = deploy(json!({ "http_timeout_secs": 2 })).await;
     dep.provider.set_access_token_ttl(30).await;
     let mut jar = Jar::default();
     sign_in(&dep, &mut jar).await;
     dep.provider.set_access_token_ttl(3600).await;
     dep.provider.reset_stats().await;
-    dep.provider.set_token_delay(1500).await;
+    match death {
+        Death::AfterLogtoRotated => dep.provider.set_token_answer_delay(1500).await,
+        Death::BeforeLogtoHandled => {
+            dep.provider
+                .set_token_delay_dropping_the_abandoned(1500)
+                .await
+        }
+        Death::AfterLogtoKeptTheToken => {
+            dep.provider.rotate_like_logto().await;
+            dep.provider.set_token_answer_delay(1500).await;
+        }
+    }
 
-    // Instance a takes the lease and sends the refresh; it dies while Logto answers.
     let url = format!("{}/shopping", dep.instances[0].url());
     let request = dep
         .http
@@ -352,14 +381,38 @@ async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
         in_flight.await.unwrap().is_err(),
         "its client lost the answer"
     );
+    // Logto is done with the held request (handled or dropped) before the hold goes.
+    let started = Instant::now();
+    loop {
+        let stats = dep.provider.stats().await;
+        let done = match death {
+            Death::BeforeLogtoHandled => stats["token_requests_dropped"].as_u64() == Some(1),
+            _ => stats["token_requests"]["refresh_token"].as_u64() == Some(1),
+        };
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "Logto never finished the held request: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     dep.provider.set_token_delay(0).await;
+    (dep, jar)
+}
 
-    // The others wait for the lease, then take the token for spent: its session ends
-    // (sign in again) rather than a resend that would revoke the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_sender_died_after_logto_rotated_ends_that_session_without_a_resend() {
+    let (dep, jar) = kill_the_lease_holder(Death::AfterLogtoRotated).await;
+
+    // The others wait for the lease, ask Logto (introspection), learn that the token was
+    // used up, and end the session (sign in again) rather than resend it: a resend would be
+    // taken for a replay and revoke the grant.
     let started = Instant::now();
     let answer = dep.on(1, "/shopping", &jar).await;
     println!(
-        "lease holder killed: instance b answered {} after {:?}",
+        "lease holder killed after Logto rotated: instance b answered {} after {:?}",
         answer.status,
         started.elapsed()
     );
@@ -374,6 +427,68 @@ async fn an_instance_killed_while_refreshing_never_gets_its_token_resent() {
         Some(1),
         "the token was never sent again: {stats}"
     );
+    assert_eq!(stats["introspection_requests"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["introspection_active"].as_u64(), Some(0), "{stats}");
+    assert!(
+        dep.provider.grant_valid(ALICE_SUB).await,
+        "nothing was revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_sender_died_before_logto_handled_it_completes_on_another_instance() {
+    let (dep, jar) = kill_the_lease_holder(Death::BeforeLogtoHandled).await;
+
+    let started = Instant::now();
+    let answer = dep.on(1, "/shopping", &jar).await;
+    let took = started.elapsed();
+    println!(
+        "lease holder killed before Logto handled its request: instance b answered {} after {took:?}",
+        answer.status
+    );
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert!(took < LEASE * 2, "answered within the lease time: {took:?}");
+    let stats = dep.provider.stats().await;
+    assert_eq!(stats["token_requests_dropped"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["introspection_active"].as_u64(), Some(1), "{stats}");
+    assert_eq!(
+        stats["token_requests"]["refresh_token"].as_u64(),
+        Some(1),
+        "one refresh handled, by instance b: {stats}"
+    );
+    // The third instance shares b's result (following the rotation): no new call.
+    assert_eq!(dep.on(2, "/shopping", &jar).await.status, StatusCode::OK);
+    let stats = dep.provider.stats().await;
+    assert_eq!(stats["token_requests"]["refresh_token"].as_u64(), Some(1));
+    assert_eq!(stats["refresh_refused"].as_u64(), Some(0), "{stats}");
+    assert!(
+        dep.provider.grant_valid(ALICE_SUB).await,
+        "nothing was revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_sender_died_after_logto_kept_the_token_completes_on_another_instance() {
+    let (dep, jar) = kill_the_lease_holder(Death::AfterLogtoKeptTheToken).await;
+
+    let started = Instant::now();
+    let answer = dep.on(1, "/shopping", &jar).await;
+    let took = started.elapsed();
+    println!(
+        "lease holder killed after Logto answered without rotating: instance b answered {} after {took:?}",
+        answer.status
+    );
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert!(took < LEASE * 2, "answered within the lease time: {took:?}");
+    let stats = dep.provider.stats().await;
+    assert_eq!(stats["introspection_active"].as_u64(), Some(1), "{stats}");
+    assert_eq!(
+        stats["token_requests"]["refresh_token"].as_u64(),
+        Some(2),
+        "the dead instance's refresh and b's, both handled: {stats}"
+    );
+    assert_eq!(stats["refresh_refused"].as_u64(), Some(0), "{stats}");
+    assert_eq!(dep.on(2, "/shopping", &jar).await.status, StatusCode::OK);
     assert!(
         dep.provider.grant_valid(ALICE_SUB).await,
         "nothing was revoked"

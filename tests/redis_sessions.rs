@@ -12,7 +12,8 @@
 //! - the local cache: 0 Redis calls for a cached, unchanged session; a change on one
 //!   instance seen by another on its next request;
 //! - Redis flushed: a clean sign-in, never a 500; Redis stopped: cached sessions work, the
-//!   rest get 503 with `Retry-After`;
+//!   rest get 503 with `Retry-After`, a sign-out among them (the session kept until Redis
+//!   answers, then ended everywhere);
 //! - the `Sessions` API: list, end one, end all; `end_all` of cookie sessions across
 //!   instances;
 //! - moves between the stores, both ways; bad `session_store` values refuse the launch.
@@ -572,6 +573,35 @@ async fn a_flushed_redis_means_signed_out_and_a_stopped_one_503_unless_cached() 
     println!(
         "Redis restarted empty: the cached session is signed out on every instance after {took:?}"
     );
+}
+
+/// A sign-out on an instance that cannot read the session (Redis not answering, the session
+/// not cached there) is refused with 503 and the cookie kept: a 303 would only drop the
+/// browser's id cookie, leaving the session alive in Redis for every copy of it (and its
+/// refresh token unrevoked). Once Redis answers, the same sign-out ends it everywhere. Found
+/// by `bench/scale --fault sentinel --store redis`: old cookies served by every instance
+/// long after the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_that_cannot_read_its_session_is_refused_until_redis_answers() {
+    let dep = deploy(2, json!({})).await;
+    let mut jar = Jar::default();
+    let callback = dep.sign_in_as(ALICE, &mut jar).await.1.instance;
+    let cold = (0..2).find(|&i| dep.instances[i].name != callback).unwrap();
+    let copy = jar.clone();
+    dep.redis.pause();
+    let out = dep.on(cold, "/logto/sign-out", &jar).await;
+    dep.redis.resume();
+    assert_eq!(out.status, StatusCode::SERVICE_UNAVAILABLE, "{out:?}");
+    assert!(out.retry_after.is_some(), "{out:?}");
+    assert!(out.set_cookies().is_empty(), "the cookie is kept: {out:?}");
+
+    dep.until_all("/me", &copy, StatusCode::OK, SETTLE).await;
+    let out = dep.on(cold, "/logto/sign-out", &jar).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
+    let took = dep
+        .until_all("/me", &copy, StatusCode::UNAUTHORIZED, SETTLE)
+        .await;
+    println!("a sign-out refused while Redis hung; once it answered, the copy was refused everywhere after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,10 @@ pub(crate) struct DiscoveryDocument {
     pub end_session_endpoint: Option<Url>,
     #[serde(default)]
     pub revocation_endpoint: Option<Url>,
+    /// RFC 7662 (Logto enables it): asked only whether a refresh token an instance may
+    /// have spent before it vanished is still good.
+    #[serde(default)]
+    pub introspection_endpoint: Option<Url>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
     #[serde(default)]

@@ -401,6 +401,40 @@ impl Provider {
         result
     }
 
+    /// Whether Logto still takes `refresh_token` (RFC 7662 introspection): `Some(false)`
+    /// once it was rotated out (consumed), expired or revoked. `None` when Logto's discovery
+    /// names no introspection endpoint, so it cannot be asked.
+    ///
+    /// Only asked after an instance vanished while it held the lease to send this token:
+    /// an active token was not spent, so sending it cannot be taken for a replay.
+    pub async fn refresh_token_is_active(
+        &self,
+        d: &Discovery,
+        refresh_token: &str,
+    ) -> Result<Option<bool>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Introspection {
+            active: bool,
+        }
+        let Some(endpoint) = &d.doc.introspection_endpoint else {
+            return Ok(None);
+        };
+        let form = [
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+        ];
+        let answer: Introspection = self
+            .post_form_to(
+                endpoint,
+                &form,
+                "token introspection",
+                Endpoint::Introspection,
+            )
+            .await?;
+        Ok(Some(answer.active))
+    }
+
     /// Revokes a refresh token. Failures are logged, not returned: the local session ends
     /// whatever Logto says.
     pub async fn revoke(&self, d: &Discovery, refresh_token: &str) {
@@ -455,6 +489,16 @@ impl Provider {
         form: &[(&str, &str)],
         what: &'static str,
     ) -> Result<T, ProviderError> {
+        self.post_form_to(url, form, what, Endpoint::Token).await
+    }
+
+    async fn post_form_to<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        what: &'static str,
+        endpoint: Endpoint,
+    ) -> Result<T, ProviderError> {
         let started = telemetry::start();
         let result = async {
             let response = self
@@ -468,7 +512,7 @@ impl Provider {
             read_json(response, what).await
         }
         .await;
-        record(Endpoint::Token, &result, started);
+        record(endpoint, &result, started);
         result
     }
 }

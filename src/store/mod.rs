@@ -67,6 +67,11 @@ pub(crate) enum Store {
 pub(crate) enum Begin {
     /// Send it to Logto now; report the outcome with [`Store::finish_refresh`].
     Proceed(Lease),
+    /// The instance that held the lease to send it vanished before telling the outcome, and
+    /// its lease ran out; the caller now holds the lease. Logto may or may not have used
+    /// the token up: ask it (introspection) before sending, and report as for `Proceed`
+    /// (`Finish::Doubt` when Logto cannot say).
+    Doubt(Lease),
     /// Another instance already refreshed it for this target: its result, and the token
     /// that replaced it if Logto rotated it.
     Shared {
@@ -76,8 +81,7 @@ pub(crate) enum Begin {
     /// Another instance saw Logto rotate it: follow the rotation.
     Rotated(Successor),
     /// Never to be sent again: rotated out longer than the grace ago, possibly spent by a
-    /// failed refresh or by an instance that vanished mid-refresh, or its records were
-    /// tampered with.
+    /// failed refresh, or its records were tampered with.
     Spent,
     /// The store cannot be reached within its timeout: send nothing.
     Unavailable,
@@ -98,6 +102,9 @@ pub(crate) enum Finish<'a> {
     Spent,
     /// The token is intact (no answer, a server error, or refused for this target only).
     Free,
+    /// Taken over after a vanished holder, and Logto could not say whether the token is
+    /// still good: release the lease and leave the doubt for the next caller.
+    Doubt,
 }
 
 /// The (cached) identity of a value in the ended-session records.

@@ -137,7 +137,9 @@ impl ClientCredentials {
                 .begin_refresh(&name, &target, now() + self.margin, None)
                 .await
             {
-                Begin::Proceed(lease) => Some(lease),
+                // A vanished holder cannot have spent anything: client credentials can
+                // always be asked for again.
+                Begin::Proceed(lease) | Begin::Doubt(lease) => Some(lease),
                 Begin::Shared { result, .. } => {
                     return Ok(AppAccess {
                         token: result.access_token,

@@ -32,11 +32,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::oidc::provider::{ProviderError, TokenResponse};
-use crate::store::{Begin, Finish, Store};
+use crate::store::{Begin, Finish, Lease, Store};
 pub(crate) use crate::store::{Refreshed, Successor, Target};
 use crate::util::bounded::{Clock, ExpiringMap};
 use crate::util::clock::now;
-use crate::util::telemetry::{self, Joined};
+use crate::util::telemetry::{self, Joined, TakeOver};
 
 /// Why the coordinator has no token to give.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub(crate) enum RefreshError {
     /// The shared store (Redis) cannot be reached: nothing was sent to Logto, the session
     /// is intact, try again shortly.
     Unavailable,
+    /// An instance vanished while sending this token, and Logto could not be asked whether
+    /// it still takes it: nothing was sent, the session is intact, try again shortly.
+    Undecided(ProviderError),
 }
 
 impl From<ProviderError> for RefreshError {
@@ -211,16 +214,70 @@ impl RefreshCoordinator {
         from
     }
 
+    /// The lease of an instance that vanished while sending `token` ran out and is now
+    /// this caller's: whether to send the token is Logto's to say (see
+    /// [`Self::refresh_checking`]).
+    async fn take_over<A, AFut>(
+        &self,
+        lease: Lease,
+        key: &str,
+        token: &str,
+        target: &Target,
+        still_good: &A,
+    ) -> Result<Lease, RefreshError>
+    where
+        A: Fn(String) -> AFut,
+        AFut: Future<Output = Result<Option<bool>, ProviderError>>,
+    {
+        match still_good(token.to_string()).await {
+            Ok(Some(true)) => {
+                telemetry::refresh_taken_over(TakeOver::Resent);
+                log::warn!(
+                    "logto: event=refresh_taken_over outcome=resent: an instance vanished while sending a refresh token that Logto still takes; this instance sends it"
+                );
+                Ok(lease)
+            }
+            Ok(answer) => {
+                telemetry::refresh_taken_over(TakeOver::Ended);
+                let (reason, what) = match answer {
+                    Some(_) => (
+                        "used_up",
+                        "Logto had used up the refresh token (its successor vanished with the instance)",
+                    ),
+                    None => (
+                        "cannot_ask",
+                        "it may have been used up, and Logto's discovery names no introspection endpoint to ask",
+                    ),
+                };
+                log::warn!(
+                    "logto: event=refresh_taken_over outcome=ended reason={reason}: an instance vanished while sending a refresh token; {what}; the token is never sent again and its session ends"
+                );
+                self.spent.insert(key, ());
+                self.store
+                    .finish_refresh(lease, token, target, Finish::Spent)
+                    .await;
+                Err(RefreshError::Spent)
+            }
+            Err(e) => {
+                telemetry::refresh_taken_over(TakeOver::Undecided);
+                // Nothing is sent; the doubt stays for the next request to ask again.
+                self.store
+                    .finish_refresh(lease, token, target, Finish::Doubt)
+                    .await;
+                Err(RefreshError::Undecided(e))
+            }
+        }
+    }
+
     /// Number of refresh tokens currently remembered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Gets a token for `target`, refreshing with `refresh_token` (or its successors) at
-    /// most once across concurrent callers. `fresh_after` is the earliest acceptable expiry
-    /// of a shared result, `made_after` (for a forced refresh) its earliest acceptable
-    /// age; `call` performs the token request.
+    /// [`Self::refresh_checking`] with no way to ask Logto whether a token is still good
+    /// (in process, the question never comes up).
+    #[cfg(test)]
     pub async fn refresh<F, Fut>(
         &self,
         refresh_token: &str,
@@ -232,6 +289,44 @@ impl RefreshCoordinator {
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<TokenResponse, ProviderError>>,
+    {
+        self.refresh_checking(
+            refresh_token,
+            target,
+            fresh_after,
+            made_after,
+            call,
+            |_| async { Ok(None) },
+        )
+        .await
+    }
+
+    /// Gets a token for `target`, refreshing with `refresh_token` (or its successors) at
+    /// most once across concurrent callers. `fresh_after` is the earliest acceptable expiry
+    /// of a shared result, `made_after` (for a forced refresh) its earliest acceptable
+    /// age; `call` performs the token request.
+    ///
+    /// `still_good` asks Logto whether a token is still active (introspection; `None`:
+    /// Logto cannot be asked). It is called only for a token whose last sender vanished
+    /// mid-refresh (an instance killed while it held the Redis lease): if Logto rotated the
+    /// token before that instance died, the successor died with it and sending the token
+    /// again would be taken for a replay; if not (the request never arrived, or Logto kept
+    /// the token, as it does for a confidential app until 70% of the token's lifetime),
+    /// the refresh goes on here and the session survives.
+    pub async fn refresh_checking<F, Fut, A, AFut>(
+        &self,
+        refresh_token: &str,
+        target: Target,
+        fresh_after: i64,
+        made_after: Option<Instant>,
+        call: F,
+        still_good: A,
+    ) -> Result<Arc<Refreshed>, RefreshError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<TokenResponse, ProviderError>>,
+        A: Fn(String) -> AFut,
+        AFut: Future<Output = Result<Option<bool>, ProviderError>>,
     {
         let mut token = refresh_token.to_string();
         let mut id_token: Option<String> = None;
@@ -281,6 +376,10 @@ impl RefreshCoordinator {
                 .await
             {
                 Begin::Proceed(lease) => lease,
+                Begin::Doubt(lease) => {
+                    self.take_over(lease, &key, &token, &target, &still_good)
+                        .await?
+                }
                 Begin::Shared { result, successor } => {
                     telemetry::refresh_joined(Joined::Redis);
                     let mut result = Arc::new(result);

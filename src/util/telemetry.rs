@@ -34,6 +34,8 @@ pub(crate) const PROVIDER_DURATION: &str = "logto_provider_request_duration_seco
 pub(crate) const REFRESH_GRANTS: &str = "logto_refresh_grants_total";
 /// Requests that used another request's refresh instead of sending one, by `via`.
 pub(crate) const REFRESH_JOINED: &str = "logto_refresh_joined_total";
+/// Refreshes taken over after the instance sending them vanished, by `outcome`.
+pub(crate) const REFRESH_TAKEN_OVER: &str = "logto_refresh_taken_over_total";
 /// Decoded-session cache lookups, by `result` (`hit`, `miss`).
 pub(crate) const SESSION_CACHE: &str = "logto_session_cache_lookups_total";
 /// Sessions admitted to the decoded-session cache.
@@ -67,7 +69,7 @@ pub(crate) const LOG_SUPPRESSED: &str = "logto_log_lines_suppressed_total";
 
 /// Every metric name, for the test that holds the documentation to them.
 #[cfg(test)]
-const NAMES: [&str; 24] = [
+const NAMES: [&str; 25] = [
     SIGN_INS_STARTED,
     SIGN_INS_COMPLETED,
     SIGN_INS_FAILED,
@@ -77,6 +79,7 @@ const NAMES: [&str; 24] = [
     PROVIDER_DURATION,
     REFRESH_GRANTS,
     REFRESH_JOINED,
+    REFRESH_TAKEN_OVER,
     SESSION_CACHE,
     SESSION_CACHE_ADMISSIONS,
     SESSIONS_REFUSED,
@@ -100,6 +103,7 @@ pub(crate) enum Endpoint {
     Token,
     Userinfo,
     Revocation,
+    Introspection,
     Discovery,
     Jwks,
 }
@@ -110,6 +114,7 @@ impl Endpoint {
             Endpoint::Token => "token",
             Endpoint::Userinfo => "userinfo",
             Endpoint::Revocation => "revocation",
+            Endpoint::Introspection => "introspection",
             Endpoint::Discovery => "discovery",
             Endpoint::Jwks => "jwks",
         }
@@ -189,6 +194,10 @@ pub(crate) fn describe() {
         describe_counter!(
             REFRESH_JOINED,
             "Requests that used a refresh made for another request, by via"
+        );
+        describe_counter!(
+            REFRESH_TAKEN_OVER,
+            "Refreshes taken over after the instance sending them vanished, by outcome"
         );
         describe_counter!(SESSION_CACHE, "Decoded-session cache lookups, by result");
         describe_counter!(
@@ -341,6 +350,33 @@ pub(crate) fn refresh_joined(via: Joined) {
         Joined::Process => once!(Counter, REFRESH_JOINED, "via" => "process").increment(1),
         Joined::Redis => once!(Counter, REFRESH_JOINED, "via" => "redis").increment(1),
     }
+}
+
+/// What became of a refresh taken over after the instance sending it vanished, the
+/// `outcome` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TakeOver {
+    /// Logto still took the token: it was sent again, the session goes on.
+    Resent,
+    /// Logto had used it up (or cannot be asked): the session ended.
+    Ended,
+    /// Logto could not be asked now: 503, the next request asks again.
+    Undecided,
+}
+
+/// A refresh was taken over after the instance sending it vanished.
+#[inline]
+pub(crate) fn refresh_taken_over(outcome: TakeOver) {
+    #[cfg(feature = "metrics")]
+    match outcome {
+        TakeOver::Resent => once!(Counter, REFRESH_TAKEN_OVER, "outcome" => "resent").increment(1),
+        TakeOver::Ended => once!(Counter, REFRESH_TAKEN_OVER, "outcome" => "ended").increment(1),
+        TakeOver::Undecided => {
+            once!(Counter, REFRESH_TAKEN_OVER, "outcome" => "undecided").increment(1)
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
 }
 
 /// A decoded-session cache lookup: `hit` or miss.

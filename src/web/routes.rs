@@ -735,11 +735,25 @@ impl<'r> FromRequest<'r> for SignOutContext<'r> {
     type Error = LogtoError;
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, LogtoError> {
         match request.rocket().state::<LogtoState>() {
-            Some(state) => Outcome::Success(SignOutContext {
-                state,
-                session: RequestSession::of(request, state).await,
-                path: request.uri().path().to_string(),
-            }),
+            Some(state) => {
+                let session = RequestSession::of(request, state).await;
+                // A Redis-stored session this instance cannot read now (Redis unreachable,
+                // not cached here): signing out would only drop the id cookie, leaving the
+                // session alive in Redis for any copy of the cookie, its refresh token
+                // unrevoked and Logto's session open. 503, the cookie kept, so the user
+                // can sign out once Redis answers.
+                if session.unavailable {
+                    return crate::web::guards::fail(
+                        request,
+                        crate::web::redis_session::unavailable_error(),
+                    );
+                }
+                Outcome::Success(SignOutContext {
+                    state,
+                    session,
+                    path: request.uri().path().to_string(),
+                })
+            }
             None => Outcome::Error((
                 Status::InternalServerError,
                 LogtoError::Config("fairing state missing".into()),

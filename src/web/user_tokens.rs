@@ -245,7 +245,7 @@ async fn refresh_into(
     let called = &called;
     let result = state
         .refresh
-        .refresh(&refresh_token, target, fresh_after, made_after, |rt| {
+        .refresh_checking(&refresh_token, target, fresh_after, made_after, |rt| {
             let discovery = discovery.clone();
             async move {
                 called.store(true, Ordering::Relaxed);
@@ -264,11 +264,28 @@ async fn refresh_into(
                 }
                 Ok(response)
             }
+        }, |rt| {
+            let discovery = discovery.clone();
+            async move { state.provider.refresh_token_is_active(&discovery, &rt).await }
         })
         .await;
     let result = match result {
         Ok(r) => Ok(r),
         Err(RefreshError::Provider(e)) => Err(e),
+        Err(RefreshError::Undecided(e)) => {
+            // An instance vanished while sending this token and Logto cannot say now
+            // whether it used the token up: nothing was sent, the session stays.
+            log::warn!(
+                "logto: event=refresh_taken_over outcome=undecided reason={}: the refresh for user {} waits: an instance vanished while sending its token, and Logto could not be asked whether it still takes it; answering 503",
+                e.label(),
+                old.sub
+            );
+            return Err(LogtoError::unavailable(
+                "Your access token cannot be renewed right now; try again in a moment.",
+            )
+            .retry_after(1)
+            .with_cause(e.failure()));
+        }
         Err(RefreshError::Unavailable) => {
             // Redis is down: nothing was sent to Logto (spending a token twice is worse
             // than a short wait) and the session stays as it is.
@@ -293,7 +310,7 @@ async fn refresh_into(
                 .as_ref()
                 .map_or(1, |r| r.timeout.as_secs().max(1));
             return Err(LogtoError::unavailable(
-                "Signing in is briefly unavailable; try again in a moment.",
+                "Your access token cannot be renewed right now; try again in a moment.",
             )
             .retry_after(retry_after));
         }
@@ -303,7 +320,7 @@ async fn refresh_into(
             // would take the token for a replay and revoke the grant of the browser that
             // holds its successor, so it is not sent, and this copy of the session ends.
             log::warn!(
-                "logto: signing out user {}: the session's refresh token was rotated out longer than `rotation_grace_secs` ago, or spent by a failed refresh; it was not sent to Logto",
+                "logto: signing out user {}: the session's refresh token was rotated out longer than `rotation_grace_secs` ago, or spent by a failed refresh or by an instance that vanished; it was not sent to Logto",
                 old.sub
             );
             ctx.session.sign_out(guard, ctx.jar, ctx.state).await;

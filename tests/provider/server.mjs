@@ -339,6 +339,16 @@ const state = {
   accessTokenTtl: DEFAULT_ACCESS_TOKEN_TTL,
   /** Delay before the token endpoint handles a request (a slow Logto), ms. */
   tokenDelayMs: 0,
+  /** Drop a delayed token request unhandled when its client hung up during the delay (the
+   * request never reached Logto's handler), instead of handling it anyway. */
+  tokenDropIfGone: false,
+  /** Hold the answer instead of the request: Logto has handled the request (rotated the
+   * refresh token) and the answer is on its way. */
+  tokenDelayAfterHandling: false,
+  /** 'always': every refresh rotates the refresh token (the worst case, the default);
+   * 'logto': Logto's own rule for a confidential app, a new refresh token only once 70% of
+   * its lifetime has passed (oidc-provider's default rotation, which Logto keeps). */
+  rotation: 'always',
   /** The private signing key (JWK), to sign logout tokens like Logto would. */
   signingKey: undefined,
   /** sub -> grant ids ever saved for the app (a revoked grant is gone from the adapter). */
@@ -362,6 +372,11 @@ function emptyStats() {
     /** Refresh requests refused (an unknown, expired or already used refresh token). */
     refresh_refused: 0,
     revocation_requests: 0,
+    /** Introspection requests, and how many of them found the token active. */
+    introspection_requests: 0,
+    introspection_active: 0,
+    /** Token requests dropped unhandled because their client hung up during the delay. */
+    token_requests_dropped: 0,
     userinfo_requests: 0,
     /** Management API requests (`/api/...`), refused ones included. */
     management_api_requests: 0,
@@ -466,6 +481,8 @@ function buildProvider(issuer) {
         },
       },
       userinfo: { enabled: true },
+      // Logto enables RFC 7662 introspection (a client may introspect its own tokens).
+      introspection: { enabled: true },
       // Machine-to-machine tokens (`grant_type=client_credentials` + `resource` + `scope`).
       clientCredentials: { enabled: true },
       rpInitiatedLogout: { enabled: true }, // oidc-provider's own confirmation form
@@ -502,7 +519,12 @@ function buildProvider(issuer) {
     },
 
     pkce: { required: (_ctx, client) => client.clientAuthMethod === 'none' },
-    rotateRefreshToken: true, // the worst case: every refresh rotates
+    rotateRefreshToken(ctx) {
+      if (state.rotation === 'always') return true; // the worst case: every refresh rotates
+      const { RefreshToken: token, Client: client } = ctx.oidc.entities;
+      if (client.clientAuthMethod === 'none') return true;
+      return token.ttlPercentagePassed() >= 70;
+    },
     clientBasedCORS: () => false,
 
     ttl: {
@@ -534,9 +556,19 @@ function buildProvider(issuer) {
   provider.use(async (ctx, next) => {
     if (ctx.method === 'POST' && ctx.path === '/token') {
       stats.token_requests_received += 1;
-      if (state.tokenDelayMs > 0) await new Promise((resolve) => { setTimeout(resolve, state.tokenDelayMs); });
+      if (state.tokenDelayMs > 0 && !state.tokenDelayAfterHandling) {
+        await new Promise((resolve) => { setTimeout(resolve, state.tokenDelayMs); });
+      }
+      if (state.tokenDropIfGone && (ctx.req.socket.destroyed || ctx.req.destroyed)) {
+        stats.token_requests_dropped += 1;
+        ctx.respond = false;
+        return;
+      }
     }
     await next();
+    if (ctx.method === 'POST' && ctx.path === '/token' && state.tokenDelayMs > 0 && state.tokenDelayAfterHandling) {
+      await new Promise((resolve) => { setTimeout(resolve, state.tokenDelayMs); });
+    }
     const route = ctx._matchedRouteName;
     if (route === 'token') {
       let params;
@@ -554,6 +586,9 @@ function buildProvider(issuer) {
       }
     } else if (route === 'revocation') {
       stats.revocation_requests += 1;
+    } else if (route === 'introspection') {
+      stats.introspection_requests += 1;
+      if (ctx.body?.active === true) stats.introspection_active += 1;
     } else if (route === 'userinfo') {
       stats.userinfo_requests += 1;
     }
@@ -943,17 +978,37 @@ async function handleTestControl(provider, req, res, url) {
     }
     case 'POST /__test/token-delay': {
       let ms;
+      let dropIfGone;
+      let afterHandling;
       try {
-        ({ ms } = JSON.parse((await readBody(req)) || '{}'));
+        ({ ms, drop_if_gone: dropIfGone = false, after_handling: afterHandling = false } = JSON.parse((await readBody(req)) || '{}'));
       } catch {
         ms = undefined;
       }
-      if (!Number.isSafeInteger(ms) || ms < 0) {
-        sendJson(res, 400, { error: 'expected JSON {"ms": <integer >= 0>}' });
+      if (!Number.isSafeInteger(ms) || ms < 0 || typeof dropIfGone !== 'boolean' || typeof afterHandling !== 'boolean'
+        || (dropIfGone && afterHandling)) {
+        sendJson(res, 400, { error: 'expected JSON {"ms": <integer >= 0>, and at most one of "drop_if_gone": true, "after_handling": true}' });
         return;
       }
       state.tokenDelayMs = ms;
-      sendJson(res, 200, { ms });
+      state.tokenDropIfGone = dropIfGone;
+      state.tokenDelayAfterHandling = afterHandling;
+      sendJson(res, 200, { ms, drop_if_gone: dropIfGone, after_handling: afterHandling });
+      return;
+    }
+    case 'POST /__test/rotation': {
+      let mode;
+      try {
+        ({ mode } = JSON.parse((await readBody(req)) || '{}'));
+      } catch {
+        mode = undefined;
+      }
+      if (mode !== 'always' && mode !== 'logto') {
+        sendJson(res, 400, { error: 'expected JSON {"mode": "always" | "logto"}' });
+        return;
+      }
+      state.rotation = mode;
+      sendJson(res, 200, { mode });
       return;
     }
     case 'POST /__test/logout-token': {

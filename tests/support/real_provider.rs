@@ -257,6 +257,30 @@ impl RealProvider {
             .await;
     }
 
+    /// Holds each token request for `ms`, then drops it unhandled if its client hung up
+    /// meanwhile (the request never reached Logto's handler: nothing was rotated).
+    pub async fn set_token_delay_dropping_the_abandoned(&self, ms: u64) {
+        let body = serde_json::json!({ "ms": ms, "drop_if_gone": true });
+        self.control(reqwest::Method::POST, "/__test/token-delay", Some(body))
+            .await;
+    }
+
+    /// Handles each token request at once, then holds its answer for `ms` (Logto has acted
+    /// on the request, rotated the token, when a client that dies meanwhile loses the answer).
+    pub async fn set_token_answer_delay(&self, ms: u64) {
+        let body = serde_json::json!({ "ms": ms, "after_handling": true });
+        self.control(reqwest::Method::POST, "/__test/token-delay", Some(body))
+            .await;
+    }
+
+    /// Logto's own rotation rule for a confidential app (a new refresh token only past 70%
+    /// of its lifetime) instead of the default worst case (every refresh rotates).
+    pub async fn rotate_like_logto(&self) {
+        let body = serde_json::json!({ "mode": "logto" });
+        self.control(reqwest::Method::POST, "/__test/rotation", Some(body))
+            .await;
+    }
+
     /// Backdates the next password login by `secs`: its provider session and `auth_time`
     /// are that old (once).
     pub async fn set_next_login_age(&self, secs: u64) {

@@ -7,10 +7,10 @@
 //! | key | value | TTL |
 //! |---|---|---|
 //! | `lease:{h}` | the instance refreshing `h` now | twice `http_timeout_secs`, plus 1 s |
-//! | `flight:{h}` | set with the lease, removed by its outcome: a lease gone while this remains means its holder vanished mid-refresh | the shorter session lifetime (inactivity or absolute) |
+//! | `flight:{h}` | set with the lease, removed by its outcome: a lease gone while this remains means its holder vanished mid-refresh, and the next caller asks Logto (introspection) whether the token is still good before sending it | the shorter session lifetime (inactivity or absolute) |
 //! | `res:{h}:<target>` | the refresh's result for one (resource, organization): expiry and age in clear, tokens sealed | 2 minutes |
 //! | `rot:{h}` | the token that replaced `h`, sealed | `rotation_grace_secs` |
-//! | `spent:{h}` | never send `h` again (rotated out, failed, or holder vanished) | the shorter session lifetime (inactivity or absolute) |
+//! | `spent:{h}` | never send `h` again (rotated out, failed, or used up by a holder that vanished) | the shorter session lifetime (inactivity or absolute) |
 //! | `abandoned:{h}` | lease values of calls that timed out: should one still run (Redis hung, then resumed), it takes nothing | 1 hour at most |
 //! | `jti:{j}` | a logout token's `jti` was used | 10 minutes |
 //! | `ended` | sorted set of ended sessions `<sid\|sub\|ses>:<hash>:<ms>:<tag>`, scored by expiry | `session_lifetime_secs` |
@@ -96,7 +96,10 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// never to be sent again gets nothing, not even a result shared for it, unless it was
 /// rotated out within the grace (then `rot` is still there and the result is followed). A call its caller gave up
 /// on (timed out, e.g. while Redis hung) may still run later: it then finds its lease value
-/// in `abandoned` and takes nothing.
+/// in `abandoned` and takes nothing. A lease gone while `flight` remains means that its
+/// holder vanished mid-refresh: the caller takes the lease and is told to ask Logto first
+/// (`doubt`); `flight` then starts with `?`, so that giving up a timed-out call's lease
+/// (ABANDON) leaves the doubt for the next caller.
 /// KEYS: res, rot, spent, lease, flight, abandoned. ARGV: fresh_after (s), made_after (ms,
 /// 0 = any), lease value, lease ms, remember ms.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
@@ -116,9 +119,9 @@ if rot then return {'rotated', rot} end
 local pttl = redis.call('PTTL', KEYS[4])
 if pttl > 0 then return {'wait', tostring(pttl)} end
 if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-  redis.call('DEL', KEYS[4], KEYS[5])
-  return {'died', ''}
+  redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
+  redis.call('SET', KEYS[5], '?' .. ARGV[3], 'PX', ARGV[5])
+  return {'doubt', ''}
 end
 redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
 redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[5])
@@ -128,7 +131,8 @@ return {'lease', ''}
 });
 
 /// Writes the outcome of a refresh, releases its lease (if still the caller's) and tells
-/// the waiters. KEYS: res, rot, spent, lease, flight. ARGV: kind (ok, spent, free), result,
+/// the waiters; `doubt` (Logto could not say whether a vanished holder used the token up)
+/// keeps `flight`. KEYS: res, rot, spent, lease, flight. ARGV: kind (ok, spent, free, doubt), result,
 /// result ms, successor ('' if none), grace ms, remember ms, channel, message, lease value.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -143,7 +147,10 @@ elseif ARGV[1] == 'spent' then
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
 end
 if redis.call('GET', KEYS[4]) == ARGV[9] then redis.call('DEL', KEYS[4]) end
-if redis.call('GET', KEYS[5]) == ARGV[9] then redis.call('DEL', KEYS[5]) end
+if ARGV[1] ~= 'doubt' then
+  local flight = redis.call('GET', KEYS[5])
+  if flight == ARGV[9] or flight == '?' .. ARGV[9] then redis.call('DEL', KEYS[5]) end
+end
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
 ",
@@ -764,14 +771,7 @@ impl RedisStore {
                     }
                 }
                 b"spent" => return Begin::Spent,
-                b"died" => {
-                    log::warn!(
-                        "logto: an instance took the lease to refresh a token and vanished before \
-                         telling the outcome; the token may have been spent, so it is never sent \
-                         again and its session ends"
-                    );
-                    return Begin::Spent;
-                }
+                b"doubt" => return Begin::Doubt(Lease(Some(lease_value))),
                 b"wait" => {
                     let pttl: u64 = std::str::from_utf8(field(1))
                         .ok()
@@ -820,6 +820,7 @@ impl RedisStore {
             ),
             Finish::Spent => ("spent", Vec::new(), Vec::new()),
             Finish::Free => ("free", Vec::new(), Vec::new()),
+            Finish::Doubt => ("doubt", Vec::new(), Vec::new()),
         };
         let args: Vec<Vec<u8>> = vec![
             kind.into(),
