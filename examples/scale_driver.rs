@@ -4,7 +4,7 @@
 //! ```text
 //! scale_driver front --port P --backends PORT,PORT,...   # TCP round robin, one backend per connection
 //! scale_driver load  --front URL --users N --duration S [--concurrency C]
-//!                    [--mix me=80,token=10,org=5,signout=5] [--instances N] [--out FILE]
+//!                    [--mix me=80,token=10,org=5,signout=5] --backends URL,URL,... [--out FILE]
 //! ```
 //!
 //! `front` hands each new connection to the next backend that accepts it (a backend that
@@ -17,7 +17,8 @@
 //! user at a time) and a page kind by the `--mix` weights:
 //! `me` (`/me`, `AuthenticatedUser`), `token` (`/shopping`, `ResourceToken<Shopping>`), `org`
 //! (`/orgs`, the user's organization tokens) and `signout` (`/logto/sign-out`, then the
-//! old cookies must be refused `--instances` times in a row within 1 s, then a new sign-in). It writes one JSON summary (`--out`):
+//! old cookies must be refused by every instance, each asked directly at its `--backends` URL,
+//! within 1 s, then a new sign-in). It writes one JSON summary (`--out`):
 //! per kind the count, statuses, p50/p99; 5xx and 503 counts with the first and last second
 //! they occurred; transport errors; users signed out who did not sign out (a 401 on a session
 //! the driver did not end); access tokens seen (distinct, per target).
@@ -155,6 +156,11 @@ struct Tally {
     lost: Vec<(u64, String, String)>,
     /// Sign-outs whose old cookies were still served by some instance 1 s afterwards.
     signout_served: u64,
+    /// Of those: the second of the sign-out and what the old cookies got, in order
+    /// (`401×2 503×7`; 0 is a transport error), to tell an answer from an outage.
+    signout_served_examples: Vec<(u64, String)>,
+    /// Their old cookies, asked again once the load is over (a fault long past).
+    signout_served_jars: Vec<(u64, Jar)>,
     /// The longest a sign-out took to be refused by every instance.
     signout_propagation_max_us: u64,
     tokens: BTreeMap<String, BTreeSet<String>>,
@@ -162,7 +168,8 @@ struct Tally {
 
 struct Ctx {
     front: String,
-    instances: usize,
+    /// Each instance's own URL, to ask every one of them, not whichever the front picks.
+    backends: Vec<String>,
     http: reqwest::Client,
     tally: Mutex<Tally>,
     started: Instant,
@@ -174,9 +181,19 @@ impl Ctx {
         path: &str,
         jar: &Jar,
     ) -> Result<(u16, reqwest::header::HeaderMap, String), String> {
+        self.get_on(&self.front, path, jar).await
+    }
+
+    /// A GET to `base` (the front, or one instance directly).
+    async fn get_on(
+        &self,
+        base: &str,
+        path: &str,
+        jar: &Jar,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), String> {
         let response = self
             .http
-            .get(format!("{}{path}", self.front))
+            .get(format!("{base}{path}"))
             .header("Accept", "application/json")
             .header("Cookie", jar.header())
             .send()
@@ -255,7 +272,11 @@ async fn load(args: &[String]) {
     let users_n: usize = num(args, "--users", 2000);
     let duration = Duration::from_secs_f64(num(args, "--duration", 60.0));
     let concurrency: usize = num(args, "--concurrency", 64);
-    let instances: usize = num(args, "--instances", 3);
+    let backends: Vec<String> = arg(args, "--backends")
+        .unwrap_or_else(|| die("--backends URL,URL,... (each instance's own URL)"))
+        .split(',')
+        .map(|b| b.trim_end_matches('/').to_string())
+        .collect();
     let mix_arg = arg(args, "--mix").unwrap_or_else(|| "me=80,token=10,org=5,signout=5".into());
     let out = arg(args, "--out");
     let mut mix: Vec<(&'static str, u32)> = Vec::new();
@@ -293,7 +314,7 @@ async fn load(args: &[String]) {
         .unwrap();
     let ctx = Arc::new(Ctx {
         front,
-        instances,
+        backends: backends.clone(),
         http,
         tally: Mutex::default(),
         started: Instant::now(),
@@ -335,7 +356,7 @@ async fn load(args: &[String]) {
     // The load.
     let load_ctx = Arc::new(Ctx {
         front: ctx.front.clone(),
-        instances,
+        backends: backends.clone(),
         http: ctx.http.clone(),
         tally: Mutex::default(),
         started: Instant::now(),
@@ -368,6 +389,10 @@ async fn load(args: &[String]) {
                     pick -= w;
                 }
                 let Ok(mut user) = users[user_i].try_lock() else {
+                    // Another browser has this user. Wait a little rather than spin: with
+                    // fewer users than browsers, spinning workers would starve the tasks
+                    // that hold the users (a 6 s run once hung for 30 minutes).
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 };
                 requests.fetch_add(1, Ordering::Relaxed);
@@ -383,6 +408,22 @@ async fn load(args: &[String]) {
     }
     let elapsed = load_ctx.started.elapsed().as_secs_f64();
     let tally = std::mem::take(&mut *load_ctx.tally.lock().unwrap());
+    // The old cookies some instance still served 1 s after their sign-out, asked again now
+    // that the load (and any fault) is over: each instance directly. One still served means
+    // the sign-out never took effect, not that it was late.
+    let mut served_after = Vec::new();
+    for (second, jar) in &tally.signout_served_jars {
+        let mut answers = Vec::new();
+        for backend in &backends {
+            answers.push(match load_ctx.get_on(backend, "/me", jar).await {
+                Ok((status, _, _)) => status,
+                Err(_) => 0,
+            });
+        }
+        if answers.contains(&200) {
+            served_after.push(format!("signed out at {second}s, now {answers:?}"));
+        }
+    }
     let sign_in_tally = std::mem::take(&mut *ctx.tally.lock().unwrap());
     let mut kinds = serde_json::Map::new();
     let mut total = 0u64;
@@ -434,6 +475,10 @@ async fn load(args: &[String]) {
         "users_signed_out_unasked": tally.lost.len(),
         "users_signed_out_unasked_examples": tally.lost.iter().take(5).map(|l| format!("{}s {}: {}", l.0, l.1, l.2)).collect::<Vec<_>>(),
         "signed_out_cookies_still_served": tally.signout_served,
+        "signed_out_cookies_still_served_seconds": window(&tally.signout_served_examples.iter().map(|e| e.0).collect::<Vec<_>>()),
+        "signed_out_cookies_still_served_examples": tally.signout_served_examples.iter().take(5).map(|e| format!("{}s: {}", e.0, e.1)).collect::<Vec<_>>(),
+        "signed_out_cookies_served_after_the_load": served_after.len(),
+        "signed_out_cookies_served_after_the_load_examples": served_after.iter().take(5).collect::<Vec<_>>(),
         "signout_propagation_max_ms": tally.signout_propagation_max_us as f64 / 1000.0,
         "distinct_access_tokens": tally.tokens.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
     });
@@ -518,21 +563,46 @@ async fn browse(ctx: &Ctx, user: &mut User, kind: &'static str) {
         let old = user.jar.clone();
         user.jar.absorb(&headers);
         if status == 303 {
-            // The old cookies (a copy kept elsewhere) must be refused by every instance: as
-            // many refusals in a row as there are instances (the front deals them round
-            // robin), within a second (the bound SECURITY.md sets for a sign-out to reach
-            // every instance).
+            // The old cookies (a copy kept elsewhere) must be refused by every instance, each
+            // asked directly, within a second (the bound SECURITY.md sets for a sign-out to
+            // reach every instance). Refused: anything but a 2xx (401; 503 from an instance
+            // that cannot tell; no answer from a dead one).
             let signed_out = Instant::now();
-            let mut refusals = 0;
-            while refusals < ctx.instances {
-                match ctx.get("/me", &old).await {
-                    Ok((401, _, _)) => refusals += 1,
-                    _ => refusals = 0,
+            let mut serving: Vec<&str> = ctx.backends.iter().map(String::as_str).collect();
+            let mut answers: Vec<(u16, u32)> = Vec::new();
+            loop {
+                let mut still = Vec::new();
+                for backend in serving {
+                    let status = match ctx.get_on(backend, "/me", &old).await {
+                        Ok((status, _, _)) => status,
+                        Err(_) => 0,
+                    };
+                    match answers.last_mut() {
+                        Some((s, n)) if *s == status => *n += 1,
+                        _ => answers.push((status, 1)),
+                    }
+                    if (200..300).contains(&status) {
+                        still.push(backend);
+                    }
                 }
-                if refusals < ctx.instances && signed_out.elapsed() > Duration::from_secs(1) {
-                    ctx.tally.lock().unwrap().signout_served += 1;
+                serving = still;
+                if serving.is_empty() {
                     break;
                 }
+                if signed_out.elapsed() > Duration::from_secs(1) {
+                    let answers = answers
+                        .iter()
+                        .map(|(s, n)| format!("{s}×{n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let mut t = ctx.tally.lock().unwrap();
+                    t.signout_served += 1;
+                    t.signout_served_examples.push((ctx.second(), answers));
+                    t.signout_served_jars.push((ctx.second(), old.clone()));
+                    break;
+                }
+                // The instances still serving them are asked again shortly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let took = signed_out.elapsed().as_micros() as u64;
             let mut t = ctx.tally.lock().unwrap();
