@@ -495,6 +495,51 @@ async fn a_refresh_whose_sender_died_after_logto_kept_the_token_completes_on_ano
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_sender_died_waits_with_a_503_while_logto_cannot_say_whether_it_used_it() {
+    let (dep, jar) = kill_the_lease_holder(Death::AfterLogtoRotated).await;
+    dep.provider.set_introspection_down(true).await;
+
+    // Logto cannot be asked: nothing is sent, the session stays, and the answer says to
+    // come back (a 503 with Retry-After), not to sign in again.
+    let answer = dep.on(1, "/shopping", &jar).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert!(answer.retry_after.is_some(), "{answer:?}");
+    assert!(
+        answer
+            .body
+            .to_string()
+            .contains("cannot be renewed right now"),
+        "{answer:?}"
+    );
+    assert_eq!(dep.on(1, "/me", &jar).await.status, StatusCode::OK);
+    let stats = dep.provider.stats().await;
+    assert_eq!(stats["introspection_requests"].as_u64(), Some(1), "{stats}");
+    assert_eq!(
+        stats["token_requests_received"].as_u64(),
+        Some(1),
+        "nothing sent while in doubt: {stats}"
+    );
+
+    // Once Logto answers, the next request asks again (another instance), learns the token
+    // was used up, and ends that session without sending it.
+    dep.provider.set_introspection_down(false).await;
+    let answer = dep.on(2, "/shopping", &jar).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
+    let stats = dep.provider.stats().await;
+    assert_eq!(stats["introspection_requests"].as_u64(), Some(2), "{stats}");
+    assert_eq!(stats["introspection_active"].as_u64(), Some(0), "{stats}");
+    assert_eq!(
+        stats["token_requests_received"].as_u64(),
+        Some(1),
+        "{stats}"
+    );
+    assert!(
+        dep.provider.grant_valid(ALICE_SUB).await,
+        "nothing was revoked"
+    );
+}
+
 /// Through the front, without keeping cookies.
 async fn browse_once(dep: &Deployment, path: &str, jar: &Jar) -> Answer {
     dep.get(&format!("{}{path}", dep.front.url()), jar).await

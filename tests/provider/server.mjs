@@ -349,6 +349,8 @@ const state = {
    * 'logto': Logto's own rule for a confidential app, a new refresh token only once 70% of
    * its lifetime has passed (oidc-provider's default rotation, which Logto keeps). */
   rotation: 'always',
+  /** Answer introspection requests with 503 (Logto unreachable for that one question). */
+  introspectionDown: false,
   /** The private signing key (JWK), to sign logout tokens like Logto would. */
   signingKey: undefined,
   /** sub -> grant ids ever saved for the app (a revoked grant is gone from the adapter). */
@@ -554,6 +556,12 @@ function buildProvider(issuer) {
   // Statistics of every request that reached the token, revocation and userinfo endpoints,
   // and Logto's `code` member in JSON error bodies.
   provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/token/introspection' && state.introspectionDown) {
+      stats.introspection_requests += 1;
+      ctx.status = 503;
+      ctx.body = { error: 'temporarily_unavailable', error_description: 'introspection is down (test switch)' };
+      return;
+    }
     if (ctx.method === 'POST' && ctx.path === '/token') {
       stats.token_requests_received += 1;
       if (state.tokenDelayMs > 0 && !state.tokenDelayAfterHandling) {
@@ -994,6 +1002,21 @@ async function handleTestControl(provider, req, res, url) {
       state.tokenDropIfGone = dropIfGone;
       state.tokenDelayAfterHandling = afterHandling;
       sendJson(res, 200, { ms, drop_if_gone: dropIfGone, after_handling: afterHandling });
+      return;
+    }
+    case 'POST /__test/introspection': {
+      let down;
+      try {
+        ({ down } = JSON.parse((await readBody(req)) || '{}'));
+      } catch {
+        down = undefined;
+      }
+      if (typeof down !== 'boolean') {
+        sendJson(res, 400, { error: 'expected JSON {"down": true | false}' });
+        return;
+      }
+      state.introspectionDown = down;
+      sendJson(res, 200, { down });
       return;
     }
     case 'POST /__test/rotation': {

@@ -273,6 +273,13 @@ impl RealProvider {
             .await;
     }
 
+    /// Introspection answers 503 while `down` (Logto cannot say whether a token is good).
+    pub async fn set_introspection_down(&self, down: bool) {
+        let body = serde_json::json!({ "down": down });
+        self.control(reqwest::Method::POST, "/__test/introspection", Some(body))
+            .await;
+    }
+
     /// Logto's own rotation rule for a confidential app (a new refresh token only past 70%
     /// of its lifetime) instead of the default worst case (every refresh rotates).
     pub async fn rotate_like_logto(&self) {

@@ -339,8 +339,11 @@ impl RedisStore {
                 .map_err(|e| format!("logto config: `redis_url` cannot be used ({e})"))?;
             Conn::Single(manager)
         };
+        // The instance's id marks the leases it takes (`lease:{h}` holds `<id>.<nonce>`):
+        // logged, so that a lease left by a dead instance can be traced to it.
+        let instance = random_token(9);
         let description = format!(
-            "shared through Redis{} at {} (keys {}*)",
+            "shared through Redis{} at {} (keys {}*; this instance's leases are marked {instance})",
             match &settings.sentinel_master {
                 _ if settings.cluster => " Cluster".to_string(),
                 Some(master) => format!(" master {master:?} of the Sentinels"),
@@ -368,7 +371,7 @@ impl RedisStore {
                 .min(config.session_inactivity)
                 .max(config.rotation_grace),
             ended_ttl: config.session_lifetime,
-            instance: random_token(9),
+            instance,
             events: broadcast::channel(1024).0,
             synced: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
